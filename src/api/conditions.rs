@@ -1,0 +1,76 @@
+//! Condition types and reasons: the stable vocabulary of `status.conditions`.
+//!
+//! Every string the controller writes into a condition comes from here, so a
+//! reason is typed once and a test can name it exactly.
+
+/// Condition types, in the order they are evaluated.
+pub mod types {
+    pub const CONFIG_VALID: &str = "ConfigValid";
+    pub const SECRET_RESOLVED: &str = "SecretResolved";
+    pub const DISCOVERY_SUCCEEDED: &str = "DiscoverySucceeded";
+    pub const JWKS_VALID: &str = "JWKSValid";
+    pub const PROGRAMMED: &str = "Programmed";
+    pub const READY: &str = "Ready";
+
+    /// All condition types the controller owns.
+    pub const ALL: [&str; 6] = [CONFIG_VALID, SECRET_RESOLVED, DISCOVERY_SUCCEEDED, JWKS_VALID, PROGRAMMED, READY];
+}
+
+/// Condition reasons. `True` conditions use a positive reason; `False` and
+/// `Unknown` ones say what failed.
+pub mod reasons {
+    // ConfigValid
+    pub const VALID: &str = "Valid";
+    pub const INVALID_ISSUER: &str = "InvalidIssuer";
+    pub const INVALID_CLIENT_ID: &str = "InvalidClientID";
+    pub const DISALLOWED_PARAMETER: &str = "DisallowedParameter";
+    pub const UNSUPPORTED_AUTH_METHOD: &str = "UnsupportedAuthMethod";
+    pub const UNSUPPORTED_PKCE: &str = "UnsupportedPKCE";
+    pub const INVALID_ENDPOINT: &str = "InvalidEndpoint";
+    pub const INVALID_SCOPES: &str = "InvalidScopes";
+    pub const INVALID_TLS_CONFIG: &str = "InvalidTLSConfig";
+
+    // SecretResolved
+    pub const RESOLVED: &str = "Resolved";
+    pub const NOT_REQUIRED: &str = "NotRequired";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const SECRET_INVALID: &str = "SecretInvalid";
+
+    // DiscoverySucceeded / JWKSValid
+    pub const DISCOVERED: &str = "Discovered";
+    pub const ENDPOINTS_CONFIGURED: &str = "EndpointsConfigured";
+    pub const UNREACHABLE: &str = "Unreachable";
+    pub const INVALID_RESPONSE: &str = "InvalidResponse";
+    pub const ISSUER_MISMATCH: &str = "IssuerMismatch";
+    pub const INSECURE_ENDPOINT: &str = "InsecureEndpoint";
+    pub const MISSING_ENDPOINT: &str = "MissingEndpoint";
+    pub const TLS_INVALID: &str = "TLSInvalid";
+    pub const KEYS_VALID: &str = "KeysValid";
+    pub const NO_USABLE_KEYS: &str = "NoUsableKeys";
+
+    // Programmed
+    pub const PROGRAMMED: &str = "Programmed";
+    pub const LAST_KNOWN_GOOD: &str = "LastKnownGood";
+    pub const NOT_READY: &str = "NotReady";
+    pub const DISABLED: &str = "Disabled";
+
+    // Ready
+    pub const READY: &str = "Ready";
+    pub const DEGRADED: &str = "Degraded";
+
+    // `sso-operator check` without `--live`.
+    pub const NOT_CHECKED: &str = "NotChecked";
+
+    // Any condition whose prerequisite failed.
+    pub const UNABLE_TO_VALIDATE: &str = "UnableToValidate";
+}
+
+/// `status.phase` values.
+pub mod phases {
+    pub const PENDING: &str = "Pending";
+    pub const READY: &str = "Ready";
+    pub const DEGRADED: &str = "Degraded";
+    pub const ERROR: &str = "Error";
+    pub const DISABLED: &str = "Disabled";
+}

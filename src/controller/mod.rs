@@ -1,0 +1,325 @@
+//! The IdentityProvider controller: a thin async wrapper (tracing span,
+//! metrics, fetch inputs, write outputs) around the pure [`validate`] core.
+
+pub mod program;
+pub mod status;
+pub mod validate;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams, PartialObjectMeta},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::{
+    Error,
+    api::{FIELD_MANAGER, IdentityProvider, IdentityProviderStatus, conditions::phases},
+    controller::{
+        program::ProgramSet,
+        validate::{Env, SecretData, discovery_request, referenced_secrets, validate},
+    },
+    metrics::Metrics,
+    oidc::discovery::DiscoveryCache,
+};
+
+/// Timing policy: periodic re-validation of healthy providers and
+/// per-object exponential backoff for failing ones.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// How often a Ready provider is re-validated (so a JWKS or issuer that
+    /// breaks later is noticed).
+    pub revalidate: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { revalidate: Duration::from_secs(300), backoff_base: Duration::from_secs(10), backoff_max: Duration::from_secs(300) }
+    }
+}
+
+impl Timing {
+    /// The delay after the `attempt`-th consecutive failure (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+        self.backoff_base.saturating_mul(factor).min(self.backoff_max)
+    }
+}
+
+/// Per-object failure counts for exponential backoff.
+#[derive(Default)]
+pub struct Backoffs(Mutex<HashMap<String, u32>>);
+
+impl Backoffs {
+    /// Records a failure and returns the attempt number.
+    pub fn fail(&self, key: &str) -> u32 {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+    pub fn reset(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// A clock, injectable so tests fix time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// Everything reconcile needs, built once.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub discovery: Arc<DiscoveryCache>,
+    pub programs: Arc<ProgramSet>,
+    pub env: Env,
+    pub timing: Timing,
+    pub backoffs: Backoffs,
+    pub clock: Box<dyn Clock>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, discovery: Arc<DiscoveryCache>, programs: Arc<ProgramSet>, env: Env) -> Self {
+        let reporter = Reporter { controller: "sso-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            discovery,
+            programs,
+            env,
+            timing: Timing::default(),
+            backoffs: Backoffs::default(),
+            clock: Box::new(SystemClock),
+        }
+    }
+}
+
+/// Reads the referenced Secrets; a Secret that does not exist is left out.
+async fn fetch_secrets(client: &Client, ns: &str, names: &[String]) -> Result<SecretData, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut out = SecretData::new();
+    for name in names {
+        if let Some(secret) = api.get_opt(name).await? {
+            let mut data: BTreeMap<String, Vec<u8>> =
+                secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            // stringData is write-only in the API, but honour it if a client left it.
+            for (k, v) in secret.string_data.unwrap_or_default() {
+                data.insert(k, v.into_bytes());
+            }
+            out.insert(name.clone(), data);
+        }
+    }
+    Ok(out)
+}
+
+/// The status patch: server-side apply of `status` only, with apiVersion
+/// and kind, under the controller's field manager.
+pub fn status_patch(status: &IdentityProviderStatus) -> serde_json::Value {
+    json!({
+        "apiVersion": IdentityProvider::api_version(&()),
+        "kind": IdentityProvider::kind(&()),
+        "status": status,
+    })
+}
+
+/// Reconciles one IdentityProvider.
+pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = idp.namespace().unwrap_or_default();
+    let name = idp.name_any();
+    let span = info_span!("reconcile", namespace = %ns, name = %name);
+    async move {
+        let timer = ctx.metrics.reconcile_timer();
+        let key = idp.key();
+        let generation = idp.metadata.generation.unwrap_or_default();
+
+        let secrets = fetch_secrets(&ctx.client, &ns, &referenced_secrets(&idp.spec)).await?;
+        let discovery = match discovery_request(&idp.spec, &ns, &secrets) {
+            Some(req) => Some(ctx.discovery.get(&req).await),
+            None => None,
+        };
+        let previous = ctx.programs.get(&key);
+        let v = validate(&idp, &secrets, discovery.as_deref(), previous.as_ref(), &ctx.env);
+        ctx.programs.set(&key, &v.programming);
+
+        let old = idp.status.as_ref();
+        let new = status::build_status(old, &v, generation, ctx.clock.now());
+        if status::needs_write(old, &new) {
+            let api: Api<IdentityProvider> = Api::namespaced(ctx.client.clone(), &ns);
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            match api.patch_status(&name, &pp, &Patch::Apply(status_patch(&new))).await {
+                Ok(_) => {}
+                // Deleted while we worked: nothing left to report on.
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
+                Err(e) => return Err(e.into()),
+            }
+            let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+            for t in status::transitions(old_conditions, &new.conditions) {
+                let ev = Event {
+                    type_: if t.warning { EventType::Warning } else { EventType::Normal },
+                    reason: t.reason.clone(),
+                    note: Some(truncate(&format!("{} is {}: {}", t.type_, t.status, t.message), 1000)),
+                    action: "Validate".into(),
+                    secondary: None,
+                };
+                if let Err(e) = ctx.recorder.publish(&ev, &idp.object_ref(&())).await {
+                    warn!(error = %e, "could not publish event");
+                }
+            }
+        }
+        timer.observe();
+
+        let action = match v.phase {
+            phases::READY | phases::DISABLED => {
+                ctx.backoffs.reset(&key);
+                Action::requeue(ctx.timing.revalidate)
+            }
+            _ => {
+                let bad = v.conditions.iter().find(|c| !c.is_true()).map_or("Unknown", |c| c.reason.as_str());
+                ctx.metrics.reconcile_failed(bad);
+                let attempt = ctx.backoffs.fail(&key);
+                let delay = ctx.timing.backoff(attempt);
+                info!(phase = v.phase, reason = bad, attempt, retry_in = ?delay, "provider not ready");
+                Action::requeue(delay)
+            }
+        };
+        Ok(action)
+    }
+    .instrument(span)
+    .await
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Errors talking to the API: back off per object.
+pub fn error_policy(idp: Arc<IdentityProvider>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(err.category());
+    let attempt = ctx.backoffs.fail(&idp.key());
+    let delay = ctx.timing.backoff(attempt);
+    warn!(namespace = idp.namespace().unwrap_or_default(), name = idp.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The providers in `idps` that reference Secret `ns/name`.
+pub fn providers_for_secret<'a>(
+    idps: impl IntoIterator<Item = &'a IdentityProvider>,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<IdentityProvider>> {
+    idps.into_iter()
+        .filter(|idp| idp.metadata.namespace.as_deref() == Some(ns))
+        .filter(|idp| referenced_secrets(&idp.spec).iter().any(|s| s == name))
+        .map(ObjectRef::from)
+        .collect()
+}
+
+/// Controller settings from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace of the broker config Secret (the operator's namespace).
+    pub namespace: String,
+    pub broker_config_secret: String,
+    /// Only watch IdentityProviders in this namespace; all when `None`.
+    pub watch_namespace: Option<String>,
+    /// Label selector narrowing the Secret metadata watch.
+    pub secret_label_selector: Option<String>,
+}
+
+/// Runs the controller until shutdown.
+pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Result<(), Error> {
+    let idps: Api<IdentityProvider> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Secret changes, metadata only (values never enter the cache), mapped
+    // to the providers that reference them.
+    let secrets: Api<PartialObjectMeta<Secret>> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Fail fast with a clear message when the CRD is not installed.
+    if let Err(e) = idps.list(&kube::api::ListParams::default().limit(1)).await {
+        return Err(Error::Startup(format!(
+            "cannot list IdentityProviders ({e}); is the CRD installed (sso-operator crd | kubectl apply -f -)?"
+        )));
+    }
+
+    // Last known good across restarts: start from what the broker serves.
+    ctx.programs.load(&client, &settings.namespace, &settings.broker_config_secret).await;
+
+    let mut secret_config = watcher::Config::default();
+    if let Some(sel) = &settings.secret_label_selector {
+        secret_config = secret_config.labels(sel);
+    }
+    let controller = Controller::new(idps, watcher::Config::default());
+    let reader = controller.store();
+    let store_for_secrets = reader.clone();
+
+    let writer_task = tokio::spawn(program::run_writer(
+        client.clone(),
+        ctx.programs.clone(),
+        reader.clone(),
+        settings.namespace.clone(),
+        settings.broker_config_secret.clone(),
+        ctx.metrics.clone(),
+    ));
+
+    ctx.metrics.set_ready(true);
+    controller
+        .watches(secrets, secret_config, move |secret| {
+            let ns = secret.namespace().unwrap_or_default();
+            let state = store_for_secrets.state();
+            providers_for_secret(state.iter().map(|a| a.as_ref()), &ns, &secret.name_any())
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    e => warn!(error = %e, "controller stream error"),
+                }
+            }
+        })
+        .await;
+    writer_task.abort();
+    Ok(())
+}

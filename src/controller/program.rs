@@ -1,0 +1,157 @@
+//! The programmed provider set (the broker's input) and its writer.
+//!
+//! Reconciles update entries in memory; one writer task serializes the set
+//! into the broker config Secret, only when its content changed, and drops
+//! entries whose IdentityProvider no longer exists.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+    runtime::reflector::Store,
+};
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::{
+    api::{FIELD_MANAGER, IdentityProvider},
+    config::{BROKER_CONFIG_KEY, BrokerConfig, ProgrammedProvider},
+    controller::validate::Programming,
+    metrics::Metrics,
+};
+
+/// The set of programmed providers, shared by reconciles and the writer.
+#[derive(Default)]
+pub struct ProgramSet {
+    entries: Mutex<BTreeMap<String, ProgrammedProvider>>,
+    changed: Notify,
+}
+
+impl ProgramSet {
+    pub fn get(&self, key: &str) -> Option<ProgrammedProvider> {
+        self.lock().get(key).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProgrammedProvider>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one provider's programming; wakes the writer on a change.
+    /// Returns whether anything changed.
+    pub fn set(&self, key: &str, p: &Programming) -> bool {
+        let changed = {
+            let mut m = self.lock();
+            match p.entry() {
+                Some(entry) => m.insert(key.to_string(), entry.clone()).as_ref() != Some(entry),
+                None => m.remove(key).is_some(),
+            }
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+        changed
+    }
+
+    /// Removes entries whose key is not in `keep`; returns whether any went.
+    pub fn retain(&self, keep: &BTreeSet<String>) -> bool {
+        let mut m = self.lock();
+        let before = m.len();
+        m.retain(|k, _| keep.contains(k));
+        m.len() != before
+    }
+
+    pub fn snapshot(&self) -> BrokerConfig {
+        BrokerConfig { providers: self.lock().clone() }
+    }
+
+    pub fn replace(&self, config: BrokerConfig) {
+        *self.lock() = config.providers;
+        self.changed.notify_one();
+    }
+
+    /// Seeds the set from the broker config Secret, so a controller restart
+    /// during a provider outage keeps the last known good entries.
+    pub async fn load(&self, client: &Client, ns: &str, name: &str) {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(Some(s)) => match s.data.as_ref().and_then(|d| d.get(BROKER_CONFIG_KEY)) {
+                Some(bytes) => match BrokerConfig::from_json(&bytes.0) {
+                    Ok(cfg) => {
+                        info!(providers = cfg.providers.len(), "loaded the broker config as last known good");
+                        self.replace(cfg);
+                    }
+                    Err(e) => warn!(error = %e, "broker config Secret {ns}/{name} is not valid; starting empty"),
+                },
+                None => {}
+            },
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot read broker config Secret {ns}/{name}; starting empty"),
+        }
+    }
+
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}
+
+/// The server-side apply body for the broker config Secret.
+pub fn config_secret(ns: &str, name: &str, config: &BrokerConfig) -> Secret {
+    let mut data = BTreeMap::new();
+    data.insert(BROKER_CONFIG_KEY.to_string(), ByteString(config.to_json()));
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "sso-operator", "app.kubernetes.io/component": "broker-config"},
+        },
+        "type": "Opaque",
+        "data": data,
+    });
+    serde_json::from_value(value).expect("valid Secret")
+}
+
+/// Writes the broker config whenever it changes (debounced), and prunes
+/// entries of deleted providers.
+pub async fn run_writer(
+    client: Client,
+    programs: Arc<ProgramSet>,
+    store: Store<IdentityProvider>,
+    ns: String,
+    name: String,
+    metrics: Arc<Metrics>,
+) {
+    let api: Api<Secret> = Api::namespaced(client, &ns);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut last_written: Option<BrokerConfig> = None;
+    loop {
+        let keep: BTreeSet<String> = store.state().iter().map(|i| i.key()).collect();
+        programs.retain(&keep);
+        let config = programs.snapshot();
+        if last_written.as_ref() != Some(&config) {
+            match api.patch(&name, &pp, &Patch::Apply(config_secret(&ns, &name, &config))).await {
+                Ok(_) => {
+                    info!(providers = config.providers.len(), "wrote broker config");
+                    metrics.broker_config_writes.inc();
+                    last_written = Some(config);
+                }
+                Err(e) => warn!(error = %e, "cannot write broker config Secret {ns}/{name}; retrying"),
+            }
+        }
+        // Wake on a change, or periodically to prune deleted providers and retry.
+        let _ = tokio::time::timeout(Duration::from_secs(10), programs.changed()).await;
+        // Debounce bursts (many providers reconciled together).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

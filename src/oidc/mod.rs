@@ -1,0 +1,3 @@
+//! OpenID Connect pieces shared by the controller and the broker.
+
+pub mod discovery;
