@@ -393,6 +393,8 @@ pub fn validate(
 
     let spec_check = check_spec(spec);
     let resolved = resolve_secrets(ns, spec, secrets);
+    // An outcome is only meaningful for a request the spec can make.
+    let discovery = discovery.filter(|_| discovery_request(spec, ns, secrets).is_some());
 
     // SecretResolved
     let secret_cond = match &resolved {

@@ -1,0 +1,77 @@
+//! Fixtures shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+use sso_operator::{
+    api::{IdentityProvider, IdentityProviderSpec, SecretKeyRef},
+    controller::validate::{Env, SecretData},
+    oidc::discovery::{DiscoveryOutcome, JwksSummary, ProviderEndpoints},
+};
+
+pub const ISSUER: &str = "https://idp.example.com";
+
+/// A valid provider `team-a/corp` with a client secret in Secret `corp-oidc`.
+pub fn idp() -> IdentityProvider {
+    let spec: IdentityProviderSpec = serde_json::from_value(serde_json::json!({
+        "issuer": ISSUER,
+        "clientID": "client-1",
+        "clientSecretRef": {"name": "corp-oidc", "key": "clientSecret"},
+    }))
+    .unwrap();
+    IdentityProvider {
+        metadata: ObjectMeta {
+            name: Some("corp".into()),
+            namespace: Some("team-a".into()),
+            generation: Some(3),
+            uid: Some("2f0b7f9e-1111-4c1a-9d7e-000000000001".into()),
+            resource_version: Some("100".into()),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+pub fn secret_ref(name: &str, key: &str) -> SecretKeyRef {
+    SecretKeyRef { name: name.into(), key: key.into() }
+}
+
+/// The Secrets `idp()` needs.
+pub fn secrets() -> SecretData {
+    let mut s = SecretData::new();
+    s.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), b"s3cr3t-value".to_vec())]));
+    s
+}
+
+pub fn endpoints() -> ProviderEndpoints {
+    ProviderEndpoints {
+        issuer: ISSUER.into(),
+        authorization_endpoint: format!("{ISSUER}/authorize"),
+        token_endpoint: format!("{ISSUER}/token"),
+        userinfo_endpoint: Some(format!("{ISSUER}/userinfo")),
+        jwks_uri: format!("{ISSUER}/jwks"),
+        end_session_endpoint: Some(format!("{ISSUER}/logout")),
+        token_endpoint_auth_methods: Some(vec!["client_secret_basic".into(), "client_secret_post".into()]),
+        code_challenge_methods: Some(vec!["S256".into()]),
+        discovered: true,
+    }
+}
+
+pub fn fixed_time() -> jiff::Timestamp {
+    "2026-11-23T10:00:00Z".parse().unwrap()
+}
+
+/// A successful discovery for `idp()`.
+pub fn discovery() -> DiscoveryOutcome {
+    DiscoveryOutcome {
+        endpoints: Ok(endpoints()),
+        jwks: Some(Ok(JwksSummary { usable_keys: 2, total_keys: 2 })),
+        fetched_at: fixed_time(),
+    }
+}
+
+pub fn env() -> Env {
+    Env { public_url: "https://sso.example.com".parse().unwrap() }
+}

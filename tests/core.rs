@@ -1,0 +1,661 @@
+//! Table-driven tests of the pure validation core: every condition reason
+//! reached by a real input, asserted by exact type, status and reason.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use sso_operator::{
+    api::{
+        ClientAuthMethod, EndpointOverrides, IdentityProvider, PkceMode, TlsConfig,
+        conditions::{phases, reasons as r, types as t},
+    },
+    config::ProgrammedProvider,
+    controller::validate::{Programming, SecretData, discovery_request, validate},
+    oidc::discovery::{DiscoveryOutcome, Failure, JwksSummary},
+};
+
+/// Inputs of one case, starting from a provider that validates.
+struct Inputs {
+    idp: IdentityProvider,
+    secrets: SecretData,
+    discovery: Option<DiscoveryOutcome>,
+    previous: Option<ProgrammedProvider>,
+}
+
+impl Inputs {
+    fn good() -> Self {
+        Self { idp: idp(), secrets: secrets(), discovery: Some(discovery()), previous: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Prog {
+    Program,
+    Keep,
+    Remove,
+}
+
+struct Case {
+    name: &'static str,
+    setup: fn(&mut Inputs),
+    /// (type, status, reason) that must hold; other conditions unchecked.
+    expect: &'static [(&'static str, &'static str, &'static str)],
+    phase: &'static str,
+    prog: Prog,
+    /// A fragment the failing condition's message must contain.
+    message: Option<&'static str>,
+}
+
+fn fail(reason: &str, message: &str) -> Failure {
+    Failure::new(reason, message)
+}
+
+/// A previously programmed entry for `idp()` at generation 2.
+fn previous() -> ProgrammedProvider {
+    let mut i = Inputs::good();
+    i.idp.metadata.generation = Some(2);
+    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
+    v.programming.entry().cloned().expect("good inputs program")
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "all good",
+        setup: |_| {},
+        expect: &[
+            (t::CONFIG_VALID, "True", r::VALID),
+            (t::SECRET_RESOLVED, "True", r::RESOLVED),
+            (t::DISCOVERY_SUCCEEDED, "True", r::DISCOVERED),
+            (t::JWKS_VALID, "True", r::KEYS_VALID),
+            (t::PROGRAMMED, "True", r::PROGRAMMED),
+            (t::READY, "True", r::READY),
+        ],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    // --- ConfigValid
+    Case {
+        name: "issuer with a query",
+        setup: |i| i.idp.spec.issuer = "https://idp.example.com/?tenant=a".into(),
+        expect: &[
+            (t::CONFIG_VALID, "False", r::INVALID_ISSUER),
+            (t::DISCOVERY_SUCCEEDED, "Unknown", r::UNABLE_TO_VALIDATE),
+            (t::JWKS_VALID, "Unknown", r::UNABLE_TO_VALIDATE),
+            (t::PROGRAMMED, "False", r::NOT_READY),
+            (t::READY, "False", r::INVALID_ISSUER),
+        ],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("query or fragment"),
+    },
+    Case {
+        name: "http issuer on a public host",
+        setup: |i| i.idp.spec.issuer = "http://idp.example.com".into(),
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_ISSUER)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("only https is allowed"),
+    },
+    Case {
+        name: "issuer not a URL",
+        setup: |i| i.idp.spec.issuer = "idp.example.com".into(),
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_ISSUER)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("is not a URL"),
+    },
+    Case {
+        name: "both client ID sources",
+        setup: |i| i.idp.spec.client_id_from = Some(secret_ref("corp-oidc", "clientID")),
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_CLIENT_ID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("not both"),
+    },
+    Case {
+        name: "no client ID source",
+        setup: |i| i.idp.spec.client_id = None,
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_CLIENT_ID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("set one of spec.clientID"),
+    },
+    Case {
+        name: "reserved authorize parameter",
+        setup: |i| {
+            i.idp.spec.authorize_params.insert("redirect_uri".into(), "https://evil.example".into());
+        },
+        expect: &[(t::CONFIG_VALID, "False", r::DISALLOWED_PARAMETER)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("\"redirect_uri\""),
+    },
+    Case {
+        name: "private_key_jwt not supported yet",
+        setup: |i| i.idp.spec.client_auth_method = ClientAuthMethod::PrivateKeyJwt,
+        expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("private_key_jwt"),
+    },
+    Case {
+        name: "public client without PKCE",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::None;
+            i.idp.spec.pkce = PkceMode::Disabled;
+        },
+        expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("requires pkce: S256"),
+    },
+    Case {
+        name: "confidential client without a secret",
+        setup: |i| i.idp.spec.client_secret_ref = None,
+        expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD), (t::SECRET_RESOLVED, "True", r::NOT_REQUIRED)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("needs spec.clientSecretRef"),
+    },
+    Case {
+        name: "client_secret_post where the provider supports it",
+        setup: |i| i.idp.spec.client_auth_method = ClientAuthMethod::ClientSecretPost,
+        expect: &[(t::CONFIG_VALID, "True", r::VALID)],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    Case {
+        name: "auth method not advertised",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::ClientSecretPost;
+            let mut d = discovery();
+            d.endpoints.as_mut().unwrap().token_endpoint_auth_methods = Some(vec!["client_secret_basic".into()]);
+            i.discovery = Some(d);
+        },
+        expect: &[
+            (t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD),
+            (t::DISCOVERY_SUCCEEDED, "True", r::DISCOVERED),
+            (t::READY, "False", r::UNSUPPORTED_AUTH_METHOD),
+        ],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("not client_secret_post"),
+    },
+    Case {
+        name: "no token_endpoint_auth_methods_supported means client_secret_basic only",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::ClientSecretPost;
+            let mut d = discovery();
+            d.endpoints.as_mut().unwrap().token_endpoint_auth_methods = None;
+            i.discovery = Some(d);
+        },
+        expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("[client_secret_basic]"),
+    },
+    Case {
+        name: "provider without S256",
+        setup: |i| {
+            let mut d = discovery();
+            d.endpoints.as_mut().unwrap().code_challenge_methods = Some(vec!["plain".into()]);
+            i.discovery = Some(d);
+        },
+        expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_PKCE)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("set spec.pkce: Disabled"),
+    },
+    Case {
+        name: "PKCE disabled for a provider without S256",
+        setup: |i| {
+            i.idp.spec.pkce = PkceMode::Disabled;
+            let mut d = discovery();
+            d.endpoints.as_mut().unwrap().code_challenge_methods = Some(vec!["plain".into()]);
+            i.discovery = Some(d);
+        },
+        expect: &[(t::CONFIG_VALID, "True", r::VALID)],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    Case {
+        name: "insecure endpoint override",
+        setup: |i| {
+            i.idp.spec.endpoints = Some(EndpointOverrides { token: Some("http://idp.example.com/token".into()), ..Default::default() })
+        },
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_ENDPOINT)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("spec.endpoints.token"),
+    },
+    Case {
+        name: "scope with a space",
+        setup: |i| i.idp.spec.scopes = vec!["openid email".into()],
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_SCOPES)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("whitespace"),
+    },
+    Case {
+        name: "inline CA bundle that is not PEM",
+        setup: |i| i.idp.spec.tls = Some(TlsConfig { ca_bundle: Some("not a certificate".into()), ca_bundle_secret_ref: None }),
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_TLS_CONFIG)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("caBundle"),
+    },
+    Case {
+        name: "both CA bundle sources",
+        setup: |i| {
+            i.idp.spec.tls = Some(TlsConfig { ca_bundle: Some("x".into()), ca_bundle_secret_ref: Some(secret_ref("ca", "ca.crt")) })
+        },
+        expect: &[(t::CONFIG_VALID, "False", r::INVALID_TLS_CONFIG)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("at most one"),
+    },
+    // --- SecretResolved
+    Case {
+        name: "Secret missing",
+        setup: |i| i.secrets.clear(),
+        expect: &[
+            (t::CONFIG_VALID, "True", r::VALID),
+            (t::SECRET_RESOLVED, "False", r::SECRET_NOT_FOUND),
+            (t::DISCOVERY_SUCCEEDED, "True", r::DISCOVERED),
+            (t::PROGRAMMED, "False", r::NOT_READY),
+            (t::READY, "False", r::SECRET_NOT_FOUND),
+        ],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("Secret team-a/corp-oidc (from spec.clientSecretRef) not found"),
+    },
+    Case {
+        name: "Secret key missing",
+        setup: |i| {
+            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("secret".to_string(), b"x".to_vec())]));
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_KEY_MISSING)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("has no key \"clientSecret\"; it has [secret]"),
+    },
+    Case {
+        name: "secret value with a trailing newline",
+        setup: |i| {
+            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), b"s3cr3t\n".to_vec())]));
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("trailing whitespace"),
+    },
+    Case {
+        name: "secret value empty",
+        setup: |i| {
+            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), Vec::new())]));
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("is empty"),
+    },
+    Case {
+        name: "secret value not UTF-8",
+        setup: |i| {
+            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), vec![0xff, 0xfe])]));
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("not UTF-8"),
+    },
+    Case {
+        name: "client ID from a Secret",
+        setup: |i| {
+            i.idp.spec.client_id = None;
+            i.idp.spec.client_id_from = Some(secret_ref("corp-oidc", "clientID"));
+            i.secrets.get_mut("corp-oidc").unwrap().insert("clientID".into(), b"from-secret".to_vec());
+        },
+        expect: &[(t::SECRET_RESOLVED, "True", r::RESOLVED), (t::READY, "True", r::READY)],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    Case {
+        name: "public client needs no Secret",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::None;
+            i.idp.spec.client_secret_ref = None;
+            let mut d = discovery();
+            d.endpoints.as_mut().unwrap().token_endpoint_auth_methods = Some(vec!["none".into()]);
+            i.discovery = Some(d);
+        },
+        expect: &[(t::SECRET_RESOLVED, "True", r::NOT_REQUIRED), (t::READY, "True", r::READY)],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    Case {
+        name: "CA bundle Secret missing blocks discovery",
+        setup: |i| {
+            i.idp.spec.tls = Some(TlsConfig { ca_bundle: None, ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")) });
+            i.discovery = None;
+        },
+        expect: &[
+            (t::SECRET_RESOLVED, "False", r::SECRET_NOT_FOUND),
+            (t::DISCOVERY_SUCCEEDED, "Unknown", r::UNABLE_TO_VALIDATE),
+            (t::JWKS_VALID, "Unknown", r::UNABLE_TO_VALIDATE),
+        ],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("spec.tls.caBundleSecretRef"),
+    },
+    Case {
+        name: "CA bundle Secret not PEM",
+        setup: |i| {
+            i.idp.spec.tls = Some(TlsConfig { ca_bundle: None, ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")) });
+            i.secrets.insert("corp-ca".into(), BTreeMap::from([("ca.crt".to_string(), b"garbage".to_vec())]));
+            i.discovery = None;
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("ca.crt"),
+    },
+    // --- DiscoverySucceeded
+    Case {
+        name: "discovery unreachable, never programmed",
+        setup: |i| {
+            i.discovery =
+                Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "connection refused")), jwks: None, fetched_at: fixed_time() })
+        },
+        expect: &[
+            (t::DISCOVERY_SUCCEEDED, "False", r::UNREACHABLE),
+            (t::JWKS_VALID, "Unknown", r::UNABLE_TO_VALIDATE),
+            (t::PROGRAMMED, "False", r::NOT_READY),
+            (t::READY, "False", r::UNREACHABLE),
+        ],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("connection refused"),
+    },
+    Case {
+        name: "discovery unreachable keeps the last known good entry",
+        setup: |i| {
+            i.discovery =
+                Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")), jwks: None, fetched_at: fixed_time() });
+            i.previous = Some(previous());
+        },
+        expect: &[
+            (t::DISCOVERY_SUCCEEDED, "False", r::UNREACHABLE),
+            (t::PROGRAMMED, "True", r::LAST_KNOWN_GOOD),
+            (t::READY, "False", r::DEGRADED),
+        ],
+        phase: phases::DEGRADED,
+        prog: Prog::Keep,
+        message: Some("HTTP 503"),
+    },
+    Case {
+        name: "JWKS unreachable keeps the last known good entry",
+        setup: |i| {
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Ok(endpoints()),
+                jwks: Some(Err(fail(r::UNREACHABLE, "timed out"))),
+                fetched_at: fixed_time(),
+            });
+            i.previous = Some(previous());
+        },
+        expect: &[
+            (t::JWKS_VALID, "False", r::UNREACHABLE),
+            (t::PROGRAMMED, "True", r::LAST_KNOWN_GOOD),
+            (t::READY, "False", r::DEGRADED),
+        ],
+        phase: phases::DEGRADED,
+        prog: Prog::Keep,
+        message: Some("timed out"),
+    },
+    Case {
+        name: "issuer mismatch is not transient: the entry is removed",
+        setup: |i| {
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::ISSUER_MISMATCH, "reports issuer \"https://other\"")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            });
+            i.previous = Some(previous());
+        },
+        expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::ISSUER_MISMATCH), (t::PROGRAMMED, "False", r::NOT_READY)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("reports issuer"),
+    },
+    Case {
+        name: "a broken Secret is not papered over by last known good",
+        setup: |i| {
+            i.discovery =
+                Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")), jwks: None, fetched_at: fixed_time() });
+            i.previous = Some(previous());
+            i.secrets.clear();
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_NOT_FOUND), (t::PROGRAMMED, "False", r::NOT_READY)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("not found"),
+    },
+    Case {
+        name: "invalid discovery response",
+        setup: |i| {
+            i.discovery =
+                Some(DiscoveryOutcome { endpoints: Err(fail(r::INVALID_RESPONSE, "not valid JSON")), jwks: None, fetched_at: fixed_time() })
+        },
+        expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::INVALID_RESPONSE), (t::READY, "False", r::INVALID_RESPONSE)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("not valid JSON"),
+    },
+    Case {
+        name: "insecure discovered endpoint",
+        setup: |i| {
+            i.discovery =
+                Some(DiscoveryOutcome { endpoints: Err(fail(r::INSECURE_ENDPOINT, "uses http")), jwks: None, fetched_at: fixed_time() })
+        },
+        expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::INSECURE_ENDPOINT)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: None,
+    },
+    Case {
+        name: "missing endpoint",
+        setup: |i| {
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::MISSING_ENDPOINT, "has no token_endpoint")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            })
+        },
+        expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::MISSING_ENDPOINT)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: None,
+    },
+    Case {
+        name: "TLS failure",
+        setup: |i| {
+            i.discovery =
+                Some(DiscoveryOutcome { endpoints: Err(fail(r::TLS_INVALID, "UnknownIssuer")), jwks: None, fetched_at: fixed_time() })
+        },
+        expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::TLS_INVALID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: None,
+    },
+    Case {
+        name: "endpoints configured, discovery skipped",
+        setup: |i| {
+            let mut e = endpoints();
+            e.discovered = false;
+            e.token_endpoint_auth_methods = None;
+            e.code_challenge_methods = None;
+            i.discovery = Some(DiscoveryOutcome { endpoints: Ok(e), ..discovery() });
+        },
+        expect: &[(t::DISCOVERY_SUCCEEDED, "True", r::ENDPOINTS_CONFIGURED), (t::READY, "True", r::READY)],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    Case {
+        name: "offline check",
+        setup: |i| i.discovery = None,
+        expect: &[
+            (t::CONFIG_VALID, "True", r::VALID),
+            (t::SECRET_RESOLVED, "True", r::RESOLVED),
+            (t::DISCOVERY_SUCCEEDED, "Unknown", r::NOT_CHECKED),
+            (t::JWKS_VALID, "Unknown", r::NOT_CHECKED),
+            (t::PROGRAMMED, "False", r::NOT_READY),
+            (t::READY, "Unknown", r::NOT_CHECKED),
+        ],
+        phase: phases::PENDING,
+        prog: Prog::Remove,
+        message: None,
+    },
+    // --- JWKSValid
+    Case {
+        name: "no usable keys",
+        setup: |i| {
+            i.discovery = Some(DiscoveryOutcome {
+                jwks: Some(Err(fail(r::NO_USABLE_KEYS, "1 key(s) but none can verify"))),
+                ..discovery()
+            });
+            i.previous = Some(previous());
+        },
+        expect: &[(t::JWKS_VALID, "False", r::NO_USABLE_KEYS), (t::PROGRAMMED, "False", r::NOT_READY), (t::READY, "False", r::NO_USABLE_KEYS)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("none can verify"),
+    },
+    Case {
+        name: "JWKS not found",
+        setup: |i| {
+            i.discovery =
+                Some(DiscoveryOutcome { jwks: Some(Err(fail(r::INVALID_RESPONSE, "answered HTTP 404 Not Found"))), ..discovery() })
+        },
+        expect: &[(t::JWKS_VALID, "False", r::INVALID_RESPONSE)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("404"),
+    },
+    // --- Disabled
+    Case {
+        name: "disabled provider is validated but not programmed",
+        setup: |i| {
+            i.idp.spec.enabled = false;
+            i.previous = Some(previous());
+        },
+        expect: &[
+            (t::CONFIG_VALID, "True", r::VALID),
+            (t::DISCOVERY_SUCCEEDED, "True", r::DISCOVERED),
+            (t::PROGRAMMED, "False", r::DISABLED),
+            (t::READY, "False", r::DISABLED),
+        ],
+        phase: phases::DISABLED,
+        prog: Prog::Remove,
+        message: None,
+    },
+];
+
+#[test]
+fn every_case() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let mut i = Inputs::good();
+        (case.setup)(&mut i);
+        let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), i.previous.as_ref(), &env());
+        let got_prog = match v.programming {
+            Programming::Program(_) => Prog::Program,
+            Programming::KeepLastKnownGood(_) => Prog::Keep,
+            Programming::Remove => Prog::Remove,
+        };
+        if v.phase != case.phase || got_prog != case.prog {
+            failures.push(format!("{}: phase {} / {:?}, want {} / {:?}", case.name, v.phase, got_prog, case.phase, case.prog));
+        }
+        for (ty, status, reason) in case.expect {
+            let c = v.condition(ty);
+            if (c.status, c.reason.as_str()) != (*status, *reason) {
+                failures.push(format!("{}: {ty} is {} {} ({}), want {status} {reason}", case.name, c.status, c.reason, c.message));
+            }
+        }
+        if let Some(fragment) = case.message {
+            let bad = v.conditions.iter().find(|c| c.status != "True").expect("a failing case has a failing condition");
+            if !bad.message.contains(fragment) {
+                failures.push(format!("{}: message {:?} lacks {fragment:?}", case.name, bad.message));
+            }
+        }
+        // Every condition type is always present, in a fixed order.
+        let types: Vec<&str> = v.conditions.iter().map(|c| c.type_).collect();
+        assert_eq!(types, t::ALL, "{}", case.name);
+        // Secrets never leak into messages.
+        for c in &v.conditions {
+            assert!(!c.message.contains("s3cr3t"), "{}: secret in {} message", case.name, c.type_);
+        }
+    }
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn programmed_entry_carries_resolved_credentials_and_endpoints() {
+    let i = Inputs::good();
+    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
+    let p = v.programming.entry().unwrap();
+    assert_eq!(p.key(), "team-a/corp");
+    assert_eq!(p.client_id, "client-1");
+    assert_eq!(p.client_secret.as_deref(), Some("s3cr3t-value"));
+    assert_eq!(p.scopes, ["openid", "email", "profile"]);
+    assert_eq!(p.redirect_uri, "https://sso.example.com/oauth/callback/team-a/corp");
+    assert_eq!(v.redirect_uri, p.redirect_uri);
+    assert_eq!(p.endpoints.token_endpoint, "https://idp.example.com/token");
+    assert_eq!(p.generation, 3);
+    assert!(p.pkce);
+    assert!(!format!("{p:?}").contains("s3cr3t"), "Debug redacts the client secret");
+}
+
+#[test]
+fn openid_scope_is_always_first_and_unique() {
+    let mut i = Inputs::good();
+    i.idp.spec.scopes = vec!["email".into(), "openid".into(), "groups".into(), "email".into()];
+    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
+    assert_eq!(v.programming.entry().unwrap().scopes, ["openid", "email", "groups"]);
+}
+
+#[test]
+fn last_known_good_takes_a_rotated_secret() {
+    let mut i = Inputs::good();
+    i.discovery = Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "down")), jwks: None, fetched_at: fixed_time() });
+    i.secrets.get_mut("corp-oidc").unwrap().insert("clientSecret".into(), b"rotated".to_vec());
+    let prev = previous();
+    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), Some(&prev), &env());
+    let Programming::KeepLastKnownGood(kept) = &v.programming else { panic!("expected last known good, got {:?}", v.programming) };
+    assert_eq!(kept.client_secret.as_deref(), Some("rotated"));
+    assert_eq!(kept.generation, 2, "endpoints and settings stay those of the last good generation");
+    assert_eq!(kept.endpoints, prev.endpoints);
+    assert!(v.condition(t::PROGRAMMED).message.contains("generation 2"));
+}
+
+#[test]
+fn discovery_request_needs_a_valid_spec_and_ca() {
+    let i = Inputs::good();
+    let req = discovery_request(&i.idp.spec, "team-a", &i.secrets).unwrap();
+    assert_eq!(req.issuer, ISSUER);
+    assert_eq!(req.ca_bundle, None);
+    // A missing client secret does not stop discovery...
+    assert!(discovery_request(&i.idp.spec, "team-a", &SecretData::new()).is_some());
+    // ...an invalid spec does.
+    let mut bad = i.idp.spec.clone();
+    bad.issuer = "ftp://x".into();
+    assert!(discovery_request(&bad, "team-a", &i.secrets).is_none());
+    let _ = JwksSummary::default();
+}
