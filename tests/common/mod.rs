@@ -1,6 +1,8 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod issuer;
+
 use std::collections::BTreeMap;
 
 use kube::api::ObjectMeta;
