@@ -129,8 +129,10 @@ pub fn admission_errors(schema: &Value, object: &Value) -> Vec<String> {
     // metadata is validated by the apiserver itself; check the rest.
     let mut rest = object.clone();
     if let Some(o) = rest.as_object_mut() {
-        o.remove("metadata");
-        o.remove("status");
+        // Validated by the apiserver itself, not by the CRD schema.
+        for k in ["apiVersion", "kind", "metadata", "status"] {
+            o.remove(k);
+        }
     }
     let mut schema_rest = schema.clone();
     if let Some(p) = schema_rest.get_mut("properties").and_then(Value::as_object_mut) {

@@ -79,8 +79,11 @@ pub struct IdentityProviderSpec {
     /// is accepted only for loopback hosts (localhost, 127.0.0.1, ::1) for
     /// local development. No query or fragment.
     #[x_kube(
-        validation = Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['localhost', '127.0.0.1', '::1']))")
-            .message("issuer must be an https URL (http only for localhost, 127.0.0.1 or ::1)")
+        // `matches` rather than url().getScheme(): kube-cel answers "" for the
+        // scheme of http://localhost (its stand-in for absolute paths) where
+        // the apiserver answers "http", and the rule must mean the same in both.
+        validation = Rule::new(r"isURL(self) && (self.matches('^https://[^/?#]+') || self.matches('^http://(localhost|127([.][0-9]{1,3}){3}|\\[::1\\])(:[0-9]+)?(/[^?#]*)?$'))")
+            .message("issuer must be an https URL (http only for localhost, 127.x.x.x or [::1])")
             .reason(kube::core::Reason::FieldValueInvalid),
         validation = Rule::new("!self.contains('?') && !self.contains('#')")
             .message("issuer must not contain a query or fragment")
