@@ -188,7 +188,9 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
                     type_: if t.warning { EventType::Warning } else { EventType::Normal },
                     reason: t.reason.clone(),
                     note: Some(truncate(&format!("{} is {}: {}", t.type_, t.status, t.message), 1000)),
-                    action: "Validate".into(),
+                    // The condition type as the action keeps one event series per
+                    // condition: the recorder keys series on reason and action.
+                    action: t.type_.clone(),
                     secondary: None,
                 };
                 if let Err(e) = ctx.recorder.publish(&ev, &idp.object_ref(&())).await {

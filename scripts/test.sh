@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test. Installs what the tests need first (Node.js for the real
+# OpenID provider, its npm packages), so it works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "==> installing Node.js (needed for the real OpenID provider used in tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+if [ -f tests/op/package.json ]; then
+  echo "==> installing the test OpenID provider (npm oidc-provider)"
+  bash scripts/op-deps.sh
+fi
+
+echo "==> cargo test"
+cargo test --locked --all-targets
