@@ -59,12 +59,13 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(out)
 }
 
-/// Parses every document of a YAML (or JSON) text. Empty documents are skipped.
+/// Parses every document of a YAML (or JSON) text. Empty documents are
+/// skipped. Stops at the first malformed document: serde_yaml's document
+/// iterator repeats the error forever rather than ending.
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, Error> {
     let mut out = Vec::new();
-    let docs: Vec<serde_yaml::Deserializer> = serde_yaml::Deserializer::from_str(text).collect();
-    let many = docs.len() > 1;
-    for (i, de) in docs.into_iter().enumerate() {
+    let many = text.starts_with("---") || text.contains("\n---");
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let name = if many { format!("{source}#{}", i + 1) } else { source.to_string() };
         let yaml = serde_yaml::Value::deserialize(de).map_err(|e| Error::Manifest(format!("{name}: invalid YAML: {e}")))?;
         if yaml.is_null() {
@@ -234,5 +235,28 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_yaml_ends_with_an_error() {
+        // Run with a deadline: the bug this guards against was an endless loop.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(parse_documents("f.yaml", "a: 1\n---\nspec: [unclosed").map(|d| d.len())));
+        let result = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("parsing malformed YAML must end");
+        let err = result.unwrap_err().to_string();
+        assert!(err.starts_with("f.yaml#2: invalid YAML"), "{err}");
+    }
+
+    #[test]
+    fn documents_are_named_by_position() {
+        let docs = parse_documents("f.yaml", "---\nkind: A\n---\n---\nkind: B\n").unwrap();
+        let names: Vec<&str> = docs.iter().map(|d| d.source.as_str()).collect();
+        assert_eq!(names, ["f.yaml#1", "f.yaml#3"]);
+        assert_eq!(parse_documents("g.yaml", "kind: A\n").unwrap()[0].source, "g.yaml");
     }
 }

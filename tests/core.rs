@@ -516,7 +516,7 @@ const CASES: &[Case] = &[
             (t::SECRET_RESOLVED, "True", r::RESOLVED),
             (t::DISCOVERY_SUCCEEDED, "Unknown", r::NOT_CHECKED),
             (t::JWKS_VALID, "Unknown", r::NOT_CHECKED),
-            (t::PROGRAMMED, "False", r::NOT_READY),
+            (t::PROGRAMMED, "Unknown", r::NOT_CHECKED),
             (t::READY, "Unknown", r::NOT_CHECKED),
         ],
         phase: phases::PENDING,

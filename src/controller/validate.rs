@@ -518,12 +518,12 @@ pub fn validate(
                 CondResult::new(types::READY, "False", &bad.reason, format!("{} is {} ({}): {}", bad.type_, bad.status, bad.reason, bad.message)),
             )
         };
-        (
-            Programming::Remove,
-            phase,
-            CondResult::new(types::PROGRAMMED, "False", reasons::NOT_READY, format!("not programmed: {} is {}", bad.type_, bad.status)),
-            ready,
-        )
+        let programmed = if pending {
+            CondResult::new(types::PROGRAMMED, "Unknown", reasons::NOT_CHECKED, "not programmed: the provider was not checked")
+        } else {
+            CondResult::new(types::PROGRAMMED, "False", reasons::NOT_READY, format!("not programmed: {} is {}", bad.type_, bad.status))
+        };
+        (Programming::Remove, phase, programmed, ready)
     };
 
     let discovered = discovery.and_then(|d| {
