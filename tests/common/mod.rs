@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod issuer;
+pub mod op;
 
 use std::collections::BTreeMap;
 
