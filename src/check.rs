@@ -49,7 +49,11 @@ impl ProviderReport {
     pub fn passed(&self) -> bool {
         self.admission_errors.is_empty()
             && self.validation.is_some()
-            && self.conditions.iter().all(|c| c.status == "True" || c.reason == reasons::NOT_CHECKED || c.reason == reasons::DISABLED)
+            && self.conditions.iter().all(|c| {
+                c.status == "True"
+                    || c.reason == reasons::NOT_CHECKED
+                    || c.reason == reasons::DISABLED
+            })
     }
 
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
@@ -67,7 +71,9 @@ pub struct Report {
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.file_errors.is_empty() && !self.providers.is_empty() && self.providers.iter().all(ProviderReport::passed)
+        self.file_errors.is_empty()
+            && !self.providers.is_empty()
+            && self.providers.iter().all(ProviderReport::passed)
     }
 
     pub fn provider(&self, key: &str) -> Option<&ProviderReport> {
@@ -91,14 +97,22 @@ impl Report {
                 let _ = writeln!(out, "  redirectURI: {}", v.redirect_uri);
             }
             for c in &p.conditions {
-                let _ = writeln!(out, "  {:<18} {:<7} {:<22} {}", c.type_, c.status, c.reason, c.message);
+                let _ = writeln!(
+                    out,
+                    "  {:<18} {:<7} {:<22} {}",
+                    c.type_, c.status, c.reason, c.message
+                );
             }
         }
         if self.providers.is_empty() && self.file_errors.is_empty() {
             let _ = writeln!(out, "ERROR no IdentityProvider manifests found");
         }
         let passed = self.providers.iter().filter(|p| p.passed()).count();
-        let _ = writeln!(out, "{passed} passed, {} failed", self.providers.len() - passed);
+        let _ = writeln!(
+            out,
+            "{passed} passed, {} failed",
+            self.providers.len() - passed
+        );
         out
     }
 }
@@ -109,17 +123,26 @@ pub async fn run(opts: &CheckOptions) -> Result<Report, Error> {
     let secrets = manifest::secrets(&docs, &opts.namespace)?;
     let cache = Arc::new(DiscoveryCache::new(opts.http.clone(), CacheTtl::default()));
     let schema = manifest::crd_schema();
-    let env = Env { public_url: opts.public_url.clone() };
+    let env = Env {
+        public_url: opts.public_url.clone(),
+    };
     let now = Timestamp::now();
     let mut report = Report::default();
     for doc in docs.iter().filter(|d| d.kind() == "IdentityProvider") {
-        report.providers.push(check_one(doc, &schema, &secrets, opts, &cache, &env, now).await);
+        report
+            .providers
+            .push(check_one(doc, &schema, &secrets, opts, &cache, &env, now).await);
     }
-    for doc in docs.iter().filter(|d| d.kind() != "IdentityProvider" && d.kind() != "Secret") {
+    for doc in docs
+        .iter()
+        .filter(|d| d.kind() != "IdentityProvider" && d.kind() != "Secret")
+    {
         // Other kinds are allowed beside providers (kustomize folders), but
         // an IdentityProvider with a wrong apiVersion is worth flagging.
         if doc.kind().is_empty() {
-            report.file_errors.push(format!("{}: not a Kubernetes object (no kind)", doc.source));
+            report
+                .file_errors
+                .push(format!("{}: not a Kubernetes object (no kind)", doc.source));
         }
     }
     Ok(report)
@@ -136,11 +159,19 @@ async fn check_one(
 ) -> ProviderReport {
     let ns = doc.namespace(&opts.namespace).to_string();
     let key = format!("{ns}/{}", doc.name());
-    let mut report =
-        ProviderReport { source: doc.source.clone(), key, admission_errors: Vec::new(), validation: None, conditions: Vec::new() };
+    let mut report = ProviderReport {
+        source: doc.source.clone(),
+        key,
+        admission_errors: Vec::new(),
+        validation: None,
+        conditions: Vec::new(),
+    };
     let expected = format!("{}/v1alpha1", crate::api::GROUP);
     if doc.api_version() != expected {
-        report.admission_errors.push(format!("apiVersion {:?} is not served; use {expected}", doc.api_version()));
+        report.admission_errors.push(format!(
+            "apiVersion {:?} is not served; use {expected}",
+            doc.api_version()
+        ));
         return report;
     }
     report.admission_errors = manifest::admission_errors(schema, &doc.value);
@@ -150,7 +181,9 @@ async fn check_one(
     let mut idp: IdentityProvider = match serde_json::from_value(doc.value.clone()) {
         Ok(i) => i,
         Err(e) => {
-            report.admission_errors.push(format!("spec does not parse: {e}"));
+            report
+                .admission_errors
+                .push(format!("spec does not parse: {e}"));
             return report;
         }
     };
@@ -163,7 +196,12 @@ async fn check_one(
         _ => None,
     };
     let v = validate(&idp, ns_secrets, discovery.as_deref(), None, env);
-    report.conditions = merge_conditions(&[], &v.conditions, idp.metadata.generation.unwrap_or(1), now);
+    report.conditions = merge_conditions(
+        &[],
+        &v.conditions,
+        idp.metadata.generation.unwrap_or(1),
+        now,
+    );
     report.validation = Some(v);
     report
 }

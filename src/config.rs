@@ -62,7 +62,10 @@ impl std::fmt::Debug for ProgrammedProvider {
             .field("generation", &self.generation)
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }

@@ -12,7 +12,11 @@ use sso_operator::{
 };
 
 #[derive(Parser)]
-#[command(name = "sso-operator", version, about = "Single sign-on identity providers as Kubernetes resources")]
+#[command(
+    name = "sso-operator",
+    version,
+    about = "Single sign-on identity providers as Kubernetes resources"
+)]
 struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true, env = "SSO_LOG_JSON")]
@@ -70,7 +74,10 @@ enum Command {
 }
 
 fn http_settings(timeout: u64) -> HttpSettings {
-    HttpSettings { timeout: Duration::from_secs(timeout), ..HttpSettings::default() }
+    HttpSettings {
+        timeout: Duration::from_secs(timeout),
+        ..HttpSettings::default()
+    }
 }
 
 #[tokio::main]
@@ -78,15 +85,34 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
-            print!("{}", serde_yaml::to_string(&IdentityProvider::crd()).expect("CRD serializes"));
+            print!(
+                "{}",
+                serde_yaml::to_string(&IdentityProvider::crd()).expect("CRD serializes")
+            );
             ExitCode::SUCCESS
         }
-        Command::Check { paths, live, namespace, public_url, timeout } => {
-            let opts = CheckOptions { paths, live, namespace, public_url, http: http_settings(timeout) };
+        Command::Check {
+            paths,
+            live,
+            namespace,
+            public_url,
+            timeout,
+        } => {
+            let opts = CheckOptions {
+                paths,
+                live,
+                namespace,
+                public_url,
+                http: http_settings(timeout),
+            };
             match check::run(&opts).await {
                 Ok(report) => {
                     print!("{}", report.render());
-                    if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                    if report.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -104,8 +130,14 @@ async fn main() -> ExitCode {
             provider_timeout,
         } => {
             telemetry::init(cli.log_json);
-            let discovery = Arc::new(DiscoveryCache::new(http_settings(provider_timeout), CacheTtl::default()));
-            let metrics = Arc::new(Metrics::new(discovery.fetches.clone(), discovery.hits.clone()));
+            let discovery = Arc::new(DiscoveryCache::new(
+                http_settings(provider_timeout),
+                CacheTtl::default(),
+            ));
+            let metrics = Arc::new(Metrics::new(
+                discovery.fetches.clone(),
+                discovery.hits.clone(),
+            ));
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -122,8 +154,19 @@ async fn main() -> ExitCode {
                 }
             });
             let programs = Arc::new(ProgramSet::default());
-            let ctx = Arc::new(Context::new(client.clone(), metrics, discovery, programs, Env { public_url }));
-            let settings = Settings { namespace, broker_config_secret, watch_namespace, secret_label_selector };
+            let ctx = Arc::new(Context::new(
+                client.clone(),
+                metrics,
+                discovery,
+                programs,
+                Env { public_url },
+            ));
+            let settings = Settings {
+                namespace,
+                broker_config_secret,
+                watch_namespace,
+                secret_label_selector,
+            };
             match controller::run(client, ctx, settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

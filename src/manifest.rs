@@ -23,34 +23,52 @@ pub struct Document {
 
 impl Document {
     pub fn kind(&self) -> &str {
-        self.value.get("kind").and_then(Value::as_str).unwrap_or_default()
+        self.value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
     pub fn api_version(&self) -> &str {
-        self.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default()
+        self.value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
     pub fn name(&self) -> &str {
-        self.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+        self.value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
     pub fn namespace<'a>(&'a self, default: &'a str) -> &'a str {
-        self.value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(default)
+        self.value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(default)
     }
 }
 
 /// Files under `path` (itself, or every `.yaml`, `.yml` and `.json` below
 /// it, sorted).
 pub fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::Manifest(format!("{}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::Manifest(format!("{}: {e}", path.display())))?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::Manifest(format!("{}: {e}", dir.display())))? {
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| Error::Manifest(format!("{}: {e}", dir.display())))?
+        {
             let p = entry?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push(p);
             }
         }
@@ -66,13 +84,22 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, Error>
     let mut out = Vec::new();
     let many = text.starts_with("---") || text.contains("\n---");
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let name = if many { format!("{source}#{}", i + 1) } else { source.to_string() };
-        let yaml = serde_yaml::Value::deserialize(de).map_err(|e| Error::Manifest(format!("{name}: invalid YAML: {e}")))?;
+        let name = if many {
+            format!("{source}#{}", i + 1)
+        } else {
+            source.to_string()
+        };
+        let yaml = serde_yaml::Value::deserialize(de)
+            .map_err(|e| Error::Manifest(format!("{name}: invalid YAML: {e}")))?;
         if yaml.is_null() {
             continue;
         }
-        let value = serde_json::to_value(&yaml).map_err(|e| Error::Manifest(format!("{name}: {e}")))?;
-        out.push(Document { source: name, value });
+        let value =
+            serde_json::to_value(&yaml).map_err(|e| Error::Manifest(format!("{name}: {e}")))?;
+        out.push(Document {
+            source: name,
+            value,
+        });
     }
     Ok(out)
 }
@@ -82,7 +109,8 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, Error> {
     let mut out = Vec::new();
     for path in paths {
         for file in files(path)? {
-            let text = std::fs::read_to_string(&file).map_err(|e| Error::Manifest(format!("{}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::Manifest(format!("{}: {e}", file.display())))?;
             out.extend(parse_documents(&file.display().to_string(), &text)?);
         }
     }
@@ -93,24 +121,35 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, Error> {
 /// base64, `stringData` wins over `data` as in the API).
 pub fn secrets(docs: &[Document], default_ns: &str) -> Result<BTreeMap<String, SecretData>, Error> {
     let mut out: BTreeMap<String, SecretData> = BTreeMap::new();
-    for d in docs.iter().filter(|d| d.kind() == "Secret" && d.api_version() == "v1") {
+    for d in docs
+        .iter()
+        .filter(|d| d.kind() == "Secret" && d.api_version() == "v1")
+    {
         let mut data = BTreeMap::new();
         if let Some(map) = d.value.get("data").and_then(Value::as_object) {
             for (k, v) in map {
-                let s = v.as_str().ok_or_else(|| Error::Manifest(format!("{}: data.{k} is not a string", d.source)))?;
+                let s = v.as_str().ok_or_else(|| {
+                    Error::Manifest(format!("{}: data.{k} is not a string", d.source))
+                })?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(s.trim())
-                    .map_err(|e| Error::Manifest(format!("{}: data.{k} is not base64: {e}", d.source)))?;
+                    .map_err(|e| {
+                        Error::Manifest(format!("{}: data.{k} is not base64: {e}", d.source))
+                    })?;
                 data.insert(k.clone(), bytes);
             }
         }
         if let Some(map) = d.value.get("stringData").and_then(Value::as_object) {
             for (k, v) in map {
-                let s = v.as_str().ok_or_else(|| Error::Manifest(format!("{}: stringData.{k} is not a string", d.source)))?;
+                let s = v.as_str().ok_or_else(|| {
+                    Error::Manifest(format!("{}: stringData.{k} is not a string", d.source))
+                })?;
                 data.insert(k.clone(), s.as_bytes().to_vec());
             }
         }
-        out.entry(d.namespace(default_ns).to_string()).or_default().insert(d.name().to_string(), data);
+        out.entry(d.namespace(default_ns).to_string())
+            .or_default()
+            .insert(d.name().to_string(), data);
     }
     Ok(out)
 }
@@ -118,7 +157,11 @@ pub fn secrets(docs: &[Document], default_ns: &str) -> Result<BTreeMap<String, S
 /// The CRD's openAPIV3Schema as JSON.
 pub fn crd_schema() -> Value {
     let crd = IdentityProvider::crd();
-    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("derived CRD has a schema");
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("derived CRD has a schema");
     serde_json::to_value(schema).expect("schema serializes")
 }
 
@@ -136,12 +179,19 @@ pub fn admission_errors(schema: &Value, object: &Value) -> Vec<String> {
         }
     }
     let mut schema_rest = schema.clone();
-    if let Some(p) = schema_rest.get_mut("properties").and_then(Value::as_object_mut) {
+    if let Some(p) = schema_rest
+        .get_mut("properties")
+        .and_then(Value::as_object_mut)
+    {
         p.remove("metadata");
         p.remove("status");
     }
     structural_errors(&schema_rest, &rest, "", &mut errors);
-    if object.pointer("/metadata/name").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         errors.push("metadata.name: Required value".into());
     }
     if errors.is_empty() {
@@ -153,7 +203,11 @@ pub fn admission_errors(schema: &Value, object: &Value) -> Vec<String> {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 /// The subset of OpenAPI v3 structural validation our schema uses.
@@ -176,13 +230,19 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
         _ => true,
     };
     if !type_ok {
-        errors.push(format!("{at}: Invalid value: {value}: must be of type {}", ty.unwrap_or("?")));
+        errors.push(format!(
+            "{at}: Invalid value: {value}: must be of type {}",
+            ty.unwrap_or("?")
+        ));
         return;
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
             let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
-            errors.push(format!("{at}: Unsupported value: {value}: supported values: {}", list.join(", ")));
+            errors.push(format!(
+                "{at}: Unsupported value: {value}: supported values: {}",
+                list.join(", ")
+            ));
         }
     }
     match value {
@@ -190,19 +250,26 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
             let len = s.chars().count() as u64;
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
                 if len > max {
-                    errors.push(format!("{at}: Too long: may not be more than {max} characters"));
+                    errors.push(format!(
+                        "{at}: Too long: may not be more than {max} characters"
+                    ));
                 }
             }
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
                 if len < min {
-                    errors.push(format!("{at}: Invalid value: must be at least {min} characters"));
+                    errors.push(format!(
+                        "{at}: Invalid value: must be at least {min} characters"
+                    ));
                 }
             }
         }
         Value::Array(items) => {
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
                 if items.len() as u64 > max {
-                    errors.push(format!("{at}: Too many: {}: must have at most {max} items", items.len()));
+                    errors.push(format!(
+                        "{at}: Too many: {}: must have at most {max} items",
+                        items.len()
+                    ));
                 }
             }
             if let Some(item_schema) = schema.get("items") {
@@ -214,17 +281,29 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
         Value::Object(map) => {
             if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
                 if map.len() as u64 > max {
-                    errors.push(format!("{at}: Too many: {}: must have at most {max} properties", map.len()));
+                    errors.push(format!(
+                        "{at}: Too many: {}: must have at most {max} properties",
+                        map.len()
+                    ));
                 }
             }
-            for req in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            for req in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 if !map.contains_key(req) {
                     errors.push(format!("{}: Required value", join(path, req)));
                 }
             }
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
-            let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+            let preserve = schema
+                .get("x-kubernetes-preserve-unknown-fields")
+                .and_then(Value::as_bool)
+                == Some(true);
             for (k, v) in map {
                 match (props.and_then(|p| p.get(k)), additional) {
                     (Some(s), _) => structural_errors(s, v, &join(path, k), errors),
@@ -246,8 +325,12 @@ mod tests {
     fn malformed_yaml_ends_with_an_error() {
         // Run with a deadline: the bug this guards against was an endless loop.
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(parse_documents("f.yaml", "a: 1\n---\nspec: [unclosed").map(|d| d.len())));
-        let result = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("parsing malformed YAML must end");
+        std::thread::spawn(move || {
+            tx.send(parse_documents("f.yaml", "a: 1\n---\nspec: [unclosed").map(|d| d.len()))
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("parsing malformed YAML must end");
         let err = result.unwrap_err().to_string();
         assert!(err.starts_with("f.yaml#2: invalid YAML"), "{err}");
     }
@@ -257,6 +340,9 @@ mod tests {
         let docs = parse_documents("f.yaml", "---\nkind: A\n---\n---\nkind: B\n").unwrap();
         let names: Vec<&str> = docs.iter().map(|d| d.source.as_str()).collect();
         assert_eq!(names, ["f.yaml#1", "f.yaml#3"]);
-        assert_eq!(parse_documents("g.yaml", "kind: A\n").unwrap()[0].source, "g.yaml");
+        assert_eq!(
+            parse_documents("g.yaml", "kind: A\n").unwrap()[0].source,
+            "g.yaml"
+        );
     }
 }

@@ -44,26 +44,60 @@ impl Metrics {
         let failures = Family::<CategoryLabel, Counter>::default();
         let duration = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0]);
         let broker_config_writes = Counter::default();
-        registry.register("reconciles", "IdentityProvider reconciles", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "IdentityProvider reconciles",
+            reconciles.clone(),
+        );
         registry.register(
             "reconcile_failures",
             "Reconciles that ended with a provider not ready or an API error, by reason or error category",
             failures.clone(),
         );
-        registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
-        registry.register("discovery_fetches", "OpenID discovery and JWKS fetches made", discovery_fetches);
-        registry.register("discovery_cache_hits", "Discovery lookups answered from the cache", discovery_hits);
-        registry.register("broker_config_writes", "Writes of the broker config Secret", broker_config_writes.clone());
-        Self { registry, reconciles, failures, duration, broker_config_writes, ready: AtomicBool::new(false) }
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
+        registry.register(
+            "discovery_fetches",
+            "OpenID discovery and JWKS fetches made",
+            discovery_fetches,
+        );
+        registry.register(
+            "discovery_cache_hits",
+            "Discovery lookups answered from the cache",
+            discovery_hits,
+        );
+        registry.register(
+            "broker_config_writes",
+            "Writes of the broker config Secret",
+            broker_config_writes.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            broker_config_writes,
+            ready: AtomicBool::new(false),
+        }
     }
 
     pub fn reconcile_timer(&self) -> ReconcileTimer<'_> {
         self.reconciles.inc();
-        ReconcileTimer { start: Instant::now(), metrics: self }
+        ReconcileTimer {
+            start: Instant::now(),
+            metrics: self,
+        }
     }
 
     pub fn reconcile_failed(&self, category: &str) {
-        self.failures.get_or_create(&CategoryLabel { category: category.to_string() }).inc();
+        self.failures
+            .get_or_create(&CategoryLabel {
+                category: category.to_string(),
+            })
+            .inc();
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -89,7 +123,9 @@ pub struct ReconcileTimer<'a> {
 
 impl ReconcileTimer<'_> {
     pub fn observe(self) {
-        self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -103,11 +139,21 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 }
 
 async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+    if m.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 /// Serves [`router`] on `addr` until the process ends.

@@ -7,8 +7,16 @@ use std::{path::Path, process::Command};
 use common::issuer;
 
 fn check(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sso-operator")).arg("check").args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -38,13 +46,23 @@ spec:
 #[test]
 fn offline_pass_with_the_secret_beside_it() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "idp.yaml", &format!("{}---\n{SECRET}", provider("https://idp.example.com")));
+    write(
+        dir.path(),
+        "idp.yaml",
+        &format!("{}---\n{SECRET}", provider("https://idp.example.com")),
+    );
     let (ok, out) = check(&["-f", dir.path().to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(out.contains("PASS team-a/corp"), "{out}");
     assert!(out.contains("phase=Pending"), "{out}");
-    assert!(out.contains("DiscoverySucceeded Unknown NotChecked"), "{out}");
-    assert!(out.contains("redirectURI: http://127.0.0.1:4180/oauth/callback/team-a/corp"), "{out}");
+    assert!(
+        out.contains("DiscoverySucceeded Unknown NotChecked"),
+        "{out}"
+    );
+    assert!(
+        out.contains("redirectURI: http://127.0.0.1:4180/oauth/callback/team-a/corp"),
+        "{out}"
+    );
     assert!(out.contains("1 passed, 0 failed"), "{out}");
     assert!(!out.contains("s3cr3t"), "the secret is never printed");
 }
@@ -56,25 +74,47 @@ fn missing_secret_fails_as_in_the_cluster() {
     let (ok, out) = check(&["-f", dir.path().to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL team-a/corp"), "{out}");
-    assert!(out.contains("SecretResolved     False   SecretNotFound"), "{out}");
+    assert!(
+        out.contains("SecretResolved     False   SecretNotFound"),
+        "{out}"
+    );
 }
 
 #[test]
 fn admission_rejections() {
     let dir = tempfile::tempdir().unwrap();
     let bad_cel = provider("http://idp.example.com");
-    let typo = format!("{}  scope: [openid]\n", provider("https://idp.example.com")).replace("name: corp,", "name: typo,");
-    let reserved = format!("{}  authorizeParams: {{nonce: fixed}}\n", provider("https://idp.example.com")).replace("name: corp,", "name: reserved,");
+    let typo = format!("{}  scope: [openid]\n", provider("https://idp.example.com"))
+        .replace("name: corp,", "name: typo,");
+    let reserved = format!(
+        "{}  authorizeParams: {{nonce: fixed}}\n",
+        provider("https://idp.example.com")
+    )
+    .replace("name: corp,", "name: reserved,");
     write(dir.path(), "a.yaml", &bad_cel);
     write(dir.path(), "b.yaml", &typo);
     write(dir.path(), "c.yml", &reserved);
-    write(dir.path(), "secret.json", &serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(SECRET).unwrap()).unwrap());
+    write(
+        dir.path(),
+        "secret.json",
+        &serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(SECRET).unwrap())
+            .unwrap(),
+    );
     write(dir.path(), "notes.txt", "ignored: not a manifest");
     let (ok, out) = check(&["-f", dir.path().to_str().unwrap()]);
     assert!(!ok, "{out}");
-    assert!(out.contains("rejected at admission: spec.issuer: issuer must be an https URL"), "{out}");
-    assert!(out.contains("rejected at admission: spec.scope: unknown field \"scope\""), "{out}");
-    assert!(out.contains("rejected at admission: spec.authorizeParams: authorizeParams must not set"), "{out}");
+    assert!(
+        out.contains("rejected at admission: spec.issuer: issuer must be an https URL"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rejected at admission: spec.scope: unknown field \"scope\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("rejected at admission: spec.authorizeParams: authorizeParams must not set"),
+        "{out}"
+    );
     assert!(out.contains("0 passed, 3 failed"), "{out}");
 }
 
@@ -82,7 +122,10 @@ fn admission_rejections() {
 fn unreadable_input_is_a_clear_error() {
     let (ok, out) = check(&["-f", "/nonexistent/idp.yaml"]);
     assert!(!ok);
-    assert!(out.contains("error: /nonexistent/idp.yaml: No such file"), "{out}");
+    assert!(
+        out.contains("error: /nonexistent/idp.yaml: No such file"),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "broken.yaml", "spec: [unclosed");
     let (ok, out) = check(&["-f", dir.path().to_str().unwrap()]);
@@ -94,15 +137,48 @@ fn unreadable_input_is_a_clear_error() {
 async fn live_reports_ready_and_the_exact_failure() {
     let base = issuer::serve_http().await;
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "good.yaml", &format!("{}---\n{SECRET}", provider(&format!("{base}/good"))));
-    write(dir.path(), "bad.yaml", &provider(&format!("{base}/mismatch")).replace("name: corp,", "name: wrong,"));
+    write(
+        dir.path(),
+        "good.yaml",
+        &format!("{}---\n{SECRET}", provider(&format!("{base}/good"))),
+    );
+    write(
+        dir.path(),
+        "bad.yaml",
+        &provider(&format!("{base}/mismatch")).replace("name: corp,", "name: wrong,"),
+    );
     let path = dir.path().to_str().unwrap().to_string();
-    let (ok, out) = tokio::task::spawn_blocking(move || check(&["-f", &path, "--live", "--timeout", "3"])).await.unwrap();
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || check(&["-f", &path, "--live", "--timeout", "3"]))
+            .await
+            .unwrap();
     assert!(!ok, "{out}");
     assert!(out.contains("PASS team-a/corp"), "{out}");
     assert!(out.contains("phase=Ready"), "{out}");
-    assert!(out.contains("JWKSValid          True    KeysValid"), "{out}");
+    assert!(
+        out.contains("JWKSValid          True    KeysValid"),
+        "{out}"
+    );
     assert!(out.contains("FAIL team-a/wrong"), "{out}");
-    assert!(out.contains("DiscoverySucceeded False   IssuerMismatch"), "{out}");
+    assert!(
+        out.contains("DiscoverySucceeded False   IssuerMismatch"),
+        "{out}"
+    );
     assert!(out.contains("1 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn examples_pass_offline() {
+    let (ok, out) = check(&["-f", concat!(env!("CARGO_MANIFEST_DIR"), "/examples")]);
+    assert!(ok, "{out}");
+    for name in [
+        "google", "entra-id", "auth0", "okta", "keycloak", "cognito", "gitlab",
+    ] {
+        assert!(out.contains(&format!("PASS sso/{name} ")), "{name}: {out}");
+    }
+    assert!(out.contains("8 passed, 0 failed"), "{out}");
+    assert!(
+        !out.contains("REPLACE_WITH_CLIENT_SECRET"),
+        "secret values are never printed"
+    );
 }

@@ -33,15 +33,26 @@ use sso_operator::{
 };
 
 async fn setup() -> (Client, String) {
-    let client = Client::try_default().await.expect("a kubeconfig for a throw-away cluster");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("identityproviders.sso-operator.dev", &PatchParams::apply("sso-operator-tests").force(), &Patch::Apply(IdentityProvider::crd()))
+    let client = Client::try_default()
         .await
-        .unwrap();
+        .expect("a kubeconfig for a throw-away cluster");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "identityproviders.sso-operator.dev",
+        &PatchParams::apply("sso-operator-tests").force(),
+        &Patch::Apply(IdentityProvider::crd()),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await; // CRD established
     let ns = format!("sso-test-{}", std::process::id());
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+    )
+    .await
+    .unwrap();
     (client, ns)
 }
 
@@ -50,7 +61,11 @@ async fn teardown(client: &Client, ns: &str) {
     let _ = nss.delete(ns, &DeleteParams::default()).await;
 }
 
-async fn wait_for<F: Fn(&IdentityProvider) -> bool>(api: &Api<IdentityProvider>, name: &str, f: F) -> IdentityProvider {
+async fn wait_for<F: Fn(&IdentityProvider) -> bool>(
+    api: &Api<IdentityProvider>,
+    name: &str,
+    f: F,
+) -> IdentityProvider {
     for _ in 0..60 {
         if let Ok(idp) = api.get(name).await {
             if f(&idp) {
@@ -59,7 +74,10 @@ async fn wait_for<F: Fn(&IdentityProvider) -> bool>(api: &Api<IdentityProvider>,
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    panic!("{name} did not reach the expected state in 60s: {:?}", api.get(name).await.ok().and_then(|i| i.status));
+    panic!(
+        "{name} did not reach the expected state in 60s: {:?}",
+        api.get(name).await.ok().and_then(|i| i.status)
+    );
 }
 
 fn phase(i: &IdentityProvider) -> Option<&str> {
@@ -71,10 +89,24 @@ fn phase(i: &IdentityProvider) -> Option<&str> {
 async fn cluster_provider_becomes_ready_and_follows_its_secret() {
     let (client, ns) = setup().await;
     let base = issuer::serve_http().await;
-    let discovery = Arc::new(DiscoveryCache::new(HttpSettings::default(), CacheTtl::default()));
-    let metrics = Arc::new(Metrics::new(discovery.fetches.clone(), discovery.hits.clone()));
-    let env = Env { public_url: "https://sso.example.com".parse().unwrap() };
-    let ctx = Arc::new(Context::new(client.clone(), metrics, discovery, Arc::new(ProgramSet::default()), env));
+    let discovery = Arc::new(DiscoveryCache::new(
+        HttpSettings::default(),
+        CacheTtl::default(),
+    ));
+    let metrics = Arc::new(Metrics::new(
+        discovery.fetches.clone(),
+        discovery.hits.clone(),
+    ));
+    let env = Env {
+        public_url: "https://sso.example.com".parse().unwrap(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        discovery,
+        Arc::new(ProgramSet::default()),
+        env,
+    ));
     let settings = Settings {
         namespace: ns.clone(),
         broker_config_secret: "sso-operator-broker-config".into(),
@@ -86,7 +118,13 @@ async fn cluster_provider_becomes_ready_and_follows_its_secret() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "corp-oidc"}, "stringData": {"clientSecret": "v1"}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "corp-oidc"}, "stringData": {"clientSecret": "v1"}}),
+            )
+            .unwrap(),
+        )
         .await
         .unwrap();
     let idp: IdentityProvider = serde_json::from_value(json!({
@@ -97,27 +135,54 @@ async fn cluster_provider_becomes_ready_and_follows_its_secret() {
     .unwrap();
     idps.create(&PostParams::default(), &idp).await.unwrap();
     let ready = wait_for(&idps, "corp", |i| phase(i) == Some("Ready")).await;
-    assert_eq!(ready.status.unwrap().redirect_uri.as_deref(), Some(format!("https://sso.example.com/oauth/callback/{ns}/corp").as_str()));
+    assert_eq!(
+        ready.status.unwrap().redirect_uri.as_deref(),
+        Some(format!("https://sso.example.com/oauth/callback/{ns}/corp").as_str())
+    );
 
     // The broker config carries the resolved secret; rotation follows.
-    secrets.patch("corp-oidc", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"clientSecret": "v2"}}))).await.unwrap();
+    secrets
+        .patch(
+            "corp-oidc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"clientSecret": "v2"}})),
+        )
+        .await
+        .unwrap();
     let mut rotated = false;
     for _ in 0..30 {
         if let Ok(s) = secrets.get("sso-operator-broker-config").await {
             let cfg = BrokerConfig::from_json(&s.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap();
-            if cfg.providers.get(&format!("{ns}/corp")).and_then(|p| p.client_secret.as_deref()) == Some("v2") {
+            if cfg
+                .providers
+                .get(&format!("{ns}/corp"))
+                .and_then(|p| p.client_secret.as_deref())
+                == Some("v2")
+            {
                 rotated = true;
                 break;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    assert!(rotated, "the rotated client secret reached the broker config");
+    assert!(
+        rotated,
+        "the rotated client secret reached the broker config"
+    );
 
     // Deleting the Secret is reported precisely.
-    secrets.delete("corp-oidc", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("corp-oidc", &DeleteParams::default())
+        .await
+        .unwrap();
     let failed = wait_for(&idps, "corp", |i| phase(i) == Some("Error")).await;
-    let cond = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "SecretResolved").unwrap();
+    let cond = failed
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "SecretResolved")
+        .unwrap();
     assert_eq!(cond.reason, "SecretNotFound");
 
     run.abort();
@@ -136,7 +201,11 @@ async fn cluster_apiserver_enforces_the_cel_rules() {
                  "authorizeParams": {"nonce": "x"}}
     }))
     .unwrap();
-    let err = idps.create(&PostParams::default(), &bad).await.unwrap_err().to_string();
+    let err = idps
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("issuer must be an https URL"), "{err}");
     assert!(err.contains("authorizeParams must not set"), "{err}");
     teardown(&client, &ns).await;

@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use sso_operator::{
     api::{IdentityProvider, IdentityProviderStatus},
     config::{BROKER_CONFIG_KEY, BrokerConfig},
-    controller::{Context, error_policy, program::ProgramSet, providers_for_secret, reconcile, validate::Env},
+    controller::{
+        Context, error_policy, program::ProgramSet, providers_for_secret, reconcile, validate::Env,
+    },
     metrics::Metrics,
     oidc::discovery::{CacheTtl, DiscoveryCache, HttpSettings},
 };
@@ -44,23 +46,43 @@ impl ApiServer {
         let method = req.method().clone();
         let uri = req.uri().to_string();
         let bytes = req.into_body().collect_bytes().await.unwrap();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
         (Seen { method, uri, body }, send)
     }
 
     /// Expects `method` on a URI starting with `path`; answers `status` with `answer`.
-    async fn expect(&mut self, method: Method, path: &str, status: StatusCode, answer: Value) -> Seen {
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        status: StatusCode,
+        answer: Value,
+    ) -> Seen {
         let (seen, send) = self.next().await;
         assert_eq!(seen.method, method, "{} {}", seen.method, seen.uri);
-        assert!(seen.uri.starts_with(path), "expected {method} {path}…, got {} {}", seen.method, seen.uri);
-        let resp = Response::builder().status(status).body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap();
+        assert!(
+            seen.uri.starts_with(path),
+            "expected {method} {path}…, got {} {}",
+            seen.method,
+            seen.uri
+        );
+        let resp = Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap();
         send.send_response(resp);
         seen
     }
 
     /// Asserts that no request arrives within a short while.
     async fn expect_silence(&mut self) {
-        if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), self.0.next_request()).await {
+        if let Ok(Some((req, _))) =
+            tokio::time::timeout(Duration::from_millis(300), self.0.next_request()).await
+        {
             panic!("unexpected request {} {}", req.method(), req.uri());
         }
     }
@@ -85,11 +107,23 @@ fn context() -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let discovery = Arc::new(DiscoveryCache::new(
-        HttpSettings { connect_timeout: Duration::from_secs(2), timeout: Duration::from_secs(2) },
+        HttpSettings {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+        },
         CacheTtl::default(),
     ));
-    let metrics = Arc::new(Metrics::new(discovery.fetches.clone(), discovery.hits.clone()));
-    let ctx = Context::new(client, metrics, discovery, Arc::new(ProgramSet::default()), env());
+    let metrics = Arc::new(Metrics::new(
+        discovery.fetches.clone(),
+        discovery.hits.clone(),
+    ));
+    let ctx = Context::new(
+        client,
+        metrics,
+        discovery,
+        Arc::new(ProgramSet::default()),
+        env(),
+    );
     (Arc::new(ctx), ApiServer(handle))
 }
 
@@ -101,7 +135,8 @@ async fn live_idp() -> IdentityProvider {
     i
 }
 
-const STATUS_PATH: &str = "/apis/sso-operator.dev/v1alpha1/namespaces/team-a/identityproviders/corp/status?";
+const STATUS_PATH: &str =
+    "/apis/sso-operator.dev/v1alpha1/namespaces/team-a/identityproviders/corp/status?";
 const SECRET_PATH: &str = "/api/v1/namespaces/team-a/secrets/corp-oidc";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
 
@@ -111,20 +146,42 @@ async fn ready_provider_status_patch_event_and_program() {
     let idp = live_idp().await;
     let task = tokio::spawn(reconcile(Arc::new(idp.clone()), ctx.clone()));
 
-    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json()).await;
-    let patch = api.expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json()).await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
+        .await;
+    let patch = api
+        .expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
+        .await;
     // Server-side apply under the controller's field manager, forced.
-    assert!(patch.uri.contains("fieldManager=sso-operator.dev%2Fcontroller"), "{}", patch.uri);
+    assert!(
+        patch
+            .uri
+            .contains("fieldManager=sso-operator.dev%2Fcontroller"),
+        "{}",
+        patch.uri
+    );
     assert!(patch.uri.contains("force=true"), "{}", patch.uri);
     assert_eq!(patch.body["apiVersion"], "sso-operator.dev/v1alpha1");
     assert_eq!(patch.body["kind"], "IdentityProvider");
-    assert_eq!(patch.body.as_object().unwrap().len(), 3, "only apiVersion, kind and status: {}", patch.body);
-    let status: IdentityProviderStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    assert_eq!(
+        patch.body.as_object().unwrap().len(),
+        3,
+        "only apiVersion, kind and status: {}",
+        patch.body
+    );
+    let status: IdentityProviderStatus =
+        serde_json::from_value(patch.body["status"].clone()).unwrap();
     assert_eq!(status.phase.as_deref(), Some("Ready"));
     assert_eq!(status.observed_generation, Some(3));
-    assert_eq!(status.redirect_uri.as_deref(), Some("https://sso.example.com/oauth/callback/team-a/corp"));
+    assert_eq!(
+        status.redirect_uri.as_deref(),
+        Some("https://sso.example.com/oauth/callback/team-a/corp")
+    );
     assert_eq!(status.discovered.as_ref().unwrap().jwks_key_count, 2);
-    let reasons: Vec<(&str, &str)> = status.conditions.iter().map(|c| (c.type_.as_str(), c.reason.as_str())).collect();
+    let reasons: Vec<(&str, &str)> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.reason.as_str()))
+        .collect();
     assert_eq!(
         reasons,
         [
@@ -136,19 +193,31 @@ async fn ready_provider_status_patch_event_and_program() {
             ("SecretResolved", "Resolved")
         ]
     );
-    assert!(!patch.body.to_string().contains("s3cr3t"), "no secret in status");
+    assert!(
+        !patch.body.to_string().contains("s3cr3t"),
+        "no secret in status"
+    );
 
-    let event = api.expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({})).await;
+    let event = api
+        .expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({}))
+        .await;
     assert_eq!(event.body["type"], "Normal");
     assert_eq!(event.body["reason"], "Ready");
     assert_eq!(event.body["regarding"]["name"], "corp");
     assert_eq!(event.body["regarding"]["kind"], "IdentityProvider");
     assert_eq!(event.body["action"], "Ready");
-    assert_eq!(event.body["note"], "Ready is True: the provider is validated and offered for login");
+    assert_eq!(
+        event.body["note"],
+        "Ready is True: the provider is validated and offered for login"
+    );
     assert_eq!(event.body["reportingController"], "sso-operator");
 
     let action = task.await.unwrap().unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(300)), "Ready providers are re-validated periodically");
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(300)),
+        "Ready providers are re-validated periodically"
+    );
     api.expect_silence().await;
 
     let programmed = ctx.programs.get("team-a/corp").expect("programmed");
@@ -161,18 +230,30 @@ async fn unchanged_status_is_not_written_again() {
     let (ctx, mut api) = context();
     let mut idp = live_idp().await;
     let task = tokio::spawn(reconcile(Arc::new(idp.clone()), ctx.clone()));
-    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json()).await;
-    let patch = api.expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json()).await;
-    api.expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({})).await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
+        .await;
+    let patch = api
+        .expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
+        .await;
+    api.expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({}))
+        .await;
     task.await.unwrap().unwrap();
 
     // The watch delivers the object with the status we wrote; reconcile again.
     idp.status = Some(serde_json::from_value(patch.body["status"].clone()).unwrap());
     let task = tokio::spawn(reconcile(Arc::new(idp), ctx.clone()));
-    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json()).await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
+        .await;
     api.expect_silence().await; // no PATCH, no Event
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(Duration::from_secs(300)));
-    assert_eq!(ctx.discovery.fetches.get(), 1, "the second reconcile used the discovery cache");
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(300))
+    );
+    assert_eq!(
+        ctx.discovery.fetches.get(),
+        1,
+        "the second reconcile used the discovery cache"
+    );
 }
 
 #[tokio::test]
@@ -180,17 +261,38 @@ async fn missing_secret_reports_and_backs_off() {
     let (ctx, mut api) = context();
     let idp = live_idp().await;
     let task = tokio::spawn(reconcile(Arc::new(idp.clone()), ctx.clone()));
-    api.expect(Method::GET, SECRET_PATH, StatusCode::NOT_FOUND, not_found("secrets", "corp-oidc")).await;
-    let patch = api.expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json()).await;
-    let status: IdentityProviderStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    api.expect(
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::NOT_FOUND,
+        not_found("secrets", "corp-oidc"),
+    )
+    .await;
+    let patch = api
+        .expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
+        .await;
+    let status: IdentityProviderStatus =
+        serde_json::from_value(patch.body["status"].clone()).unwrap();
     assert_eq!(status.phase.as_deref(), Some("Error"));
-    let sr = status.conditions.iter().find(|c| c.type_ == "SecretResolved").unwrap();
-    assert_eq!((sr.status.as_str(), sr.reason.as_str()), ("False", "SecretNotFound"));
+    let sr = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SecretResolved")
+        .unwrap();
+    assert_eq!(
+        (sr.status.as_str(), sr.reason.as_str()),
+        ("False", "SecretNotFound")
+    );
     // Events: the failing condition and the Ready summary, as warnings.
     let mut events = Vec::new();
     for _ in 0..3 {
-        let e = api.expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({})).await;
-        events.push((e.body["type"].as_str().unwrap().to_string(), e.body["reason"].as_str().unwrap().to_string()));
+        let e = api
+            .expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({}))
+            .await;
+        events.push((
+            e.body["type"].as_str().unwrap().to_string(),
+            e.body["reason"].as_str().unwrap().to_string(),
+        ));
     }
     events.sort();
     assert_eq!(
@@ -201,27 +303,49 @@ async fn missing_secret_reports_and_backs_off() {
             ("Warning".to_string(), "SecretNotFound".to_string()),
         ]
     );
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(Duration::from_secs(10)), "first backoff step");
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(10)),
+        "first backoff step"
+    );
     assert!(ctx.programs.get("team-a/corp").is_none());
 
     // A second failure doubles the delay (the status is unchanged: no write).
     let mut again = idp.clone();
     again.status = Some(status);
     let task = tokio::spawn(reconcile(Arc::new(again.clone()), ctx.clone()));
-    api.expect(Method::GET, SECRET_PATH, StatusCode::NOT_FOUND, not_found("secrets", "corp-oidc")).await;
+    api.expect(
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::NOT_FOUND,
+        not_found("secrets", "corp-oidc"),
+    )
+    .await;
     api.expect_silence().await;
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(Duration::from_secs(20)));
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(20))
+    );
 
     // Success resets the backoff: the Secret appears.
     let task = tokio::spawn(reconcile(Arc::new(again), ctx.clone()));
-    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json()).await;
-    api.expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json()).await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
+        .await;
+    api.expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
+        .await;
     for _ in 0..3 {
-        api.expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({})).await;
+        api.expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({}))
+            .await;
     }
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(300))
+    );
     let failures = ctx.metrics.encode();
-    assert!(failures.contains("sso_operator_reconcile_failures_total{category=\"SecretNotFound\"} 2"), "{failures}");
+    assert!(
+        failures.contains("sso_operator_reconcile_failures_total{category=\"SecretNotFound\"} 2"),
+        "{failures}"
+    );
 }
 
 #[tokio::test]
@@ -229,8 +353,15 @@ async fn status_patch_after_deletion_is_done() {
     let (ctx, mut api) = context();
     let idp = live_idp().await;
     let task = tokio::spawn(reconcile(Arc::new(idp), ctx.clone()));
-    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json()).await;
-    api.expect(Method::PATCH, STATUS_PATH, StatusCode::NOT_FOUND, not_found("identityproviders", "corp")).await;
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
+        .await;
+    api.expect(
+        Method::PATCH,
+        STATUS_PATH,
+        StatusCode::NOT_FOUND,
+        not_found("identityproviders", "corp"),
+    )
+    .await;
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
     api.expect_silence().await;
 }
@@ -241,13 +372,32 @@ async fn api_errors_back_off_per_object() {
     let idp = Arc::new(live_idp().await);
     let task = tokio::spawn(reconcile(idp.clone(), ctx.clone()));
     let err = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd"});
-    api.expect(Method::GET, SECRET_PATH, StatusCode::INTERNAL_SERVER_ERROR, err).await;
+    api.expect(
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        err,
+    )
+    .await;
     let e = task.await.unwrap().unwrap_err();
     assert_eq!(e.category(), "api");
-    assert_eq!(error_policy(idp.clone(), &e, ctx.clone()), Action::requeue(Duration::from_secs(10)));
-    assert_eq!(error_policy(idp.clone(), &e, ctx.clone()), Action::requeue(Duration::from_secs(20)));
-    assert_eq!(error_policy(idp, &e, ctx.clone()), Action::requeue(Duration::from_secs(40)));
-    assert!(ctx.metrics.encode().contains("sso_operator_reconcile_failures_total{category=\"api\"} 3"));
+    assert_eq!(
+        error_policy(idp.clone(), &e, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    assert_eq!(
+        error_policy(idp.clone(), &e, ctx.clone()),
+        Action::requeue(Duration::from_secs(20))
+    );
+    assert_eq!(
+        error_policy(idp, &e, ctx.clone()),
+        Action::requeue(Duration::from_secs(40))
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("sso_operator_reconcile_failures_total{category=\"api\"} 3")
+    );
 }
 
 #[test]
@@ -261,15 +411,27 @@ fn secret_changes_map_to_the_providers_that_use_them() {
     let mut d = idp(); // references it as CA bundle only
     d.metadata.name = Some("ca-user".into());
     d.spec.client_secret_ref = Some(secret_ref("x", "y"));
-    d.spec.tls = Some(sso_operator::api::TlsConfig { ca_bundle: None, ca_bundle_secret_ref: Some(secret_ref("corp-oidc", "ca.crt")) });
+    d.spec.tls = Some(sso_operator::api::TlsConfig {
+        ca_bundle: None,
+        ca_bundle_secret_ref: Some(secret_ref("corp-oidc", "ca.crt")),
+    });
     let all = [a, b, c, d];
     let names = |refs: Vec<kube::runtime::reflector::ObjectRef<IdentityProvider>>| {
-        let mut v: Vec<String> = refs.iter().map(|r| format!("{}/{}", r.namespace.clone().unwrap(), r.name)).collect();
+        let mut v: Vec<String> = refs
+            .iter()
+            .map(|r| format!("{}/{}", r.namespace.clone().unwrap(), r.name))
+            .collect();
         v.sort();
         v
     };
-    assert_eq!(names(providers_for_secret(all.iter(), "team-a", "corp-oidc")), ["team-a/ca-user", "team-a/corp"]);
-    assert_eq!(names(providers_for_secret(all.iter(), "team-b", "corp-oidc")), ["team-b/corp"]);
+    assert_eq!(
+        names(providers_for_secret(all.iter(), "team-a", "corp-oidc")),
+        ["team-a/ca-user", "team-a/corp"]
+    );
+    assert_eq!(
+        names(providers_for_secret(all.iter(), "team-b", "corp-oidc")),
+        ["team-b/corp"]
+    );
     assert!(providers_for_secret(all.iter(), "team-a", "unrelated").is_empty());
 }
 
@@ -288,12 +450,21 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
     writer.apply_watcher_event(&watcher::Event::InitApply(idp()));
     writer.apply_watcher_event(&watcher::Event::InitApply(other.clone()));
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let good = sso_operator::controller::validate::validate(&idp(), &secrets(), Some(&discovery()), None, &env());
+    let good = sso_operator::controller::validate::validate(
+        &idp(),
+        &secrets(),
+        Some(&discovery()),
+        None,
+        &env(),
+    );
     let entry = good.programming.entry().unwrap().clone();
     for name in ["corp", "other", "deleted"] {
         let mut e = entry.clone();
         e.name = name.into();
-        programs.set(&format!("team-a/{name}"), &sso_operator::controller::validate::Programming::Program(Box::new(e)));
+        programs.set(
+            &format!("team-a/{name}"),
+            &sso_operator::controller::validate::Programming::Program(Box::new(e)),
+        );
     }
     let metrics = Arc::new(Metrics::new(Default::default(), Default::default()));
     let task = tokio::spawn(sso_operator::controller::program::run_writer(
@@ -305,25 +476,51 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
         metrics.clone(),
     ));
     let seen = api
-        .expect(Method::PATCH, "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config?", StatusCode::OK, json!({}))
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config?",
+            StatusCode::OK,
+            json!({}),
+        )
         .await;
-    assert!(seen.uri.contains("fieldManager=sso-operator.dev%2Fcontroller"));
+    assert!(
+        seen.uri
+            .contains("fieldManager=sso-operator.dev%2Fcontroller")
+    );
     assert_eq!(seen.body["kind"], "Secret");
     let secret: Secret = serde_json::from_value(seen.body.clone()).unwrap();
     let cfg = BrokerConfig::from_json(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap();
-    assert_eq!(cfg.providers.keys().collect::<Vec<_>>(), ["team-a/corp", "team-a/other"], "deleted provider pruned");
-    assert_eq!(cfg.providers["team-a/corp"].client_secret.as_deref(), Some("s3cr3t-value"));
+    assert_eq!(
+        cfg.providers.keys().collect::<Vec<_>>(),
+        ["team-a/corp", "team-a/other"],
+        "deleted provider pruned"
+    );
+    assert_eq!(
+        cfg.providers["team-a/corp"].client_secret.as_deref(),
+        Some("s3cr3t-value")
+    );
 
     // Setting the same entry again is not a change: no write.
     let mut same = entry.clone();
     same.name = "corp".into();
-    assert!(!programs.set("team-a/corp", &sso_operator::controller::validate::Programming::Program(Box::new(same))));
+    assert!(!programs.set(
+        "team-a/corp",
+        &sso_operator::controller::validate::Programming::Program(Box::new(same))
+    ));
     api.expect_silence().await;
 
     // Removing one is: exactly one more write.
-    assert!(programs.set("team-a/other", &sso_operator::controller::validate::Programming::Remove));
+    assert!(programs.set(
+        "team-a/other",
+        &sso_operator::controller::validate::Programming::Remove
+    ));
     let seen = api
-        .expect(Method::PATCH, "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config?", StatusCode::OK, json!({}))
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config?",
+            StatusCode::OK,
+            json!({}),
+        )
         .await;
     let secret: Secret = serde_json::from_value(seen.body).unwrap();
     let cfg = BrokerConfig::from_json(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap();
@@ -338,13 +535,26 @@ async fn last_known_good_survives_a_controller_restart() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let mut api = ApiServer(handle);
     let client = Client::new(service, "default");
-    let good = sso_operator::controller::validate::validate(&idp(), &secrets(), Some(&discovery()), None, &env());
+    let good = sso_operator::controller::validate::validate(
+        &idp(),
+        &secrets(),
+        Some(&discovery()),
+        None,
+        &env(),
+    );
     let mut cfg = BrokerConfig::default();
-    cfg.providers.insert("team-a/corp".into(), good.programming.entry().unwrap().clone());
+    cfg.providers.insert(
+        "team-a/corp".into(),
+        good.programming.entry().unwrap().clone(),
+    );
     let programs = Arc::new(ProgramSet::default());
     let load = {
         let programs = programs.clone();
-        tokio::spawn(async move { programs.load(&client, "sso-system", "sso-operator-broker-config").await })
+        tokio::spawn(async move {
+            programs
+                .load(&client, "sso-system", "sso-operator-broker-config")
+                .await
+        })
     };
     let data = base64_encode(&cfg.to_json());
     api.expect(
@@ -365,7 +575,9 @@ fn base64_encode(b: &[u8]) -> String {
 
 #[test]
 fn env_is_plain_data() {
-    let e = Env { public_url: "https://sso.example.com/".parse().unwrap() };
+    let e = Env {
+        public_url: "https://sso.example.com/".parse().unwrap(),
+    };
     assert_eq!(
         sso_operator::controller::validate::redirect_uri(&e.public_url, "ns", "n"),
         "https://sso.example.com/oauth/callback/ns/n"

@@ -26,7 +26,12 @@ struct Inputs {
 
 impl Inputs {
     fn good() -> Self {
-        Self { idp: idp(), secrets: secrets(), discovery: Some(discovery()), previous: None }
+        Self {
+            idp: idp(),
+            secrets: secrets(),
+            discovery: Some(discovery()),
+            previous: None,
+        }
     }
 }
 
@@ -126,7 +131,10 @@ const CASES: &[Case] = &[
     Case {
         name: "reserved authorize parameter",
         setup: |i| {
-            i.idp.spec.authorize_params.insert("redirect_uri".into(), "https://evil.example".into());
+            i.idp
+                .spec
+                .authorize_params
+                .insert("redirect_uri".into(), "https://evil.example".into());
         },
         expect: &[(t::CONFIG_VALID, "False", r::DISALLOWED_PARAMETER)],
         phase: phases::ERROR,
@@ -155,7 +163,10 @@ const CASES: &[Case] = &[
     Case {
         name: "confidential client without a secret",
         setup: |i| i.idp.spec.client_secret_ref = None,
-        expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD), (t::SECRET_RESOLVED, "True", r::NOT_REQUIRED)],
+        expect: &[
+            (t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD),
+            (t::SECRET_RESOLVED, "True", r::NOT_REQUIRED),
+        ],
         phase: phases::ERROR,
         prog: Prog::Remove,
         message: Some("needs spec.clientSecretRef"),
@@ -173,7 +184,8 @@ const CASES: &[Case] = &[
         setup: |i| {
             i.idp.spec.client_auth_method = ClientAuthMethod::ClientSecretPost;
             let mut d = discovery();
-            d.endpoints.as_mut().unwrap().token_endpoint_auth_methods = Some(vec!["client_secret_basic".into()]);
+            d.endpoints.as_mut().unwrap().token_endpoint_auth_methods =
+                Some(vec!["client_secret_basic".into()]);
             i.discovery = Some(d);
         },
         expect: &[
@@ -226,7 +238,10 @@ const CASES: &[Case] = &[
     Case {
         name: "insecure endpoint override",
         setup: |i| {
-            i.idp.spec.endpoints = Some(EndpointOverrides { token: Some("http://idp.example.com/token".into()), ..Default::default() })
+            i.idp.spec.endpoints = Some(EndpointOverrides {
+                token: Some("http://idp.example.com/token".into()),
+                ..Default::default()
+            })
         },
         expect: &[(t::CONFIG_VALID, "False", r::INVALID_ENDPOINT)],
         phase: phases::ERROR,
@@ -243,7 +258,12 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "inline CA bundle that is not PEM",
-        setup: |i| i.idp.spec.tls = Some(TlsConfig { ca_bundle: Some("not a certificate".into()), ca_bundle_secret_ref: None }),
+        setup: |i| {
+            i.idp.spec.tls = Some(TlsConfig {
+                ca_bundle: Some("not a certificate".into()),
+                ca_bundle_secret_ref: None,
+            })
+        },
         expect: &[(t::CONFIG_VALID, "False", r::INVALID_TLS_CONFIG)],
         phase: phases::ERROR,
         prog: Prog::Remove,
@@ -252,7 +272,10 @@ const CASES: &[Case] = &[
     Case {
         name: "both CA bundle sources",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig { ca_bundle: Some("x".into()), ca_bundle_secret_ref: Some(secret_ref("ca", "ca.crt")) })
+            i.idp.spec.tls = Some(TlsConfig {
+                ca_bundle: Some("x".into()),
+                ca_bundle_secret_ref: Some(secret_ref("ca", "ca.crt")),
+            })
         },
         expect: &[(t::CONFIG_VALID, "False", r::INVALID_TLS_CONFIG)],
         phase: phases::ERROR,
@@ -277,7 +300,10 @@ const CASES: &[Case] = &[
     Case {
         name: "Secret key missing",
         setup: |i| {
-            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("secret".to_string(), b"x".to_vec())]));
+            i.secrets.insert(
+                "corp-oidc".into(),
+                BTreeMap::from([("secret".to_string(), b"x".to_vec())]),
+            );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_KEY_MISSING)],
         phase: phases::ERROR,
@@ -287,7 +313,10 @@ const CASES: &[Case] = &[
     Case {
         name: "secret value with a trailing newline",
         setup: |i| {
-            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), b"s3cr3t\n".to_vec())]));
+            i.secrets.insert(
+                "corp-oidc".into(),
+                BTreeMap::from([("clientSecret".to_string(), b"s3cr3t\n".to_vec())]),
+            );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
         phase: phases::ERROR,
@@ -297,7 +326,10 @@ const CASES: &[Case] = &[
     Case {
         name: "secret value empty",
         setup: |i| {
-            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), Vec::new())]));
+            i.secrets.insert(
+                "corp-oidc".into(),
+                BTreeMap::from([("clientSecret".to_string(), Vec::new())]),
+            );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
         phase: phases::ERROR,
@@ -307,7 +339,10 @@ const CASES: &[Case] = &[
     Case {
         name: "secret value not UTF-8",
         setup: |i| {
-            i.secrets.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), vec![0xff, 0xfe])]));
+            i.secrets.insert(
+                "corp-oidc".into(),
+                BTreeMap::from([("clientSecret".to_string(), vec![0xff, 0xfe])]),
+            );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
         phase: phases::ERROR,
@@ -319,9 +354,15 @@ const CASES: &[Case] = &[
         setup: |i| {
             i.idp.spec.client_id = None;
             i.idp.spec.client_id_from = Some(secret_ref("corp-oidc", "clientID"));
-            i.secrets.get_mut("corp-oidc").unwrap().insert("clientID".into(), b"from-secret".to_vec());
+            i.secrets
+                .get_mut("corp-oidc")
+                .unwrap()
+                .insert("clientID".into(), b"from-secret".to_vec());
         },
-        expect: &[(t::SECRET_RESOLVED, "True", r::RESOLVED), (t::READY, "True", r::READY)],
+        expect: &[
+            (t::SECRET_RESOLVED, "True", r::RESOLVED),
+            (t::READY, "True", r::READY),
+        ],
         phase: phases::READY,
         prog: Prog::Program,
         message: None,
@@ -335,7 +376,10 @@ const CASES: &[Case] = &[
             d.endpoints.as_mut().unwrap().token_endpoint_auth_methods = Some(vec!["none".into()]);
             i.discovery = Some(d);
         },
-        expect: &[(t::SECRET_RESOLVED, "True", r::NOT_REQUIRED), (t::READY, "True", r::READY)],
+        expect: &[
+            (t::SECRET_RESOLVED, "True", r::NOT_REQUIRED),
+            (t::READY, "True", r::READY),
+        ],
         phase: phases::READY,
         prog: Prog::Program,
         message: None,
@@ -343,7 +387,10 @@ const CASES: &[Case] = &[
     Case {
         name: "CA bundle Secret missing blocks discovery",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig { ca_bundle: None, ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")) });
+            i.idp.spec.tls = Some(TlsConfig {
+                ca_bundle: None,
+                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
+            });
             i.discovery = None;
         },
         expect: &[
@@ -358,8 +405,14 @@ const CASES: &[Case] = &[
     Case {
         name: "CA bundle Secret not PEM",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig { ca_bundle: None, ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")) });
-            i.secrets.insert("corp-ca".into(), BTreeMap::from([("ca.crt".to_string(), b"garbage".to_vec())]));
+            i.idp.spec.tls = Some(TlsConfig {
+                ca_bundle: None,
+                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
+            });
+            i.secrets.insert(
+                "corp-ca".into(),
+                BTreeMap::from([("ca.crt".to_string(), b"garbage".to_vec())]),
+            );
             i.discovery = None;
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
@@ -371,8 +424,11 @@ const CASES: &[Case] = &[
     Case {
         name: "discovery unreachable, never programmed",
         setup: |i| {
-            i.discovery =
-                Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "connection refused")), jwks: None, fetched_at: fixed_time() })
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::UNREACHABLE, "connection refused")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            })
         },
         expect: &[
             (t::DISCOVERY_SUCCEEDED, "False", r::UNREACHABLE),
@@ -387,8 +443,11 @@ const CASES: &[Case] = &[
     Case {
         name: "discovery unreachable keeps the last known good entry",
         setup: |i| {
-            i.discovery =
-                Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")), jwks: None, fetched_at: fixed_time() });
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            });
             i.previous = Some(previous());
         },
         expect: &[
@@ -429,7 +488,10 @@ const CASES: &[Case] = &[
             });
             i.previous = Some(previous());
         },
-        expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::ISSUER_MISMATCH), (t::PROGRAMMED, "False", r::NOT_READY)],
+        expect: &[
+            (t::DISCOVERY_SUCCEEDED, "False", r::ISSUER_MISMATCH),
+            (t::PROGRAMMED, "False", r::NOT_READY),
+        ],
         phase: phases::ERROR,
         prog: Prog::Remove,
         message: Some("reports issuer"),
@@ -437,12 +499,18 @@ const CASES: &[Case] = &[
     Case {
         name: "a broken Secret is not papered over by last known good",
         setup: |i| {
-            i.discovery =
-                Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")), jwks: None, fetched_at: fixed_time() });
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            });
             i.previous = Some(previous());
             i.secrets.clear();
         },
-        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_NOT_FOUND), (t::PROGRAMMED, "False", r::NOT_READY)],
+        expect: &[
+            (t::SECRET_RESOLVED, "False", r::SECRET_NOT_FOUND),
+            (t::PROGRAMMED, "False", r::NOT_READY),
+        ],
         phase: phases::ERROR,
         prog: Prog::Remove,
         message: Some("not found"),
@@ -450,10 +518,16 @@ const CASES: &[Case] = &[
     Case {
         name: "invalid discovery response",
         setup: |i| {
-            i.discovery =
-                Some(DiscoveryOutcome { endpoints: Err(fail(r::INVALID_RESPONSE, "not valid JSON")), jwks: None, fetched_at: fixed_time() })
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::INVALID_RESPONSE, "not valid JSON")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            })
         },
-        expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::INVALID_RESPONSE), (t::READY, "False", r::INVALID_RESPONSE)],
+        expect: &[
+            (t::DISCOVERY_SUCCEEDED, "False", r::INVALID_RESPONSE),
+            (t::READY, "False", r::INVALID_RESPONSE),
+        ],
         phase: phases::ERROR,
         prog: Prog::Remove,
         message: Some("not valid JSON"),
@@ -461,8 +535,11 @@ const CASES: &[Case] = &[
     Case {
         name: "insecure discovered endpoint",
         setup: |i| {
-            i.discovery =
-                Some(DiscoveryOutcome { endpoints: Err(fail(r::INSECURE_ENDPOINT, "uses http")), jwks: None, fetched_at: fixed_time() })
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::INSECURE_ENDPOINT, "uses http")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            })
         },
         expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::INSECURE_ENDPOINT)],
         phase: phases::ERROR,
@@ -486,8 +563,11 @@ const CASES: &[Case] = &[
     Case {
         name: "TLS failure",
         setup: |i| {
-            i.discovery =
-                Some(DiscoveryOutcome { endpoints: Err(fail(r::TLS_INVALID, "UnknownIssuer")), jwks: None, fetched_at: fixed_time() })
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Err(fail(r::TLS_INVALID, "UnknownIssuer")),
+                jwks: None,
+                fetched_at: fixed_time(),
+            })
         },
         expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::TLS_INVALID)],
         phase: phases::ERROR,
@@ -501,9 +581,15 @@ const CASES: &[Case] = &[
             e.discovered = false;
             e.token_endpoint_auth_methods = None;
             e.code_challenge_methods = None;
-            i.discovery = Some(DiscoveryOutcome { endpoints: Ok(e), ..discovery() });
+            i.discovery = Some(DiscoveryOutcome {
+                endpoints: Ok(e),
+                ..discovery()
+            });
         },
-        expect: &[(t::DISCOVERY_SUCCEEDED, "True", r::ENDPOINTS_CONFIGURED), (t::READY, "True", r::READY)],
+        expect: &[
+            (t::DISCOVERY_SUCCEEDED, "True", r::ENDPOINTS_CONFIGURED),
+            (t::READY, "True", r::READY),
+        ],
         phase: phases::READY,
         prog: Prog::Program,
         message: None,
@@ -533,7 +619,11 @@ const CASES: &[Case] = &[
             });
             i.previous = Some(previous());
         },
-        expect: &[(t::JWKS_VALID, "False", r::NO_USABLE_KEYS), (t::PROGRAMMED, "False", r::NOT_READY), (t::READY, "False", r::NO_USABLE_KEYS)],
+        expect: &[
+            (t::JWKS_VALID, "False", r::NO_USABLE_KEYS),
+            (t::PROGRAMMED, "False", r::NOT_READY),
+            (t::READY, "False", r::NO_USABLE_KEYS),
+        ],
         phase: phases::ERROR,
         prog: Prog::Remove,
         message: Some("none can verify"),
@@ -541,8 +631,13 @@ const CASES: &[Case] = &[
     Case {
         name: "JWKS not found",
         setup: |i| {
-            i.discovery =
-                Some(DiscoveryOutcome { jwks: Some(Err(fail(r::INVALID_RESPONSE, "answered HTTP 404 Not Found"))), ..discovery() })
+            i.discovery = Some(DiscoveryOutcome {
+                jwks: Some(Err(fail(
+                    r::INVALID_RESPONSE,
+                    "answered HTTP 404 Not Found",
+                ))),
+                ..discovery()
+            })
         },
         expect: &[(t::JWKS_VALID, "False", r::INVALID_RESPONSE)],
         phase: phases::ERROR,
@@ -574,25 +669,44 @@ fn every_case() {
     for case in CASES {
         let mut i = Inputs::good();
         (case.setup)(&mut i);
-        let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), i.previous.as_ref(), &env());
+        let v = validate(
+            &i.idp,
+            &i.secrets,
+            i.discovery.as_ref(),
+            i.previous.as_ref(),
+            &env(),
+        );
         let got_prog = match v.programming {
             Programming::Program(_) => Prog::Program,
             Programming::KeepLastKnownGood(_) => Prog::Keep,
             Programming::Remove => Prog::Remove,
         };
         if v.phase != case.phase || got_prog != case.prog {
-            failures.push(format!("{}: phase {} / {:?}, want {} / {:?}", case.name, v.phase, got_prog, case.phase, case.prog));
+            failures.push(format!(
+                "{}: phase {} / {:?}, want {} / {:?}",
+                case.name, v.phase, got_prog, case.phase, case.prog
+            ));
         }
         for (ty, status, reason) in case.expect {
             let c = v.condition(ty);
             if (c.status, c.reason.as_str()) != (*status, *reason) {
-                failures.push(format!("{}: {ty} is {} {} ({}), want {status} {reason}", case.name, c.status, c.reason, c.message));
+                failures.push(format!(
+                    "{}: {ty} is {} {} ({}), want {status} {reason}",
+                    case.name, c.status, c.reason, c.message
+                ));
             }
         }
         if let Some(fragment) = case.message {
-            let bad = v.conditions.iter().find(|c| c.status != "True").expect("a failing case has a failing condition");
+            let bad = v
+                .conditions
+                .iter()
+                .find(|c| c.status != "True")
+                .expect("a failing case has a failing condition");
             if !bad.message.contains(fragment) {
-                failures.push(format!("{}: message {:?} lacks {fragment:?}", case.name, bad.message));
+                failures.push(format!(
+                    "{}: message {:?} lacks {fragment:?}",
+                    case.name, bad.message
+                ));
             }
         }
         // Every condition type is always present, in a fixed order.
@@ -600,10 +714,20 @@ fn every_case() {
         assert_eq!(types, t::ALL, "{}", case.name);
         // Secrets never leak into messages.
         for c in &v.conditions {
-            assert!(!c.message.contains("s3cr3t"), "{}: secret in {} message", case.name, c.type_);
+            assert!(
+                !c.message.contains("s3cr3t"),
+                "{}: secret in {} message",
+                case.name,
+                c.type_
+            );
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -615,32 +739,64 @@ fn programmed_entry_carries_resolved_credentials_and_endpoints() {
     assert_eq!(p.client_id, "client-1");
     assert_eq!(p.client_secret.as_deref(), Some("s3cr3t-value"));
     assert_eq!(p.scopes, ["openid", "email", "profile"]);
-    assert_eq!(p.redirect_uri, "https://sso.example.com/oauth/callback/team-a/corp");
+    assert_eq!(
+        p.redirect_uri,
+        "https://sso.example.com/oauth/callback/team-a/corp"
+    );
     assert_eq!(v.redirect_uri, p.redirect_uri);
     assert_eq!(p.endpoints.token_endpoint, "https://idp.example.com/token");
     assert_eq!(p.generation, 3);
     assert!(p.pkce);
-    assert!(!format!("{p:?}").contains("s3cr3t"), "Debug redacts the client secret");
+    assert!(
+        !format!("{p:?}").contains("s3cr3t"),
+        "Debug redacts the client secret"
+    );
 }
 
 #[test]
 fn openid_scope_is_always_first_and_unique() {
     let mut i = Inputs::good();
-    i.idp.spec.scopes = vec!["email".into(), "openid".into(), "groups".into(), "email".into()];
+    i.idp.spec.scopes = vec![
+        "email".into(),
+        "openid".into(),
+        "groups".into(),
+        "email".into(),
+    ];
     let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
-    assert_eq!(v.programming.entry().unwrap().scopes, ["openid", "email", "groups"]);
+    assert_eq!(
+        v.programming.entry().unwrap().scopes,
+        ["openid", "email", "groups"]
+    );
 }
 
 #[test]
 fn last_known_good_takes_a_rotated_secret() {
     let mut i = Inputs::good();
-    i.discovery = Some(DiscoveryOutcome { endpoints: Err(fail(r::UNREACHABLE, "down")), jwks: None, fetched_at: fixed_time() });
-    i.secrets.get_mut("corp-oidc").unwrap().insert("clientSecret".into(), b"rotated".to_vec());
+    i.discovery = Some(DiscoveryOutcome {
+        endpoints: Err(fail(r::UNREACHABLE, "down")),
+        jwks: None,
+        fetched_at: fixed_time(),
+    });
+    i.secrets
+        .get_mut("corp-oidc")
+        .unwrap()
+        .insert("clientSecret".into(), b"rotated".to_vec());
     let prev = previous();
-    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), Some(&prev), &env());
-    let Programming::KeepLastKnownGood(kept) = &v.programming else { panic!("expected last known good, got {:?}", v.programming) };
+    let v = validate(
+        &i.idp,
+        &i.secrets,
+        i.discovery.as_ref(),
+        Some(&prev),
+        &env(),
+    );
+    let Programming::KeepLastKnownGood(kept) = &v.programming else {
+        panic!("expected last known good, got {:?}", v.programming)
+    };
     assert_eq!(kept.client_secret.as_deref(), Some("rotated"));
-    assert_eq!(kept.generation, 2, "endpoints and settings stay those of the last good generation");
+    assert_eq!(
+        kept.generation, 2,
+        "endpoints and settings stay those of the last good generation"
+    );
     assert_eq!(kept.endpoints, prev.endpoints);
     assert!(v.condition(t::PROGRAMMED).message.contains("generation 2"));
 }

@@ -21,14 +21,35 @@ fn committed_crd_matches_the_types() {
 #[test]
 fn crd_names_and_columns() {
     let crd = IdentityProvider::crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("identityproviders.sso-operator.dev"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("identityproviders.sso-operator.dev")
+    );
     assert_eq!(crd.spec.scope, "Namespaced");
-    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["idp".to_string()][..]));
-    assert_eq!(crd.spec.names.categories.as_deref(), Some(&["sso".to_string()][..]));
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["idp".to_string()][..])
+    );
+    assert_eq!(
+        crd.spec.names.categories.as_deref(),
+        Some(&["sso".to_string()][..])
+    );
     let v = &crd.spec.versions[0];
     assert_eq!(v.name, "v1alpha1");
-    assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
-    let cols: Vec<&str> = v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        v.subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some(),
+        "status subresource"
+    );
+    let cols: Vec<&str> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(cols, ["Ready", "Phase", "Issuer", "Redirect URI", "Age"]);
 }
 
@@ -39,7 +60,10 @@ fn every_spec_field_is_described() {
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             for (k, s) in props {
                 let p = format!("{path}.{k}");
-                if s.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+                if s.get("description")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     missing.push(p.clone());
                 }
                 walk(&p, s, missing);
@@ -53,7 +77,10 @@ fn every_spec_field_is_described() {
     let mut missing = Vec::new();
     walk("spec", &schema["properties"]["spec"], &mut missing);
     walk("status", &schema["properties"]["status"], &mut missing);
-    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
 }
 
 fn all_rules(schema: &Value, out: &mut BTreeSet<String>) {
@@ -105,7 +132,10 @@ fn failing_rules(spec: Value) -> Vec<(String, String)> {
     let schema = manifest::crd_schema();
     match kube::core::cel::Validator::new().validate(&schema, &object(spec), None) {
         Ok(()) => Vec::new(),
-        Err(errs) => errs.iter().map(|e| (e.rule.clone(), e.message.clone())).collect(),
+        Err(errs) => errs
+            .iter()
+            .map(|e| (e.rule.clone(), e.message.clone()))
+            .collect(),
     }
 }
 
@@ -131,32 +161,82 @@ fn every_cel_rule_accepts_and_rejects() {
     }
     // (spec, message fragment of the rule that must reject it)
     let rejected = [
-        (with(json!({"issuer": "http://idp.example.com"})), "issuer must be an https URL"),
-        (with(json!({"issuer": "ftp://idp.example.com"})), "issuer must be an https URL"),
-        (with(json!({"issuer": "http://127.0.0.1.nip.example"})), "issuer must be an https URL"),
-        (with(json!({"issuer": "http://localhost.evil.example/"})), "issuer must be an https URL"),
-        (with(json!({"issuer": "not a url"})), "issuer must be an https URL"),
-        (with(json!({"issuer": "https://idp.example.com/?x=1"})), "must not contain a query or fragment"),
-        (with(json!({"issuer": "https://idp.example.com/#f"})), "must not contain a query or fragment"),
-        (with(json!({"clientIDFrom": {"name": "s", "key": "id"}})), "exactly one of clientID and clientIDFrom"),
-        (with(json!({"clientID": null})), "exactly one of clientID and clientIDFrom"),
-        (with(json!({"clientSecretRef": null})), "clientSecretRef is required unless clientAuthMethod is none"),
-        (with(json!({"clientAuthMethod": "none", "clientSecretRef": null, "pkce": "Disabled"})), "requires pkce S256"),
-        (with(json!({"authorizeParams": {"state": "x"}})), "authorizeParams must not set"),
-        (with(json!({"authorizeParams": {"redirect_uri": "https://evil"}})), "authorizeParams must not set"),
-        (with(json!({"tls": {"caBundle": "x", "caBundleSecretRef": {"name": "ca", "key": "k"}}})), "at most one of caBundle"),
+        (
+            with(json!({"issuer": "http://idp.example.com"})),
+            "issuer must be an https URL",
+        ),
+        (
+            with(json!({"issuer": "ftp://idp.example.com"})),
+            "issuer must be an https URL",
+        ),
+        (
+            with(json!({"issuer": "http://127.0.0.1.nip.example"})),
+            "issuer must be an https URL",
+        ),
+        (
+            with(json!({"issuer": "http://localhost.evil.example/"})),
+            "issuer must be an https URL",
+        ),
+        (
+            with(json!({"issuer": "not a url"})),
+            "issuer must be an https URL",
+        ),
+        (
+            with(json!({"issuer": "https://idp.example.com/?x=1"})),
+            "must not contain a query or fragment",
+        ),
+        (
+            with(json!({"issuer": "https://idp.example.com/#f"})),
+            "must not contain a query or fragment",
+        ),
+        (
+            with(json!({"clientIDFrom": {"name": "s", "key": "id"}})),
+            "exactly one of clientID and clientIDFrom",
+        ),
+        (
+            with(json!({"clientID": null})),
+            "exactly one of clientID and clientIDFrom",
+        ),
+        (
+            with(json!({"clientSecretRef": null})),
+            "clientSecretRef is required unless clientAuthMethod is none",
+        ),
+        (
+            with(json!({"clientAuthMethod": "none", "clientSecretRef": null, "pkce": "Disabled"})),
+            "requires pkce S256",
+        ),
+        (
+            with(json!({"authorizeParams": {"state": "x"}})),
+            "authorizeParams must not set",
+        ),
+        (
+            with(json!({"authorizeParams": {"redirect_uri": "https://evil"}})),
+            "authorizeParams must not set",
+        ),
+        (
+            with(
+                json!({"tls": {"caBundle": "x", "caBundleSecretRef": {"name": "ca", "key": "k"}}}),
+            ),
+            "at most one of caBundle",
+        ),
     ];
     let mut covered = BTreeSet::new();
     for (spec, fragment) in rejected {
         let f = failing_rules(spec.clone());
         let hit = f.iter().find(|(_, m)| m.contains(fragment));
-        assert!(hit.is_some(), "{spec} should be rejected by the rule saying {fragment:?}; failures: {f:?}");
+        assert!(
+            hit.is_some(),
+            "{spec} should be rejected by the rule saying {fragment:?}; failures: {f:?}"
+        );
         covered.insert(hit.unwrap().0.clone());
     }
     let mut rules = BTreeSet::new();
     all_rules(&manifest::crd_schema(), &mut rules);
     let untested: Vec<_> = rules.difference(&covered).collect();
-    assert!(untested.is_empty(), "CEL rules without a rejected example: {untested:?}");
+    assert!(
+        untested.is_empty(),
+        "CEL rules without a rejected example: {untested:?}"
+    );
 }
 
 #[test]
@@ -165,25 +245,73 @@ fn derived_validate_cel_runs_the_same_rules() {
     assert!(idp.validate_cel().is_ok());
     idp.spec.issuer = "http://idp.example.com".into();
     let errs = idp.validate_cel().unwrap_err();
-    assert!(errs.iter().any(|e| e.message.contains("https URL")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.message.contains("https URL")),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn structural_schema_rejects_typos_and_wrong_types() {
     let schema = manifest::crd_schema();
     let cases = [
-        (with(json!({"scope": ["openid"]})), "spec.scope: unknown field"),
-        (with(json!({"pkce": "s256"})), "spec.pkce: Unsupported value: \"s256\""),
-        (with(json!({"clientAuthMethod": "basic"})), "spec.clientAuthMethod: Unsupported value"),
-        (with(json!({"enabled": "yes"})), "spec.enabled: Invalid value: \"yes\": must be of type boolean"),
-        (with(json!({"scopes": "openid email"})), "spec.scopes: Invalid value"),
-        (with(json!({"clientSecretRef": {"name": "s"}})), "spec.clientSecretRef.key: Required value"),
+        (
+            with(json!({"scope": ["openid"]})),
+            "spec.scope: unknown field",
+        ),
+        (
+            with(json!({"pkce": "s256"})),
+            "spec.pkce: Unsupported value: \"s256\"",
+        ),
+        (
+            with(json!({"clientAuthMethod": "basic"})),
+            "spec.clientAuthMethod: Unsupported value",
+        ),
+        (
+            with(json!({"enabled": "yes"})),
+            "spec.enabled: Invalid value: \"yes\": must be of type boolean",
+        ),
+        (
+            with(json!({"scopes": "openid email"})),
+            "spec.scopes: Invalid value",
+        ),
+        (
+            with(json!({"clientSecretRef": {"name": "s"}})),
+            "spec.clientSecretRef.key: Required value",
+        ),
         (with(json!({"issuer": null})), "spec.issuer: Required value"),
-        (with(json!({"displayName": "x".repeat(65)})), "spec.displayName: Too long"),
+        (
+            with(json!({"displayName": "x".repeat(65)})),
+            "spec.displayName: Too long",
+        ),
     ];
     for (spec, want) in cases {
         let errors = manifest::admission_errors(&schema, &object(spec.clone()));
-        assert!(errors.iter().any(|e| e.contains(want)), "{spec}: want {want:?}, got {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{spec}: want {want:?}, got {errors:?}"
+        );
     }
     assert!(manifest::admission_errors(&schema, &object(base())).is_empty());
+}
+
+#[test]
+fn examples_pass_the_generated_schema_and_cel_rules() {
+    let docs = manifest::load(&[concat!(env!("CARGO_MANIFEST_DIR"), "/examples").into()]).unwrap();
+    let schema = manifest::crd_schema();
+    let providers: Vec<_> = docs
+        .iter()
+        .filter(|d| d.kind() == "IdentityProvider")
+        .collect();
+    assert!(
+        providers.len() >= 8,
+        "seven providers and the local demo, found {}",
+        providers.len()
+    );
+    for d in providers {
+        let errors = manifest::admission_errors(&schema, &d.value);
+        assert!(errors.is_empty(), "{}: {errors:?}", d.source);
+        let idp: IdentityProvider = serde_json::from_value(d.value.clone()).unwrap();
+        assert!(idp.validate_cel().is_ok(), "{}", d.source);
+    }
 }

@@ -8,15 +8,24 @@ use std::{sync::Arc, time::Duration};
 use common::issuer;
 use sso_operator::{
     api::{EndpointOverrides, conditions::reasons as r},
-    oidc::discovery::{CacheTtl, DiscoveryCache, DiscoveryOutcome, DiscoveryRequest, HttpSettings, fetch},
+    oidc::discovery::{
+        CacheTtl, DiscoveryCache, DiscoveryOutcome, DiscoveryRequest, HttpSettings, fetch,
+    },
 };
 
 fn settings() -> HttpSettings {
-    HttpSettings { connect_timeout: Duration::from_secs(2), timeout: Duration::from_millis(800) }
+    HttpSettings {
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_millis(800),
+    }
 }
 
 fn req(issuer: &str) -> DiscoveryRequest {
-    DiscoveryRequest { issuer: issuer.to_string(), overrides: EndpointOverrides::default(), ca_bundle: None }
+    DiscoveryRequest {
+        issuer: issuer.to_string(),
+        overrides: EndpointOverrides::default(),
+        ca_bundle: None,
+    }
 }
 
 async fn outcome(issuer: &str) -> DiscoveryOutcome {
@@ -51,16 +60,36 @@ async fn each_misbehaviour_has_its_reason() {
         ("badjson", r::INVALID_RESPONSE, "-", "not valid JSON"),
         ("notobject", r::INVALID_RESPONSE, "-", "not a JSON object"),
         ("redirect", r::INVALID_RESPONSE, "-", "redirected"),
-        ("mismatch", r::ISSUER_MISMATCH, "-", "reports issuer \"https://elsewhere.example\""),
-        ("noauthz", r::MISSING_ENDPOINT, "-", "has no authorization_endpoint"),
+        (
+            "mismatch",
+            r::ISSUER_MISMATCH,
+            "-",
+            "reports issuer \"https://elsewhere.example\"",
+        ),
+        (
+            "noauthz",
+            r::MISSING_ENDPOINT,
+            "-",
+            "has no authorization_endpoint",
+        ),
         ("notoken", r::MISSING_ENDPOINT, "-", "has no token_endpoint"),
-        ("insecure", r::INSECURE_ENDPOINT, "-", "http://idp.example.com/token uses http"),
+        (
+            "insecure",
+            r::INSECURE_ENDPOINT,
+            "-",
+            "http://idp.example.com/token uses http",
+        ),
         ("slow", r::UNREACHABLE, "-", "did not answer within 0.8s"),
         ("huge", r::INVALID_RESPONSE, "-", "larger than 1024 KiB"),
         ("jwks404", "ok", r::INVALID_RESPONSE, "HTTP 404"),
         ("jwks500", "ok", r::UNREACHABLE, "HTTP 502"),
         ("jwksbad", "ok", r::INVALID_RESPONSE, "no \"keys\" array"),
-        ("nokeys", "ok", r::NO_USABLE_KEYS, "2 key(s) but none can verify"),
+        (
+            "nokeys",
+            "ok",
+            r::NO_USABLE_KEYS,
+            "2 key(s) but none can verify",
+        ),
         ("jwksslow", "ok", r::UNREACHABLE, "did not answer within"),
     ];
     let mut failures = Vec::new();
@@ -68,7 +97,9 @@ async fn each_misbehaviour_has_its_reason() {
         let o = outcome(&format!("{base}/{scenario}")).await;
         let (d, j, msg) = summary(&o);
         if (d.as_str(), j.as_str()) != (*want_d, *want_j) || !msg.contains(fragment) {
-            failures.push(format!("{scenario}: got ({d}, {j}, {msg:?}), want ({want_d}, {want_j}, ..{fragment:?}..)"));
+            failures.push(format!(
+                "{scenario}: got ({d}, {j}, {msg:?}), want ({want_d}, {want_j}, ..{fragment:?}..)"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -94,7 +125,12 @@ async fn trailing_slash_must_match_exactly() {
     let o = outcome(&format!("{base}/trailingslash")).await;
     let f = o.endpoints.unwrap_err();
     assert_eq!(f.reason, r::ISSUER_MISMATCH);
-    assert!(f.message.contains(&format!("set spec.issuer to \"{base}/trailingslash/\"")), "{}", f.message);
+    assert!(
+        f.message
+            .contains(&format!("set spec.issuer to \"{base}/trailingslash/\"")),
+        "{}",
+        f.message
+    );
     // Configured with it, discovery is fetched from the slash-less path and matches.
     let o = outcome(&format!("{base}/trailingslash/")).await;
     assert!(o.endpoints.is_ok(), "{:?}", o.endpoints);
@@ -133,9 +169,15 @@ async fn overrides_skip_discovery_entirely() {
     assert_eq!(o.jwks.unwrap().unwrap().usable_keys, 2);
     // A partial override still discovers and fills in the rest.
     let mut r = req(&format!("{base}/notoken"));
-    r.overrides = EndpointOverrides { token: Some(format!("{base}/good/token")), ..Default::default() };
+    r.overrides = EndpointOverrides {
+        token: Some(format!("{base}/good/token")),
+        ..Default::default()
+    };
     let e = fetch(&r, &settings()).await.endpoints.unwrap();
-    assert_eq!((e.discovered, e.token_endpoint), (true, format!("{base}/good/token")));
+    assert_eq!(
+        (e.discovered, e.token_endpoint),
+        (true, format!("{base}/good/token"))
+    );
 }
 
 #[tokio::test]
@@ -160,8 +202,16 @@ async fn private_ca_is_honoured_and_required() {
     assert_eq!(f.reason, r::INSECURE_ENDPOINT);
     // A CA bundle that is not PEM.
     let mut garbage = req(&format!("{base}/good"));
-    garbage.ca_bundle = Some("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".into());
-    assert_eq!(fetch(&garbage, &settings()).await.endpoints.unwrap_err().reason, r::TLS_INVALID);
+    garbage.ca_bundle =
+        Some("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".into());
+    assert_eq!(
+        fetch(&garbage, &settings())
+            .await
+            .endpoints
+            .unwrap_err()
+            .reason,
+        r::TLS_INVALID
+    );
 }
 
 #[tokio::test]
@@ -172,7 +222,11 @@ async fn cache_shares_one_fetch_per_issuer() {
     let mut tasks = Vec::new();
     for i in 0..100 {
         let cache = cache.clone();
-        let issuer = if i % 2 == 0 { format!("{base}/good") } else { format!("{base}/nokeys") };
+        let issuer = if i % 2 == 0 {
+            format!("{base}/good")
+        } else {
+            format!("{base}/nokeys")
+        };
         tasks.push(tokio::spawn(async move { cache.get(&req(&issuer)).await }));
     }
     for t in tasks {
@@ -191,7 +245,10 @@ async fn cache_shares_one_fetch_per_issuer() {
 #[tokio::test]
 async fn cache_expires_success_and_failure_separately() {
     let base = issuer::serve_http().await;
-    let ttl = CacheTtl { success: Duration::from_millis(400), failure: Duration::from_millis(100) };
+    let ttl = CacheTtl {
+        success: Duration::from_millis(400),
+        failure: Duration::from_millis(100),
+    };
     let cache = DiscoveryCache::new(settings(), ttl);
     let good = req(&format!("{base}/good"));
     let bad = req(&format!("{base}/status500"));
@@ -205,5 +262,8 @@ async fn cache_expires_success_and_failure_separately() {
     cache.get(&good).await;
     assert_eq!(cache.fetches.get(), 4);
     cache.prune(Duration::from_millis(50));
-    assert!(cache.is_empty() || cache.len() == 1, "entries older than max_age are pruned");
+    assert!(
+        cache.is_empty() || cache.len() == 1,
+        "entries older than max_age are pruned"
+    );
 }

@@ -24,12 +24,32 @@ fn first_status_is_complete_and_sorted() {
     let s = build_status(None, &v, 3, fixed_time());
     assert_eq!(s.phase.as_deref(), Some("Ready"));
     assert_eq!(s.observed_generation, Some(3));
-    assert_eq!(s.redirect_uri.as_deref(), Some("https://sso.example.com/oauth/callback/team-a/corp"));
+    assert_eq!(
+        s.redirect_uri.as_deref(),
+        Some("https://sso.example.com/oauth/callback/team-a/corp")
+    );
     let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(types, ["ConfigValid", "DiscoverySucceeded", "JWKSValid", "Programmed", "Ready", "SecretResolved"]);
-    assert!(s.conditions.iter().all(|c| c.observed_generation == Some(3) && c.last_transition_time == fixed_time()));
+    assert_eq!(
+        types,
+        [
+            "ConfigValid",
+            "DiscoverySucceeded",
+            "JWKSValid",
+            "Programmed",
+            "Ready",
+            "SecretResolved"
+        ]
+    );
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(3) && c.last_transition_time == fixed_time())
+    );
     let d = s.discovered.unwrap();
-    assert_eq!((d.jwks_key_count, d.token_endpoint.as_deref()), (2, Some("https://idp.example.com/token")));
+    assert_eq!(
+        (d.jwks_key_count, d.token_endpoint.as_deref()),
+        (2, Some("https://idp.example.com/token"))
+    );
     assert!(needs_write(None, &build_status(None, &v, 3, fixed_time())));
 }
 
@@ -44,7 +64,10 @@ fn unchanged_provider_is_not_rewritten() {
     let v2 = validate(&i, &secrets(), Some(&d), None, &env());
     let second = build_status(Some(&first), &v2, 3, later());
     assert!(!needs_write(Some(&first), &second), "only time changed");
-    assert_eq!(second, first, "timestamps are carried over, so even a forced write would be identical");
+    assert_eq!(
+        second, first,
+        "timestamps are carried over, so even a forced write would be identical"
+    );
 }
 
 #[test]
@@ -52,21 +75,43 @@ fn transition_time_moves_only_when_status_flips() {
     let i = idp();
     let good = validate(&i, &secrets(), Some(&discovery()), None, &env());
     let s1 = build_status(None, &good, 3, fixed_time());
-    let down = DiscoveryOutcome { endpoints: Err(Failure::new(r::UNREACHABLE, "refused")), jwks: None, fetched_at: later() };
+    let down = DiscoveryOutcome {
+        endpoints: Err(Failure::new(r::UNREACHABLE, "refused")),
+        jwks: None,
+        fetched_at: later(),
+    };
     let bad = validate(&i, &secrets(), Some(&down), None, &env());
     let s2 = build_status(Some(&s1), &bad, 3, later());
     assert!(needs_write(Some(&s1), &s2));
-    let get = |s: &sso_operator::api::IdentityProviderStatus, ty: &str| s.conditions.iter().find(|c| c.type_ == ty).unwrap().clone();
-    assert_eq!(get(&s2, t::CONFIG_VALID).last_transition_time, fixed_time(), "ConfigValid stayed True");
-    assert_eq!(get(&s2, t::DISCOVERY_SUCCEEDED).last_transition_time, later());
+    let get = |s: &sso_operator::api::IdentityProviderStatus, ty: &str| {
+        s.conditions.iter().find(|c| c.type_ == ty).unwrap().clone()
+    };
+    assert_eq!(
+        get(&s2, t::CONFIG_VALID).last_transition_time,
+        fixed_time(),
+        "ConfigValid stayed True"
+    );
+    assert_eq!(
+        get(&s2, t::DISCOVERY_SUCCEEDED).last_transition_time,
+        later()
+    );
     assert_eq!(get(&s2, t::READY).last_transition_time, later());
     // The endpoints in use are no longer known and not programmed.
     assert_eq!(s2.discovered, None);
     assert_eq!(s2.phase.as_deref(), Some("Error"));
 
     let ev = transitions(&s1.conditions, &s2.conditions);
-    let summary: Vec<(&str, &str, &str, bool)> =
-        ev.iter().map(|e| (e.type_.as_str(), e.status.as_str(), e.reason.as_str(), e.warning)).collect();
+    let summary: Vec<(&str, &str, &str, bool)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e.type_.as_str(),
+                e.status.as_str(),
+                e.reason.as_str(),
+                e.warning,
+            )
+        })
+        .collect();
     assert_eq!(
         summary,
         [
@@ -85,7 +130,10 @@ fn first_events_are_ready_and_failures_only() {
     let s = build_status(None, &good, 3, fixed_time());
     let ev = transitions(&[], &s.conditions);
     assert_eq!(ev.len(), 1);
-    assert_eq!((ev[0].type_.as_str(), ev[0].reason.as_str(), ev[0].warning), ("Ready", "Ready", false));
+    assert_eq!(
+        (ev[0].type_.as_str(), ev[0].reason.as_str(), ev[0].warning),
+        ("Ready", "Ready", false)
+    );
     // No transition, no event.
     assert!(transitions(&s.conditions, &s.conditions).is_empty());
 }
@@ -99,5 +147,9 @@ fn new_generation_is_a_write() {
     let v2 = validate(&i, &secrets(), Some(&discovery()), None, &env());
     let s2 = build_status(Some(&s1), &v2, 4, later());
     assert!(needs_write(Some(&s1), &s2));
-    assert!(s2.conditions.iter().all(|c| c.observed_generation == Some(4) && c.last_transition_time == fixed_time()));
+    assert!(
+        s2.conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(4) && c.last_transition_time == fixed_time())
+    );
 }

@@ -13,7 +13,14 @@ pub mod types {
     pub const READY: &str = "Ready";
 
     /// All condition types the controller owns.
-    pub const ALL: [&str; 6] = [CONFIG_VALID, SECRET_RESOLVED, DISCOVERY_SUCCEEDED, JWKS_VALID, PROGRAMMED, READY];
+    pub const ALL: [&str; 6] = [
+        CONFIG_VALID,
+        SECRET_RESOLVED,
+        DISCOVERY_SUCCEEDED,
+        JWKS_VALID,
+        PROGRAMMED,
+        READY,
+    ];
 }
 
 /// Condition reasons. `True` conditions use a positive reason; `False` and

@@ -45,11 +45,23 @@ pub const RESERVED_AUTHORIZE_PARAMS: [&str; 9] = [
     cel,
     doc = "An OpenID Connect identity provider offered for login by the sso-operator broker. `kubectl get idp` shows whether it works; status.conditions say exactly why not.",
     status = "IdentityProviderStatus",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".spec.issuer"),
-    printcolumn(name = "Redirect URI", type_ = "string", json_path = ".status.redirectURI"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Redirect URI",
+        type_ = "string",
+        json_path = ".status.redirectURI"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("has(self.clientID) != has(self.clientIDFrom)")
@@ -100,7 +112,11 @@ pub struct IdentityProviderSpec {
 
     /// Read the client ID from a key of a Secret in the same namespace. Set
     /// this or `clientID`, not both.
-    #[serde(default, rename = "clientIDFrom", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "clientIDFrom",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_id_from: Option<SecretKeyRef>,
 
     /// The client secret: a key of a Secret in the same namespace. Required
@@ -345,7 +361,11 @@ pub struct IdentityProviderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// The exact callback URL to register at the provider.
-    #[serde(default, rename = "redirectURI", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "redirectURI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub redirect_uri: Option<String>,
     /// What discovery found at the issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]

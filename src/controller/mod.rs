@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams, PartialObjectMeta},
+    api::{PartialObjectMeta, Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
@@ -51,15 +51,23 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { revalidate: Duration::from_secs(300), backoff_base: Duration::from_secs(10), backoff_max: Duration::from_secs(300) }
+        Self {
+            revalidate: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+        }
     }
 }
 
 impl Timing {
     /// The delay after the `attempt`-th consecutive failure (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
-        self.backoff_base.saturating_mul(factor).min(self.backoff_max)
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1).min(16))
+            .unwrap_or(u32::MAX);
+        self.backoff_base
+            .saturating_mul(factor)
+            .min(self.backoff_max)
     }
 }
 
@@ -108,8 +116,17 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, discovery: Arc<DiscoveryCache>, programs: Arc<ProgramSet>, env: Env) -> Self {
-        let reporter = Reporter { controller: "sso-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        discovery: Arc<DiscoveryCache>,
+        programs: Arc<ProgramSet>,
+        env: Env,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "sso-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -130,8 +147,12 @@ async fn fetch_secrets(client: &Client, ns: &str, names: &[String]) -> Result<Se
     let mut out = SecretData::new();
     for name in names {
         if let Some(secret) = api.get_opt(name).await? {
-            let mut data: BTreeMap<String, Vec<u8>> =
-                secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            let mut data: BTreeMap<String, Vec<u8>> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
             // stringData is write-only in the API, but honour it if a client left it.
             for (k, v) in secret.string_data.unwrap_or_default() {
                 data.insert(k, v.into_bytes());
@@ -285,7 +306,9 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     }
 
     // Last known good across restarts: start from what the broker serves.
-    ctx.programs.load(&client, &settings.namespace, &settings.broker_config_secret).await;
+    ctx.programs
+        .load(&client, &settings.namespace, &settings.broker_config_secret)
+        .await;
 
     let mut secret_config = watcher::Config::default();
     if let Some(sel) = &settings.secret_label_selector {

@@ -68,7 +68,9 @@ impl ProgramSet {
     }
 
     pub fn snapshot(&self) -> BrokerConfig {
-        BrokerConfig { providers: self.lock().clone() }
+        BrokerConfig {
+            providers: self.lock().clone(),
+        }
     }
 
     pub fn replace(&self, config: BrokerConfig) {
@@ -84,15 +86,22 @@ impl ProgramSet {
             Ok(Some(s)) => match s.data.as_ref().and_then(|d| d.get(BROKER_CONFIG_KEY)) {
                 Some(bytes) => match BrokerConfig::from_json(&bytes.0) {
                     Ok(cfg) => {
-                        info!(providers = cfg.providers.len(), "loaded the broker config as last known good");
+                        info!(
+                            providers = cfg.providers.len(),
+                            "loaded the broker config as last known good"
+                        );
                         self.replace(cfg);
                     }
-                    Err(e) => warn!(error = %e, "broker config Secret {ns}/{name} is not valid; starting empty"),
+                    Err(e) => {
+                        warn!(error = %e, "broker config Secret {ns}/{name} is not valid; starting empty")
+                    }
                 },
                 None => {}
             },
             Ok(None) => {}
-            Err(e) => warn!(error = %e, "cannot read broker config Secret {ns}/{name}; starting empty"),
+            Err(e) => {
+                warn!(error = %e, "cannot read broker config Secret {ns}/{name}; starting empty")
+            }
         }
     }
 
@@ -140,13 +149,22 @@ pub async fn run_writer(
         programs.retain(&keep);
         let config = programs.snapshot();
         if last_written.as_ref() != Some(&config) {
-            match api.patch(&name, &pp, &Patch::Apply(config_secret(&ns, &name, &config))).await {
+            match api
+                .patch(
+                    &name,
+                    &pp,
+                    &Patch::Apply(config_secret(&ns, &name, &config)),
+                )
+                .await
+            {
                 Ok(_) => {
                     info!(providers = config.providers.len(), "wrote broker config");
                     metrics.broker_config_writes.inc();
                     last_written = Some(config);
                 }
-                Err(e) => warn!(error = %e, "cannot write broker config Secret {ns}/{name}; retrying"),
+                Err(e) => {
+                    warn!(error = %e, "cannot write broker config Secret {ns}/{name}; retrying")
+                }
             }
         }
         // Wake on a change, or periodically to prune deleted providers and retry.

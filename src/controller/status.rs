@@ -11,7 +11,12 @@ use crate::{
 
 /// Merges freshly computed conditions with the previous ones.
 /// `lastTransitionTime` is kept unless the status flips; output is sorted by type.
-pub fn merge_conditions(old: &[Condition], new: &[CondResult], generation: i64, now: Timestamp) -> Vec<Condition> {
+pub fn merge_conditions(
+    old: &[Condition],
+    new: &[CondResult],
+    generation: i64,
+    now: Timestamp,
+) -> Vec<Condition> {
     let mut out: Vec<Condition> = new
         .iter()
         .map(|c| {
@@ -34,7 +39,12 @@ pub fn merge_conditions(old: &[Condition], new: &[CondResult], generation: i64, 
 }
 
 /// Builds the new status from the old one and a validation result.
-pub fn build_status(old: Option<&IdentityProviderStatus>, v: &Validation, generation: i64, now: Timestamp) -> IdentityProviderStatus {
+pub fn build_status(
+    old: Option<&IdentityProviderStatus>,
+    v: &Validation,
+    generation: i64,
+    now: Timestamp,
+) -> IdentityProviderStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let mut discovered = v.discovered.clone();
     // While serving the last known good entry, report the endpoints in use.

@@ -12,12 +12,14 @@ use url::Url;
 
 use crate::{
     api::{
-        ClientAuthMethod, DiscoveredStatus, IdentityProvider, IdentityProviderSpec, PkceMode, RESERVED_AUTHORIZE_PARAMS,
-        SecretKeyRef,
+        ClientAuthMethod, DiscoveredStatus, IdentityProvider, IdentityProviderSpec, PkceMode,
+        RESERVED_AUTHORIZE_PARAMS, SecretKeyRef,
         conditions::{phases, reasons, types},
     },
     config::ProgrammedProvider,
-    oidc::discovery::{DiscoveryOutcome, DiscoveryRequest, Failure, ProviderEndpoints, check_endpoint_url},
+    oidc::discovery::{
+        DiscoveryOutcome, DiscoveryRequest, Failure, ProviderEndpoints, check_endpoint_url,
+    },
 };
 
 /// Secrets in the provider's namespace that the provider references, by
@@ -34,8 +36,18 @@ pub struct CondResult {
 }
 
 impl CondResult {
-    fn new(type_: &'static str, status: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason: reason.to_string(), message: message.into() }
+    fn new(
+        type_: &'static str,
+        status: &'static str,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
     }
     fn ok(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
         Self::new(type_, "True", reason, message)
@@ -84,7 +96,10 @@ pub struct Validation {
 
 impl Validation {
     pub fn condition(&self, type_: &str) -> &CondResult {
-        self.conditions.iter().find(|c| c.type_ == type_).expect("every condition type is present")
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("every condition type is present")
     }
 }
 
@@ -105,7 +120,10 @@ pub struct Resolved {
 
 /// The callback URL the provider must have registered.
 pub fn redirect_uri(public_url: &Url, namespace: &str, name: &str) -> String {
-    format!("{}/oauth/callback/{namespace}/{name}", public_url.as_str().trim_end_matches('/'))
+    format!(
+        "{}/oauth/callback/{namespace}/{name}",
+        public_url.as_str().trim_end_matches('/')
+    )
 }
 
 /// Scopes to request: `openid` first, then the configured ones, deduplicated.
@@ -122,29 +140,52 @@ pub fn effective_scopes(spec: &IdentityProviderSpec) -> Vec<String> {
 /// Checks what the spec alone can tell: the same rules the CRD's CEL
 /// expressions enforce at admission, plus what CEL cannot express.
 pub fn check_spec(spec: &IdentityProviderSpec) -> Result<(), Failure> {
-    let issuer = Url::parse(&spec.issuer)
-        .map_err(|e| Failure::new(reasons::INVALID_ISSUER, format!("spec.issuer {:?} is not a URL: {e}", spec.issuer)))?;
+    let issuer = Url::parse(&spec.issuer).map_err(|e| {
+        Failure::new(
+            reasons::INVALID_ISSUER,
+            format!("spec.issuer {:?} is not a URL: {e}", spec.issuer),
+        )
+    })?;
     if spec.issuer.contains('?') || spec.issuer.contains('#') {
-        return Err(Failure::new(reasons::INVALID_ISSUER, "spec.issuer must not contain a query or fragment"));
+        return Err(Failure::new(
+            reasons::INVALID_ISSUER,
+            "spec.issuer must not contain a query or fragment",
+        ));
     }
     check_endpoint_url("spec.issuer", &spec.issuer)
         .map_err(|f| Failure::new(reasons::INVALID_ISSUER, f.message))?;
     if issuer.host().is_none() {
-        return Err(Failure::new(reasons::INVALID_ISSUER, "spec.issuer has no host"));
+        return Err(Failure::new(
+            reasons::INVALID_ISSUER,
+            "spec.issuer has no host",
+        ));
     }
     match (&spec.client_id, &spec.client_id_from) {
         (Some(_), Some(_)) => {
-            return Err(Failure::new(reasons::INVALID_CLIENT_ID, "set exactly one of spec.clientID and spec.clientIDFrom, not both"));
+            return Err(Failure::new(
+                reasons::INVALID_CLIENT_ID,
+                "set exactly one of spec.clientID and spec.clientIDFrom, not both",
+            ));
         }
         (None, None) => {
-            return Err(Failure::new(reasons::INVALID_CLIENT_ID, "set one of spec.clientID or spec.clientIDFrom"));
+            return Err(Failure::new(
+                reasons::INVALID_CLIENT_ID,
+                "set one of spec.clientID or spec.clientIDFrom",
+            ));
         }
         (Some(id), None) if id.trim().is_empty() || id.trim() != id => {
-            return Err(Failure::new(reasons::INVALID_CLIENT_ID, "spec.clientID is empty or has surrounding whitespace"));
+            return Err(Failure::new(
+                reasons::INVALID_CLIENT_ID,
+                "spec.clientID is empty or has surrounding whitespace",
+            ));
         }
         _ => {}
     }
-    if let Some(k) = spec.authorize_params.keys().find(|k| RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str())) {
+    if let Some(k) = spec
+        .authorize_params
+        .keys()
+        .find(|k| RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str()))
+    {
         return Err(Failure::new(
             reasons::DISALLOWED_PARAMETER,
             format!("spec.authorizeParams sets {k:?}, which the broker sets itself; remove it"),
@@ -163,7 +204,9 @@ pub fn check_spec(spec: &IdentityProviderSpec) -> Result<(), Failure> {
                 "clientAuthMethod none (a public client) requires pkce: S256",
             ));
         }
-        ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost if spec.client_secret_ref.is_none() => {
+        ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost
+            if spec.client_secret_ref.is_none() =>
+        {
             return Err(Failure::new(
                 reasons::UNSUPPORTED_AUTH_METHOD,
                 format!(
@@ -174,8 +217,15 @@ pub fn check_spec(spec: &IdentityProviderSpec) -> Result<(), Failure> {
         }
         _ => {}
     }
-    if let Some(bad) = spec.scopes.iter().find(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\')) {
-        return Err(Failure::new(reasons::INVALID_SCOPES, format!("scope {bad:?} is empty or contains whitespace, a quote or a backslash")));
+    if let Some(bad) = spec.scopes.iter().find(|s| {
+        s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    }) {
+        return Err(Failure::new(
+            reasons::INVALID_SCOPES,
+            format!("scope {bad:?} is empty or contains whitespace, a quote or a backslash"),
+        ));
     }
     if let Some(o) = &spec.endpoints {
         for (name, v) in [
@@ -186,16 +236,25 @@ pub fn check_spec(spec: &IdentityProviderSpec) -> Result<(), Failure> {
             ("endSession", &o.end_session),
         ] {
             if let Some(v) = v {
-                check_endpoint_url(&format!("spec.endpoints.{name}"), v).map_err(|f| Failure::new(reasons::INVALID_ENDPOINT, f.message))?;
+                check_endpoint_url(&format!("spec.endpoints.{name}"), v)
+                    .map_err(|f| Failure::new(reasons::INVALID_ENDPOINT, f.message))?;
             }
         }
     }
     if let Some(tls) = &spec.tls {
         match (&tls.ca_bundle, &tls.ca_bundle_secret_ref) {
             (Some(_), Some(_)) => {
-                return Err(Failure::new(reasons::INVALID_TLS_CONFIG, "set at most one of spec.tls.caBundle and spec.tls.caBundleSecretRef"));
+                return Err(Failure::new(
+                    reasons::INVALID_TLS_CONFIG,
+                    "set at most one of spec.tls.caBundle and spec.tls.caBundleSecretRef",
+                ));
             }
-            (Some(pem), None) => check_pem(pem).map_err(|m| Failure::new(reasons::INVALID_TLS_CONFIG, format!("spec.tls.caBundle {m}")))?,
+            (Some(pem), None) => check_pem(pem).map_err(|m| {
+                Failure::new(
+                    reasons::INVALID_TLS_CONFIG,
+                    format!("spec.tls.caBundle {m}"),
+                )
+            })?,
             _ => {}
         }
     }
@@ -203,33 +262,65 @@ pub fn check_spec(spec: &IdentityProviderSpec) -> Result<(), Failure> {
 }
 
 fn check_pem(pem: &str) -> Result<(), String> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        cert.map_err(|e| format!("is not valid PEM: {e}"))?;
+        count += 1;
+    }
+    // The same parser the HTTP client uses must accept it too.
     match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
-        Ok(certs) if !certs.is_empty() => Ok(()),
+        Ok(_) if count > 0 => Ok(()),
         Ok(_) => Err("contains no PEM certificate".into()),
-        Err(e) => Err(format!("is not valid PEM: {e}")),
+        Err(_) => Err("is not a valid PEM certificate bundle".into()),
     }
 }
 
 /// Reads one key of a referenced Secret as a UTF-8 string.
-fn secret_value(ns: &str, r: &SecretKeyRef, secrets: &SecretData, field: &str) -> Result<String, Failure> {
+fn secret_value(
+    ns: &str,
+    r: &SecretKeyRef,
+    secrets: &SecretData,
+    field: &str,
+) -> Result<String, Failure> {
     let Some(data) = secrets.get(&r.name) else {
         return Err(Failure::new(
             reasons::SECRET_NOT_FOUND,
-            format!("Secret {ns}/{} (from {field}) not found; create it with key {:?}", r.name, r.key),
+            format!(
+                "Secret {ns}/{} (from {field}) not found; create it with key {:?}",
+                r.name, r.key
+            ),
         ));
     };
     let Some(bytes) = data.get(&r.key) else {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         return Err(Failure::new(
             reasons::SECRET_KEY_MISSING,
-            format!("Secret {ns}/{} (from {field}) has no key {:?}; it has [{}]", r.name, r.key, keys.join(", ")),
+            format!(
+                "Secret {ns}/{} (from {field}) has no key {:?}; it has [{}]",
+                r.name,
+                r.key,
+                keys.join(", ")
+            ),
         ));
     };
     let text = std::str::from_utf8(bytes).map_err(|_| {
-        Failure::new(reasons::SECRET_INVALID, format!("key {:?} of Secret {ns}/{} (from {field}) is not UTF-8 text", r.key, r.name))
+        Failure::new(
+            reasons::SECRET_INVALID,
+            format!(
+                "key {:?} of Secret {ns}/{} (from {field}) is not UTF-8 text",
+                r.key, r.name
+            ),
+        )
     })?;
     if text.is_empty() {
-        return Err(Failure::new(reasons::SECRET_INVALID, format!("key {:?} of Secret {ns}/{} (from {field}) is empty", r.key, r.name)));
+        return Err(Failure::new(
+            reasons::SECRET_INVALID,
+            format!(
+                "key {:?} of Secret {ns}/{} (from {field}) is empty",
+                r.key, r.name
+            ),
+        ));
     }
     Ok(text.to_string())
 }
@@ -250,7 +341,11 @@ fn check_credential(ns: &str, r: &SecretKeyRef, field: &str, value: &str) -> Res
 }
 
 /// Resolves the client ID, client secret and CA bundle from Secrets.
-pub fn resolve_secrets(ns: &str, spec: &IdentityProviderSpec, secrets: &SecretData) -> Result<Resolved, Failure> {
+pub fn resolve_secrets(
+    ns: &str,
+    spec: &IdentityProviderSpec,
+    secrets: &SecretData,
+) -> Result<Resolved, Failure> {
     let client_id = match (&spec.client_id, &spec.client_id_from) {
         (Some(id), _) => id.clone(),
         (None, Some(r)) => {
@@ -274,7 +369,13 @@ pub fn resolve_secrets(ns: &str, spec: &IdentityProviderSpec, secrets: &SecretDa
             (None, Some(r)) => {
                 let pem = secret_value(ns, r, secrets, "spec.tls.caBundleSecretRef")?;
                 check_pem(&pem).map_err(|m| {
-                    Failure::new(reasons::SECRET_INVALID, format!("key {:?} of Secret {ns}/{} (from spec.tls.caBundleSecretRef) {m}", r.key, r.name))
+                    Failure::new(
+                        reasons::SECRET_INVALID,
+                        format!(
+                            "key {:?} of Secret {ns}/{} (from spec.tls.caBundleSecretRef) {m}",
+                            r.key, r.name
+                        ),
+                    )
                 })?;
                 Some(pem)
             }
@@ -282,7 +383,11 @@ pub fn resolve_secrets(ns: &str, spec: &IdentityProviderSpec, secrets: &SecretDa
         },
         None => None,
     };
-    Ok(Resolved { client_id, client_secret, ca_bundle })
+    Ok(Resolved {
+        client_id,
+        client_secret,
+        ca_bundle,
+    })
 }
 
 /// The Secret names a provider references, for the controller's Secret watch.
@@ -290,7 +395,9 @@ pub fn referenced_secrets(spec: &IdentityProviderSpec) -> Vec<String> {
     let mut names: Vec<String> = [
         spec.client_id_from.as_ref(),
         spec.client_secret_ref.as_ref(),
-        spec.tls.as_ref().and_then(|t| t.ca_bundle_secret_ref.as_ref()),
+        spec.tls
+            .as_ref()
+            .and_then(|t| t.ca_bundle_secret_ref.as_ref()),
     ]
     .into_iter()
     .flatten()
@@ -303,20 +410,36 @@ pub fn referenced_secrets(spec: &IdentityProviderSpec) -> Vec<String> {
 
 /// What to ask the discovery cache, or `None` when the spec or the CA
 /// bundle is not usable yet.
-pub fn discovery_request(spec: &IdentityProviderSpec, ns: &str, secrets: &SecretData) -> Option<DiscoveryRequest> {
+pub fn discovery_request(
+    spec: &IdentityProviderSpec,
+    ns: &str,
+    secrets: &SecretData,
+) -> Option<DiscoveryRequest> {
     check_spec(spec).ok()?;
     let ca_bundle = match resolve_secrets(ns, spec, secrets) {
         Ok(r) => r.ca_bundle,
         // The CA bundle resolves independently of the client credentials.
-        Err(_) => match spec.tls.as_ref().and_then(|t| t.ca_bundle_secret_ref.as_ref()) {
+        Err(_) => match spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_bundle_secret_ref.as_ref())
+        {
             Some(_) => resolve_ca_only(ns, spec, secrets)?,
             None => spec.tls.as_ref().and_then(|t| t.ca_bundle.clone()),
         },
     };
-    Some(DiscoveryRequest { issuer: spec.issuer.clone(), overrides: spec.endpoints.clone().unwrap_or_default(), ca_bundle })
+    Some(DiscoveryRequest {
+        issuer: spec.issuer.clone(),
+        overrides: spec.endpoints.clone().unwrap_or_default(),
+        ca_bundle,
+    })
 }
 
-fn resolve_ca_only(ns: &str, spec: &IdentityProviderSpec, secrets: &SecretData) -> Option<Option<String>> {
+fn resolve_ca_only(
+    ns: &str,
+    spec: &IdentityProviderSpec,
+    secrets: &SecretData,
+) -> Option<Option<String>> {
     let r = spec.tls.as_ref()?.ca_bundle_secret_ref.as_ref()?;
     let pem = secret_value(ns, r, secrets, "spec.tls.caBundleSecretRef").ok()?;
     check_pem(&pem).ok()?;
@@ -325,14 +448,23 @@ fn resolve_ca_only(ns: &str, spec: &IdentityProviderSpec, secrets: &SecretData) 
 
 /// Checks the configured auth method and PKCE against what the provider
 /// advertises.
-fn check_against_provider(spec: &IdentityProviderSpec, e: &ProviderEndpoints) -> Result<(), Failure> {
+fn check_against_provider(
+    spec: &IdentityProviderSpec,
+    e: &ProviderEndpoints,
+) -> Result<(), Failure> {
     let method = spec.client_auth_method.as_str();
     // Absent means the spec default, client_secret_basic.
-    let supported = e.token_endpoint_auth_methods.clone().unwrap_or_else(|| vec!["client_secret_basic".into()]);
+    let supported = e
+        .token_endpoint_auth_methods
+        .clone()
+        .unwrap_or_else(|| vec!["client_secret_basic".into()]);
     if e.discovered && !supported.iter().any(|m| m == method) {
         return Err(Failure::new(
             reasons::UNSUPPORTED_AUTH_METHOD,
-            format!("the provider supports token endpoint auth methods [{}], not {method}; set spec.clientAuthMethod to one of them", supported.join(", ")),
+            format!(
+                "the provider supports token endpoint auth methods [{}], not {method}; set spec.clientAuthMethod to one of them",
+                supported.join(", ")
+            ),
         ));
     }
     if spec.pkce == PkceMode::S256 {
@@ -340,7 +472,10 @@ fn check_against_provider(spec: &IdentityProviderSpec, e: &ProviderEndpoints) ->
             if !methods.iter().any(|m| m == "S256") {
                 return Err(Failure::new(
                     reasons::UNSUPPORTED_PKCE,
-                    format!("the provider advertises code_challenge_methods_supported [{}] without S256; set spec.pkce: Disabled", methods.join(", ")),
+                    format!(
+                        "the provider advertises code_challenge_methods_supported [{}] without S256; set spec.pkce: Disabled",
+                        methods.join(", ")
+                    ),
                 ));
             }
         }
@@ -349,7 +484,12 @@ fn check_against_provider(spec: &IdentityProviderSpec, e: &ProviderEndpoints) ->
 }
 
 /// Builds the broker entry for a fully validated provider.
-fn program(idp: &IdentityProvider, resolved: &Resolved, endpoints: &ProviderEndpoints, env: &Env) -> ProgrammedProvider {
+fn program(
+    idp: &IdentityProvider,
+    resolved: &Resolved,
+    endpoints: &ProviderEndpoints,
+    env: &Env,
+) -> ProgrammedProvider {
     let spec = &idp.spec;
     let ns = idp.metadata.namespace.clone().unwrap_or_default();
     let name = idp.metadata.name.clone().unwrap_or_default();
@@ -401,9 +541,17 @@ pub fn validate(
         Ok(_) => {
             let refs = referenced_secrets(spec);
             if refs.is_empty() {
-                CondResult::ok(types::SECRET_RESOLVED, reasons::NOT_REQUIRED, "the provider references no Secret")
+                CondResult::ok(
+                    types::SECRET_RESOLVED,
+                    reasons::NOT_REQUIRED,
+                    "the provider references no Secret",
+                )
             } else {
-                CondResult::ok(types::SECRET_RESOLVED, reasons::RESOLVED, format!("resolved from Secret {}", refs.join(", ")))
+                CondResult::ok(
+                    types::SECRET_RESOLVED,
+                    reasons::RESOLVED,
+                    format!("resolved from Secret {}", refs.join(", ")),
+                )
             }
         }
         Err(f) => CondResult::fail(types::SECRET_RESOLVED, f),
@@ -412,23 +560,49 @@ pub fn validate(
     // DiscoverySucceeded and JWKSValid
     let (discovery_cond, jwks_cond) = match discovery {
         None if spec_check.is_err() => (
-            CondResult::unknown(types::DISCOVERY_SUCCEEDED, "not checked until the spec is valid (see ConfigValid)"),
-            CondResult::unknown(types::JWKS_VALID, "not checked until the spec is valid (see ConfigValid)"),
+            CondResult::unknown(
+                types::DISCOVERY_SUCCEEDED,
+                "not checked until the spec is valid (see ConfigValid)",
+            ),
+            CondResult::unknown(
+                types::JWKS_VALID,
+                "not checked until the spec is valid (see ConfigValid)",
+            ),
         ),
         None if discovery_request(spec, ns, secrets).is_none() => (
-            CondResult::unknown(types::DISCOVERY_SUCCEEDED, "not checked until the CA bundle Secret resolves (see SecretResolved)"),
-            CondResult::unknown(types::JWKS_VALID, "not checked until the CA bundle Secret resolves (see SecretResolved)"),
+            CondResult::unknown(
+                types::DISCOVERY_SUCCEEDED,
+                "not checked until the CA bundle Secret resolves (see SecretResolved)",
+            ),
+            CondResult::unknown(
+                types::JWKS_VALID,
+                "not checked until the CA bundle Secret resolves (see SecretResolved)",
+            ),
         ),
         None => (
-            CondResult::new(types::DISCOVERY_SUCCEEDED, "Unknown", reasons::NOT_CHECKED, "discovery was not checked (offline)"),
-            CondResult::new(types::JWKS_VALID, "Unknown", reasons::NOT_CHECKED, "the JWKS was not checked (offline)"),
+            CondResult::new(
+                types::DISCOVERY_SUCCEEDED,
+                "Unknown",
+                reasons::NOT_CHECKED,
+                "discovery was not checked (offline)",
+            ),
+            CondResult::new(
+                types::JWKS_VALID,
+                "Unknown",
+                reasons::NOT_CHECKED,
+                "the JWKS was not checked (offline)",
+            ),
         ),
         Some(d) => {
             let dc = match &d.endpoints {
                 Ok(e) if e.discovered => CondResult::ok(
                     types::DISCOVERY_SUCCEEDED,
                     reasons::DISCOVERED,
-                    format!("discovered {} at {}", e.issuer, crate::oidc::discovery::discovery_url(&spec.issuer)),
+                    format!(
+                        "discovered {} at {}",
+                        e.issuer,
+                        crate::oidc::discovery::discovery_url(&spec.issuer)
+                    ),
                 ),
                 Ok(_) => CondResult::ok(
                     types::DISCOVERY_SUCCEEDED,
@@ -441,10 +615,16 @@ pub fn validate(
                 Some(Ok(j)) => CondResult::ok(
                     types::JWKS_VALID,
                     reasons::KEYS_VALID,
-                    format!("{} usable signing key(s) of {}", j.usable_keys, j.total_keys),
+                    format!(
+                        "{} usable signing key(s) of {}",
+                        j.usable_keys, j.total_keys
+                    ),
                 ),
                 Some(Err(f)) => CondResult::fail(types::JWKS_VALID, f),
-                None => CondResult::unknown(types::JWKS_VALID, "not checked until discovery succeeds (see DiscoverySucceeded)"),
+                None => CondResult::unknown(
+                    types::JWKS_VALID,
+                    "not checked until discovery succeeds (see DiscoverySucceeded)",
+                ),
             };
             (dc, jc)
         }
@@ -452,7 +632,10 @@ pub fn validate(
 
     // ConfigValid: the spec, then the spec against what the provider supports.
     let endpoints = discovery.and_then(|d| d.endpoints.as_ref().ok());
-    let config_cond = match spec_check.as_ref().map(|_| endpoints.map(|e| check_against_provider(spec, e))) {
+    let config_cond = match spec_check
+        .as_ref()
+        .map(|_| endpoints.map(|e| check_against_provider(spec, e)))
+    {
         Err(f) => CondResult::fail(types::CONFIG_VALID, f),
         Ok(Some(Err(f))) => CondResult::fail(types::CONFIG_VALID, &f),
         Ok(_) => CondResult::ok(types::CONFIG_VALID, reasons::VALID, "the spec is valid"),
@@ -467,8 +650,14 @@ pub fn validate(
     let transient_only = config_cond.is_true()
         && secret_cond.is_true()
         && discovery.is_some_and(|d| {
-            d.endpoints.as_ref().err().is_some_and(Failure::is_transient)
-                || (d.endpoints.is_ok() && d.jwks.as_ref().is_some_and(|j| j.as_ref().err().is_some_and(Failure::is_transient)))
+            d.endpoints
+                .as_ref()
+                .err()
+                .is_some_and(Failure::is_transient)
+                || (d.endpoints.is_ok()
+                    && d.jwks
+                        .as_ref()
+                        .is_some_and(|j| j.as_ref().err().is_some_and(Failure::is_transient)))
         });
 
     let redirect = redirect_uri(&env.public_url, ns, name);
@@ -476,16 +665,36 @@ pub fn validate(
         (
             Programming::Remove,
             phases::DISABLED,
-            CondResult::new(types::PROGRAMMED, "False", reasons::DISABLED, "spec.enabled is false: the provider is not offered for login"),
-            CondResult::new(types::READY, "False", reasons::DISABLED, "spec.enabled is false: the provider is validated but not offered for login"),
+            CondResult::new(
+                types::PROGRAMMED,
+                "False",
+                reasons::DISABLED,
+                "spec.enabled is false: the provider is not offered for login",
+            ),
+            CondResult::new(
+                types::READY,
+                "False",
+                reasons::DISABLED,
+                "spec.enabled is false: the provider is validated but not offered for login",
+            ),
         )
     } else if all_true {
-        let (Ok(r), Some(e)) = (&resolved, endpoints) else { unreachable!("all checks true implies resolved secrets and endpoints") };
+        let (Ok(r), Some(e)) = (&resolved, endpoints) else {
+            unreachable!("all checks true implies resolved secrets and endpoints")
+        };
         (
             Programming::Program(Box::new(program(idp, r, e, env))),
             phases::READY,
-            CondResult::ok(types::PROGRAMMED, reasons::PROGRAMMED, format!("generation {generation} is programmed into the broker")),
-            CondResult::ok(types::READY, reasons::READY, "the provider is validated and offered for login"),
+            CondResult::ok(
+                types::PROGRAMMED,
+                reasons::PROGRAMMED,
+                format!("generation {generation} is programmed into the broker"),
+            ),
+            CondResult::ok(
+                types::READY,
+                reasons::READY,
+                "the provider is validated and offered for login",
+            ),
         )
     } else if let (true, Some(prev), Ok(r)) = (transient_only, previous, &resolved) {
         let mut kept = prev.clone();
@@ -498,30 +707,62 @@ pub fn validate(
             CondResult::ok(
                 types::PROGRAMMED,
                 reasons::LAST_KNOWN_GOOD,
-                format!("the broker keeps serving generation {} (last known good) while the provider fails", prev.generation),
+                format!(
+                    "the broker keeps serving generation {} (last known good) while the provider fails",
+                    prev.generation
+                ),
             ),
             CondResult::new(
                 types::READY,
                 "False",
                 reasons::DEGRADED,
-                format!("{} is False ({}): {}; logins continue with the last known good configuration", bad.type_, bad.reason, bad.message),
+                format!(
+                    "{} is False ({}): {}; logins continue with the last known good configuration",
+                    bad.type_, bad.reason, bad.message
+                ),
             ),
         )
     } else {
         let bad = first_bad.expect("not all true");
         let pending = bad.status == "Unknown" && bad.reason == reasons::NOT_CHECKED;
         let (phase, ready) = if pending {
-            (phases::PENDING, CondResult::new(types::READY, "Unknown", reasons::NOT_CHECKED, bad.message.clone()))
+            (
+                phases::PENDING,
+                CondResult::new(
+                    types::READY,
+                    "Unknown",
+                    reasons::NOT_CHECKED,
+                    bad.message.clone(),
+                ),
+            )
         } else {
             (
                 phases::ERROR,
-                CondResult::new(types::READY, "False", &bad.reason, format!("{} is {} ({}): {}", bad.type_, bad.status, bad.reason, bad.message)),
+                CondResult::new(
+                    types::READY,
+                    "False",
+                    &bad.reason,
+                    format!(
+                        "{} is {} ({}): {}",
+                        bad.type_, bad.status, bad.reason, bad.message
+                    ),
+                ),
             )
         };
         let programmed = if pending {
-            CondResult::new(types::PROGRAMMED, "Unknown", reasons::NOT_CHECKED, "not programmed: the provider was not checked")
+            CondResult::new(
+                types::PROGRAMMED,
+                "Unknown",
+                reasons::NOT_CHECKED,
+                "not programmed: the provider was not checked",
+            )
         } else {
-            CondResult::new(types::PROGRAMMED, "False", reasons::NOT_READY, format!("not programmed: {} is {}", bad.type_, bad.status))
+            CondResult::new(
+                types::PROGRAMMED,
+                "False",
+                reasons::NOT_READY,
+                format!("not programmed: {} is {}", bad.type_, bad.status),
+            )
         };
         (Programming::Remove, phase, programmed, ready)
     };
@@ -535,13 +776,24 @@ pub fn validate(
             userinfo_endpoint: e.userinfo_endpoint.clone(),
             jwks_uri: Some(e.jwks_uri.clone()),
             end_session_endpoint: e.end_session_endpoint.clone(),
-            jwks_key_count: d.jwks.as_ref().and_then(|j| j.as_ref().ok()).map_or(0, |j| j.usable_keys as i32),
+            jwks_key_count: d
+                .jwks
+                .as_ref()
+                .and_then(|j| j.as_ref().ok())
+                .map_or(0, |j| j.usable_keys as i32),
             last_checked: Some(d.fetched_at),
         })
     });
 
     Validation {
-        conditions: vec![config_cond, secret_cond, discovery_cond, jwks_cond, programmed_cond, ready_cond],
+        conditions: vec![
+            config_cond,
+            secret_cond,
+            discovery_cond,
+            jwks_cond,
+            programmed_cond,
+            ready_cond,
+        ],
         phase,
         programming,
         redirect_uri: redirect,

@@ -10,11 +10,11 @@ use std::{
     time::Duration,
 };
 
+use openidconnect::JsonWebKeyUse;
 use openidconnect::{
     JsonWebKey, JsonWebKeyAlgorithm,
     core::{CoreJsonWebKeySet, CoreJsonWebKeyType, CoreJwsSigningAlgorithm, CoreProviderMetadata},
 };
-use openidconnect::JsonWebKeyUse;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -52,7 +52,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(reason: &str, message: impl Into<String>) -> Self {
-        Self { reason: reason.to_string(), message: message.into() }
+        Self {
+            reason: reason.to_string(),
+            message: message.into(),
+        }
     }
 
     /// Failures that may heal by themselves (network, provider outage), as
@@ -111,7 +114,10 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(10) }
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -128,14 +134,20 @@ pub fn is_loopback_host(url: &Url) -> bool {
 /// Checks that `value` is an absolute https URL (http only on loopback).
 /// `what` names the endpoint in the message.
 pub fn check_endpoint_url(what: &str, value: &str) -> Result<Url, Failure> {
-    let url = Url::parse(value)
-        .map_err(|e| Failure::new(reasons::INVALID_RESPONSE, format!("{what} {value:?} is not a valid URL: {e}")))?;
+    let url = Url::parse(value).map_err(|e| {
+        Failure::new(
+            reasons::INVALID_RESPONSE,
+            format!("{what} {value:?} is not a valid URL: {e}"),
+        )
+    })?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback_host(&url) => Ok(url),
         scheme => Err(Failure::new(
             reasons::INSECURE_ENDPOINT,
-            format!("{what} {value} uses {scheme}; only https is allowed (http only for loopback hosts)"),
+            format!(
+                "{what} {value} uses {scheme}; only https is allowed (http only for loopback hosts)"
+            ),
         )),
     }
 }
@@ -144,35 +156,56 @@ pub fn check_endpoint_url(what: &str, value: &str) -> Result<Url, Failure> {
 /// slash removed, then `/.well-known/openid-configuration` (OpenID Connect
 /// Discovery 1.0, section 4), so issuers with a path keep it.
 pub fn discovery_url(issuer: &str) -> String {
-    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
 }
 
 /// Builds the HTTP client for one request: bounded timeouts, no redirects
 /// (a provider that redirects its discovery document is misconfigured, and
 /// following redirects invites SSRF), optional extra CA roots.
-pub fn http_client(settings: &HttpSettings, ca_bundle: Option<&str>) -> Result<reqwest::Client, Failure> {
+pub fn http_client(
+    settings: &HttpSettings,
+    ca_bundle: Option<&str>,
+) -> Result<reqwest::Client, Failure> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("sso-operator/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_bundle {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| Failure::new(reasons::TLS_INVALID, format!("caBundle is not valid PEM: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+            Failure::new(
+                reasons::TLS_INVALID,
+                format!("caBundle is not valid PEM: {e}"),
+            )
+        })?;
         if certs.is_empty() {
-            return Err(Failure::new(reasons::TLS_INVALID, "caBundle contains no PEM certificates"));
+            return Err(Failure::new(
+                reasons::TLS_INVALID,
+                "caBundle contains no PEM certificates",
+            ));
         }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder
-        .build()
-        .map_err(|e| Failure::new(reasons::TLS_INVALID, format!("cannot build an HTTP client with this TLS configuration: {e}")))
+    builder.build().map_err(|e| {
+        Failure::new(
+            reasons::TLS_INVALID,
+            format!("cannot build an HTTP client with this TLS configuration: {e}"),
+        )
+    })
 }
 
 /// GETs a JSON document, classifying failures. `what` names it in messages.
-async fn get_json(client: &reqwest::Client, what: &str, url: &str, settings: &HttpSettings) -> Result<serde_json::Value, Failure> {
+async fn get_json(
+    client: &reqwest::Client,
+    what: &str,
+    url: &str,
+    settings: &HttpSettings,
+) -> Result<serde_json::Value, Failure> {
     let mut response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
@@ -189,13 +222,22 @@ async fn get_json(client: &reqwest::Client, what: &str, url: &str, settings: &Ht
             .to_string();
         return Err(Failure::new(
             reasons::INVALID_RESPONSE,
-            format!("{what} at {url} redirected ({status}) to {location}; configure the URL it redirects to"),
+            format!(
+                "{what} at {url} redirected ({status}) to {location}; configure the URL it redirects to"
+            ),
         ));
     }
     if !status.is_success() {
         // A 5xx is an outage that may heal; a 4xx means the URL is wrong.
-        let reason = if status.is_server_error() { reasons::UNREACHABLE } else { reasons::INVALID_RESPONSE };
-        return Err(Failure::new(reason, format!("{what} at {url} answered HTTP {status}")));
+        let reason = if status.is_server_error() {
+            reasons::UNREACHABLE
+        } else {
+            reasons::INVALID_RESPONSE
+        };
+        return Err(Failure::new(
+            reason,
+            format!("{what} at {url} answered HTTP {status}"),
+        ));
     }
     let mut body = Vec::new();
     loop {
@@ -204,7 +246,10 @@ async fn get_json(client: &reqwest::Client, what: &str, url: &str, settings: &Ht
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
                     return Err(Failure::new(
                         reasons::INVALID_RESPONSE,
-                        format!("{what} at {url} is larger than {} KiB", MAX_BODY_BYTES / 1024),
+                        format!(
+                            "{what} at {url} is larger than {} KiB",
+                            MAX_BODY_BYTES / 1024
+                        ),
                     ));
                 }
                 body.extend_from_slice(&chunk);
@@ -214,26 +259,45 @@ async fn get_json(client: &reqwest::Client, what: &str, url: &str, settings: &Ht
         }
     }
     serde_json::from_slice(&body).map_err(|e| {
-        Failure::new(reasons::INVALID_RESPONSE, format!("{what} at {url} is not valid JSON: {e}"))
+        Failure::new(
+            reasons::INVALID_RESPONSE,
+            format!("{what} at {url} is not valid JSON: {e}"),
+        )
     })
 }
 
-fn classify_request_error(what: &str, url: &str, err: &reqwest::Error, settings: &HttpSettings) -> Failure {
+fn classify_request_error(
+    what: &str,
+    url: &str,
+    err: &reqwest::Error,
+    settings: &HttpSettings,
+) -> Failure {
     if err.is_timeout() {
         return Failure::new(
             reasons::UNREACHABLE,
-            format!("{what} at {url} did not answer within {}s", settings.timeout.as_secs_f32()),
+            format!(
+                "{what} at {url} did not answer within {}s",
+                settings.timeout.as_secs_f32()
+            ),
         );
     }
     let chain = error_chain(err);
     let lower = chain.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("tls handshake") || lower.contains("unknownissuer") {
+    if lower.contains("certificate")
+        || lower.contains("tls handshake")
+        || lower.contains("unknownissuer")
+    {
         return Failure::new(
             reasons::TLS_INVALID,
-            format!("TLS to {url} failed: {chain}; if the provider uses a private CA, set spec.tls.caBundle"),
+            format!(
+                "TLS to {url} failed: {chain}; if the provider uses a private CA, set spec.tls.caBundle"
+            ),
         );
     }
-    Failure::new(reasons::UNREACHABLE, format!("{what} at {url} is unreachable: {chain}"))
+    Failure::new(
+        reasons::UNREACHABLE,
+        format!("{what} at {url} is unreachable: {chain}"),
+    )
 }
 
 /// The error and its sources, joined, without Debug noise.
@@ -259,11 +323,17 @@ pub fn endpoints_from_document(
 ) -> Result<ProviderEndpoints, Failure> {
     let url = discovery_url(configured_issuer);
     let Some(obj) = doc.as_object() else {
-        return Err(Failure::new(reasons::INVALID_RESPONSE, format!("discovery document at {url} is not a JSON object")));
+        return Err(Failure::new(
+            reasons::INVALID_RESPONSE,
+            format!("discovery document at {url} is not a JSON object"),
+        ));
     };
     let string = |field: &str| obj.get(field).and_then(|v| v.as_str()).map(str::to_string);
     let Some(issuer) = string("issuer") else {
-        return Err(Failure::new(reasons::INVALID_RESPONSE, format!("discovery document at {url} has no issuer")));
+        return Err(Failure::new(
+            reasons::INVALID_RESPONSE,
+            format!("discovery document at {url} has no issuer"),
+        ));
     };
     if issuer != configured_issuer {
         return Err(Failure::new(
@@ -287,19 +357,25 @@ pub fn endpoints_from_document(
             patched.insert(field.to_string(), serde_json::Value::String(v.clone()));
         }
     }
-    if let Err(e) = serde_json::from_value::<CoreProviderMetadata>(serde_json::Value::Object(patched.clone())) {
+    if let Err(e) =
+        serde_json::from_value::<CoreProviderMetadata>(serde_json::Value::Object(patched.clone()))
+    {
         // Name a missing endpoint precisely before falling back to the parser's words.
         for field in ["authorization_endpoint", "jwks_uri"] {
             if !patched.get(field).is_some_and(|v| v.is_string()) {
                 return Err(Failure::new(
                     reasons::MISSING_ENDPOINT,
-                    format!("discovery document at {url} has no {field}; set it under spec.endpoints"),
+                    format!(
+                        "discovery document at {url} has no {field}; set it under spec.endpoints"
+                    ),
                 ));
             }
         }
         return Err(Failure::new(
             reasons::INVALID_RESPONSE,
-            format!("discovery document at {url} is not a valid OpenID provider configuration: {e}"),
+            format!(
+                "discovery document at {url} is not a valid OpenID provider configuration: {e}"
+            ),
         ));
     }
     let pick = |field: &str, o: &Option<String>| o.clone().or_else(|| string(field));
@@ -323,13 +399,19 @@ pub fn endpoints_from_document(
         }
     };
     let list = |field: &str| -> Option<Vec<String>> {
-        obj.get(field)
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        obj.get(field).and_then(|v| v.as_array()).map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
     };
     Ok(ProviderEndpoints {
         issuer,
-        authorization_endpoint: required("authorization_endpoint", &overrides.authorization, "authorization")?,
+        authorization_endpoint: required(
+            "authorization_endpoint",
+            &overrides.authorization,
+            "authorization",
+        )?,
         token_endpoint: required("token_endpoint", &overrides.token, "token")?,
         userinfo_endpoint: optional("userinfo_endpoint", &overrides.userinfo)?,
         jwks_uri: required("jwks_uri", &overrides.jwks, "jwks")?,
@@ -341,11 +423,17 @@ pub fn endpoints_from_document(
 }
 
 /// Endpoints taken wholly from `spec.endpoints`, when discovery is skipped.
-pub fn endpoints_from_overrides(issuer: &str, o: &EndpointOverrides) -> Result<ProviderEndpoints, Failure> {
+pub fn endpoints_from_overrides(
+    issuer: &str,
+    o: &EndpointOverrides,
+) -> Result<ProviderEndpoints, Failure> {
     let need = |name: &str, v: &Option<String>| -> Result<String, Failure> {
-        let v = v
-            .clone()
-            .ok_or_else(|| Failure::new(reasons::MISSING_ENDPOINT, format!("spec.endpoints.{name} is required")))?;
+        let v = v.clone().ok_or_else(|| {
+            Failure::new(
+                reasons::MISSING_ENDPOINT,
+                format!("spec.endpoints.{name} is required"),
+            )
+        })?;
         check_endpoint_url(&format!("spec.endpoints.{name}"), &v)?;
         Ok(v)
     };
@@ -369,12 +457,27 @@ pub fn endpoints_from_overrides(issuer: &str, o: &EndpointOverrides) -> Result<P
 
 /// Counts the keys in a JWKS document that can verify an ID token.
 pub fn summarize_jwks(url: &str, doc: &serde_json::Value) -> Result<JwksSummary, Failure> {
-    let total_keys = doc.get("keys").and_then(|k| k.as_array()).map(Vec::len).ok_or_else(|| {
-        Failure::new(reasons::INVALID_RESPONSE, format!("JWKS at {url} has no \"keys\" array"))
+    let total_keys = doc
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .map(Vec::len)
+        .ok_or_else(|| {
+            Failure::new(
+                reasons::INVALID_RESPONSE,
+                format!("JWKS at {url} has no \"keys\" array"),
+            )
+        })?;
+    let set: CoreJsonWebKeySet = serde_json::from_value(doc.clone()).map_err(|e| {
+        Failure::new(
+            reasons::INVALID_RESPONSE,
+            format!("JWKS at {url} is not a valid JSON Web Key Set: {e}"),
+        )
     })?;
-    let set: CoreJsonWebKeySet = serde_json::from_value(doc.clone())
-        .map_err(|e| Failure::new(reasons::INVALID_RESPONSE, format!("JWKS at {url} is not a valid JSON Web Key Set: {e}")))?;
-    let usable_keys = set.keys().iter().filter(|k| is_usable_signing_key(*k)).count();
+    let usable_keys = set
+        .keys()
+        .iter()
+        .filter(|k| is_usable_signing_key(*k))
+        .count();
     if usable_keys == 0 {
         return Err(Failure::new(
             reasons::NO_USABLE_KEYS,
@@ -383,7 +486,10 @@ pub fn summarize_jwks(url: &str, doc: &serde_json::Value) -> Result<JwksSummary,
             ),
         ));
     }
-    Ok(JwksSummary { usable_keys, total_keys })
+    Ok(JwksSummary {
+        usable_keys,
+        total_keys,
+    })
 }
 
 /// An asymmetric key usable for signatures with an algorithm we accept.
@@ -427,24 +533,43 @@ pub async fn fetch(req: &DiscoveryRequest, settings: &HttpSettings) -> Discovery
     let fetched_at = jiff::Timestamp::now();
     let client = match http_client(settings, req.ca_bundle.as_deref()) {
         Ok(c) => c,
-        Err(f) => return DiscoveryOutcome { endpoints: Err(f), jwks: None, fetched_at },
+        Err(f) => {
+            return DiscoveryOutcome {
+                endpoints: Err(f),
+                jwks: None,
+                fetched_at,
+            };
+        }
     };
     let endpoints = if req.skips_discovery() {
         endpoints_from_overrides(&req.issuer, &req.overrides)
     } else {
-        match get_json(&client, "discovery document", &discovery_url(&req.issuer), settings).await {
+        match get_json(
+            &client,
+            "discovery document",
+            &discovery_url(&req.issuer),
+            settings,
+        )
+        .await
+        {
             Ok(doc) => endpoints_from_document(&req.issuer, &doc, &req.overrides),
             Err(f) => Err(f),
         }
     };
     let jwks = match &endpoints {
-        Ok(e) => Some(match get_json(&client, "JWKS", &e.jwks_uri, settings).await {
-            Ok(doc) => summarize_jwks(&e.jwks_uri, &doc),
-            Err(f) => Err(f),
-        }),
+        Ok(e) => Some(
+            match get_json(&client, "JWKS", &e.jwks_uri, settings).await {
+                Ok(doc) => summarize_jwks(&e.jwks_uri, &doc),
+                Err(f) => Err(f),
+            },
+        ),
         Err(_) => None,
     };
-    DiscoveryOutcome { endpoints, jwks, fetched_at }
+    DiscoveryOutcome {
+        endpoints,
+        jwks,
+        fetched_at,
+    }
 }
 
 /// How long a result is reused.
@@ -456,7 +581,10 @@ pub struct CacheTtl {
 
 impl Default for CacheTtl {
     fn default() -> Self {
-        Self { success: Duration::from_secs(300), failure: Duration::from_secs(20) }
+        Self {
+            success: Duration::from_secs(300),
+            failure: Duration::from_secs(20),
+        }
     }
 }
 
@@ -475,7 +603,13 @@ pub struct DiscoveryCache {
 
 impl DiscoveryCache {
     pub fn new(settings: HttpSettings, ttl: CacheTtl) -> Self {
-        Self { slots: Mutex::default(), settings, ttl, fetches: Counter::default(), hits: Counter::default() }
+        Self {
+            slots: Mutex::default(),
+            settings,
+            ttl,
+            fetches: Counter::default(),
+            hits: Counter::default(),
+        }
     }
 
     /// The cached outcome for `req`, fetching it when absent or expired.
@@ -487,7 +621,11 @@ impl DiscoveryCache {
         let mut guard = slot.lock().await;
         if let Some((at, outcome)) = guard.as_ref() {
             let ok = outcome.endpoints.is_ok() && matches!(outcome.jwks, Some(Ok(_)));
-            let ttl = if ok { self.ttl.success } else { self.ttl.failure };
+            let ttl = if ok {
+                self.ttl.success
+            } else {
+                self.ttl.failure
+            };
             if at.elapsed() < ttl {
                 self.hits.inc();
                 return outcome.clone();
@@ -525,17 +663,35 @@ mod tests {
 
     #[test]
     fn discovery_url_keeps_issuer_path() {
-        assert_eq!(discovery_url("https://a.example/realms/x"), "https://a.example/realms/x/.well-known/openid-configuration");
-        assert_eq!(discovery_url("https://a.example/realms/x/"), "https://a.example/realms/x/.well-known/openid-configuration");
-        assert_eq!(discovery_url("https://a.example"), "https://a.example/.well-known/openid-configuration");
+        assert_eq!(
+            discovery_url("https://a.example/realms/x"),
+            "https://a.example/realms/x/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("https://a.example/realms/x/"),
+            "https://a.example/realms/x/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("https://a.example"),
+            "https://a.example/.well-known/openid-configuration"
+        );
     }
 
     #[test]
     fn loopback_hosts() {
-        for ok in ["http://localhost:1/", "http://127.0.0.1/", "http://127.8.0.1/", "http://[::1]:8080/"] {
+        for ok in [
+            "http://localhost:1/",
+            "http://127.0.0.1/",
+            "http://127.8.0.1/",
+            "http://[::1]:8080/",
+        ] {
             assert!(is_loopback_host(&Url::parse(ok).unwrap()), "{ok}");
         }
-        for bad in ["http://idp.example/", "http://10.0.0.1/", "http://localhost.evil.example/"] {
+        for bad in [
+            "http://idp.example/",
+            "http://10.0.0.1/",
+            "http://localhost.evil.example/",
+        ] {
             assert!(!is_loopback_host(&Url::parse(bad).unwrap()), "{bad}");
         }
     }
@@ -547,11 +703,25 @@ mod tests {
         let hmac = json!({"kty":"oct","kid":"c","k":"c2VjcmV0"});
         let none_alg = json!({"kty":"RSA","alg":"none","kid":"d","n":"sXch","e":"AQAB"});
         let ok = summarize_jwks("u", &json!({"keys":[rsa, enc.clone()]})).unwrap();
-        assert_eq!(ok, JwksSummary { usable_keys: 1, total_keys: 2 });
+        assert_eq!(
+            ok,
+            JwksSummary {
+                usable_keys: 1,
+                total_keys: 2
+            }
+        );
         let err = summarize_jwks("u", &json!({"keys":[enc, hmac, none_alg]})).unwrap_err();
         assert_eq!(err.reason, reasons::NO_USABLE_KEYS);
-        assert_eq!(summarize_jwks("u", &json!({"nokeys":1})).unwrap_err().reason, reasons::INVALID_RESPONSE);
-        assert_eq!(summarize_jwks("u", &json!({"keys":[]})).unwrap_err().reason, reasons::NO_USABLE_KEYS);
+        assert_eq!(
+            summarize_jwks("u", &json!({"nokeys":1}))
+                .unwrap_err()
+                .reason,
+            reasons::INVALID_RESPONSE
+        );
+        assert_eq!(
+            summarize_jwks("u", &json!({"keys":[]})).unwrap_err().reason,
+            reasons::NO_USABLE_KEYS
+        );
     }
 
     fn doc(issuer: &str) -> serde_json::Value {
@@ -571,13 +741,23 @@ mod tests {
     #[test]
     fn document_checks() {
         let none = EndpointOverrides::default();
-        let e = endpoints_from_document("https://idp.example", &doc("https://idp.example"), &none).unwrap();
+        let e = endpoints_from_document("https://idp.example", &doc("https://idp.example"), &none)
+            .unwrap();
         assert_eq!(e.token_endpoint, "https://idp.example/token");
-        assert_eq!(e.code_challenge_methods.as_deref(), Some(&["S256".to_string()][..]));
+        assert_eq!(
+            e.code_challenge_methods.as_deref(),
+            Some(&["S256".to_string()][..])
+        );
 
-        let f = endpoints_from_document("https://idp.example/", &doc("https://idp.example"), &none).unwrap_err();
+        let f = endpoints_from_document("https://idp.example/", &doc("https://idp.example"), &none)
+            .unwrap_err();
         assert_eq!(f.reason, reasons::ISSUER_MISMATCH);
-        assert!(f.message.contains("set spec.issuer to \"https://idp.example\""), "{}", f.message);
+        assert!(
+            f.message
+                .contains("set spec.issuer to \"https://idp.example\""),
+            "{}",
+            f.message
+        );
 
         let mut d = doc("https://idp.example");
         d["token_endpoint"] = json!("http://idp.example/token");
@@ -587,16 +767,38 @@ mod tests {
         let mut d = doc("https://idp.example");
         d.as_object_mut().unwrap().remove("jwks_uri");
         let f = endpoints_from_document("https://idp.example", &d, &none).unwrap_err();
-        assert_eq!((f.reason.as_str(), f.message.contains("jwks_uri")), (reasons::MISSING_ENDPOINT, true));
+        assert_eq!(
+            (f.reason.as_str(), f.message.contains("jwks_uri")),
+            (reasons::MISSING_ENDPOINT, true)
+        );
         // ... unless the override supplies it.
-        let o = EndpointOverrides { jwks: Some("https://idp.example/keys".into()), ..Default::default() };
-        assert_eq!(endpoints_from_document("https://idp.example", &d, &o).unwrap().jwks_uri, "https://idp.example/keys");
+        let o = EndpointOverrides {
+            jwks: Some("https://idp.example/keys".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoints_from_document("https://idp.example", &d, &o)
+                .unwrap()
+                .jwks_uri,
+            "https://idp.example/keys"
+        );
 
         let mut d = doc("https://idp.example");
         d.as_object_mut().unwrap().remove("token_endpoint");
         let f = endpoints_from_document("https://idp.example", &d, &none).unwrap_err();
-        assert_eq!((f.reason.as_str(), f.message.contains("token_endpoint")), (reasons::MISSING_ENDPOINT, true));
-        let o = EndpointOverrides { token: Some("https://idp.example/t".into()), ..Default::default() };
-        assert_eq!(endpoints_from_document("https://idp.example", &d, &o).unwrap().token_endpoint, "https://idp.example/t");
+        assert_eq!(
+            (f.reason.as_str(), f.message.contains("token_endpoint")),
+            (reasons::MISSING_ENDPOINT, true)
+        );
+        let o = EndpointOverrides {
+            token: Some("https://idp.example/t".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoints_from_document("https://idp.example", &d, &o)
+                .unwrap()
+                .token_endpoint,
+            "https://idp.example/t"
+        );
     }
 }

@@ -53,13 +53,27 @@ async fn discovery(State(s): State<Arc<Shared>>, Path(scenario): Path<String>) -
     match scenario.as_str() {
         "status500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         "status404" => return StatusCode::NOT_FOUND.into_response(),
-        "badjson" => return ([(header::CONTENT_TYPE, "application/json")], "{\"issuer\": ").into_response(),
+        "badjson" => {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"issuer\": ",
+            )
+                .into_response();
+        }
         "notobject" => return json_response(json!(["a"])),
-        "redirect" => return (StatusCode::FOUND, [(header::LOCATION, "https://elsewhere.example/")]).into_response(),
+        "redirect" => {
+            return (
+                StatusCode::FOUND,
+                [(header::LOCATION, "https://elsewhere.example/")],
+            )
+                .into_response();
+        }
         "mismatch" => doc["issuer"] = json!("https://elsewhere.example"),
         "trailingslash" => doc["issuer"] = json!(format!("{issuer}/")),
         "noauthz" => {
-            doc.as_object_mut().unwrap().remove("authorization_endpoint");
+            doc.as_object_mut()
+                .unwrap()
+                .remove("authorization_endpoint");
         }
         "notoken" => {
             doc.as_object_mut().unwrap().remove("token_endpoint");
@@ -91,7 +105,10 @@ async fn jwks(Path(scenario): Path<String>) -> Response {
 
 fn router(base: String) -> Router {
     Router::new()
-        .route("/{scenario}/.well-known/openid-configuration", get(discovery))
+        .route(
+            "/{scenario}/.well-known/openid-configuration",
+            get(discovery),
+        )
         .route("/{scenario}/jwks", get(jwks))
         .with_state(Arc::new(Shared { base }))
 }
@@ -113,19 +130,31 @@ pub struct TestPki {
 }
 
 pub fn pki() -> TestPki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "sso-operator test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "sso-operator test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     let leaf_key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    TestPki { ca_pem: ca_cert.pem(), cert_der: cert.der().clone(), key_der: leaf_key.serialize_der() }
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        cert_der: cert.der().clone(),
+        key_der: leaf_key.serialize_der(),
+    }
 }
 
 /// Serves the scenarios over https at `https://localhost:PORT`.
@@ -147,15 +176,21 @@ pub async fn serve_https(pki: &TestPki) -> String {
     let app = router(base.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let svc = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
             });
         }
     });

@@ -38,13 +38,19 @@ pub fn idp() -> IdentityProvider {
 }
 
 pub fn secret_ref(name: &str, key: &str) -> SecretKeyRef {
-    SecretKeyRef { name: name.into(), key: key.into() }
+    SecretKeyRef {
+        name: name.into(),
+        key: key.into(),
+    }
 }
 
 /// The Secrets `idp()` needs.
 pub fn secrets() -> SecretData {
     let mut s = SecretData::new();
-    s.insert("corp-oidc".into(), BTreeMap::from([("clientSecret".to_string(), b"s3cr3t-value".to_vec())]));
+    s.insert(
+        "corp-oidc".into(),
+        BTreeMap::from([("clientSecret".to_string(), b"s3cr3t-value".to_vec())]),
+    );
     s
 }
 
@@ -56,7 +62,10 @@ pub fn endpoints() -> ProviderEndpoints {
         userinfo_endpoint: Some(format!("{ISSUER}/userinfo")),
         jwks_uri: format!("{ISSUER}/jwks"),
         end_session_endpoint: Some(format!("{ISSUER}/logout")),
-        token_endpoint_auth_methods: Some(vec!["client_secret_basic".into(), "client_secret_post".into()]),
+        token_endpoint_auth_methods: Some(vec![
+            "client_secret_basic".into(),
+            "client_secret_post".into(),
+        ]),
         code_challenge_methods: Some(vec!["S256".into()]),
         discovered: true,
     }
@@ -70,11 +79,16 @@ pub fn fixed_time() -> jiff::Timestamp {
 pub fn discovery() -> DiscoveryOutcome {
     DiscoveryOutcome {
         endpoints: Ok(endpoints()),
-        jwks: Some(Ok(JwksSummary { usable_keys: 2, total_keys: 2 })),
+        jwks: Some(Ok(JwksSummary {
+            usable_keys: 2,
+            total_keys: 2,
+        })),
         fetched_at: fixed_time(),
     }
 }
 
 pub fn env() -> Env {
-    Env { public_url: "https://sso.example.com".parse().unwrap() }
+    Env {
+        public_url: "https://sso.example.com".parse().unwrap(),
+    }
 }

@@ -16,7 +16,11 @@ pub struct Op {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Op {
@@ -24,7 +28,9 @@ impl Op {
     pub fn start(env: &[(&str, &str)]) -> Op {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/op");
         assert!(
-            std::path::Path::new(dir).join("node_modules/oidc-provider").exists(),
+            std::path::Path::new(dir)
+                .join("node_modules/oidc-provider")
+                .exists(),
             "the test OpenID provider is not installed: run scripts/test.sh (or scripts/op-deps.sh) first"
         );
         let port = free_port();
@@ -46,8 +52,14 @@ impl Op {
                 }
             }
         });
-        let issuer = rx.recv_timeout(Duration::from_secs(30)).expect("oidc-provider did not start within 30s");
-        Op { child, issuer, port }
+        let issuer = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("oidc-provider did not start within 30s");
+        Op {
+            child,
+            issuer,
+            port,
+        }
     }
 }
 
