@@ -488,8 +488,7 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
             .contains("fieldManager=sso-operator.dev%2Fcontroller")
     );
     assert_eq!(seen.body["kind"], "Secret");
-    let secret: Secret = serde_json::from_value(seen.body.clone()).unwrap();
-    let cfg = BrokerConfig::from_json(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap();
+    let cfg = written_config(&seen);
     assert_eq!(
         cfg.providers.keys().collect::<Vec<_>>(),
         ["team-a/corp", "team-a/other"],
@@ -522,8 +521,7 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
             json!({}),
         )
         .await;
-    let secret: Secret = serde_json::from_value(seen.body).unwrap();
-    let cfg = BrokerConfig::from_json(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap();
+    let cfg = written_config(&seen);
     assert_eq!(cfg.providers.keys().collect::<Vec<_>>(), ["team-a/corp"]);
     api.expect_silence().await;
     assert_eq!(metrics.broker_config_writes.get(), 2);
@@ -566,6 +564,12 @@ async fn last_known_good_survives_a_controller_restart() {
     .await;
     load.await.unwrap();
     assert_eq!(programs.get("team-a/corp").unwrap().client_id, "client-1");
+}
+
+/// The broker config carried by a Secret apply request.
+fn written_config(seen: &Seen) -> BrokerConfig {
+    let secret: Secret = serde_json::from_value(seen.body.clone()).unwrap();
+    BrokerConfig::from_json(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap()
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -276,6 +276,24 @@ pub struct EndpointOverrides {
     pub end_session: Option<String>,
 }
 
+impl EndpointOverrides {
+    /// Each override as (name under `spec.endpoints`, discovery document
+    /// field, value).
+    pub fn entries(&self) -> [(&'static str, &'static str, &Option<String>); 5] {
+        [
+            (
+                "authorization",
+                "authorization_endpoint",
+                &self.authorization,
+            ),
+            ("token", "token_endpoint", &self.token),
+            ("userinfo", "userinfo_endpoint", &self.userinfo),
+            ("jwks", "jwks_uri", &self.jwks),
+            ("endSession", "end_session_endpoint", &self.end_session),
+        ]
+    }
+}
+
 /// TLS settings for the provider's endpoints.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[x_kube(

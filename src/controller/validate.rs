@@ -228,13 +228,7 @@ pub fn check_spec(spec: &IdentityProviderSpec) -> Result<(), Failure> {
         ));
     }
     if let Some(o) = &spec.endpoints {
-        for (name, v) in [
-            ("authorization", &o.authorization),
-            ("token", &o.token),
-            ("userinfo", &o.userinfo),
-            ("jwks", &o.jwks),
-            ("endSession", &o.end_session),
-        ] {
+        for (name, _, v) in o.entries() {
             if let Some(v) = v {
                 check_endpoint_url(&format!("spec.endpoints.{name}"), v)
                     .map_err(|f| Failure::new(reasons::INVALID_ENDPOINT, f.message))?;

@@ -346,13 +346,7 @@ pub fn endpoints_from_document(
     // Conformance of the whole document (with the configured overrides in
     // place), by the OpenID library the broker uses.
     let mut patched = obj.clone();
-    for (field, value) in [
-        ("authorization_endpoint", &overrides.authorization),
-        ("token_endpoint", &overrides.token),
-        ("userinfo_endpoint", &overrides.userinfo),
-        ("jwks_uri", &overrides.jwks),
-        ("end_session_endpoint", &overrides.end_session),
-    ] {
+    for (_, field, value) in overrides.entries() {
         if let Some(v) = value {
             patched.insert(field.to_string(), serde_json::Value::String(v.clone()));
         }
