@@ -8,6 +8,7 @@
 //! - [`config`]: the broker configuration the controller writes.
 
 pub mod api;
+pub mod broker;
 pub mod check;
 pub mod config;
 pub mod controller;
