@@ -1,0 +1,222 @@
+//! The session a browser carries: a sealed cookie holding only what access
+//! rules and forward-auth headers need, with a fixed lifetime. No server
+//! store, so any number of broker replicas can serve it.
+
+use serde::{Deserialize, Serialize};
+
+use super::seal::{KeyRing, OpenError};
+
+/// Cookie name of the session.
+pub const SESSION_COOKIE: &str = "_sso_session";
+/// Purpose (associated data) the session is sealed for.
+const PURPOSE: &str = "session";
+/// Largest sealed session value. With the name and attributes (`Path`,
+/// `Secure`, `HttpOnly`, `SameSite`, `Max-Age`) it stays under the 4096
+/// bytes browsers and proxies accept for one cookie.
+pub const MAX_SESSION_BYTES: usize = 3800;
+/// Clock skew tolerated between broker replicas.
+pub const MAX_SKEW_SECS: i64 = 60;
+
+/// Who is logged in, through which provider, until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Provider key, `namespace/name`.
+    #[serde(rename = "p")]
+    pub provider: String,
+    #[serde(rename = "s")]
+    pub sub: String,
+    /// The mapped username (`X-Auth-Request-User`).
+    #[serde(rename = "u")]
+    pub user: String,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Set when groups had to be dropped to fit the cookie.
+    #[serde(rename = "t", default, skip_serializing_if = "std::ops::Not::not")]
+    pub groups_truncated: bool,
+    /// Issued at, Unix seconds.
+    #[serde(rename = "i")]
+    pub issued_at: i64,
+    /// Expires at, Unix seconds.
+    #[serde(rename = "x")]
+    pub expires_at: i64,
+}
+
+/// Why a session cookie was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("session payload is not valid")]
+    Invalid,
+    #[error("session expired")]
+    Expired,
+    #[error("session issued in the future")]
+    NotYetValid,
+}
+
+impl SessionError {
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::Open(e) => e.category(),
+            Self::Invalid => "invalid",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+        }
+    }
+}
+
+/// Even with no groups at all the session does not fit (an absurdly long
+/// username or email).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session does not fit in a cookie")]
+pub struct TooLarge;
+
+/// Seals a session. Groups not named by `allowed_groups` (when that list is
+/// set) are dropped first, since no access rule can use them; if the
+/// cookie is still too large, groups are dropped from the end and the
+/// session says so.
+pub fn seal(
+    ring: &KeyRing,
+    mut session: Session,
+    allowed_groups: &[String],
+) -> Result<String, TooLarge> {
+    if !allowed_groups.is_empty() {
+        session.groups.retain(|g| allowed_groups.contains(g));
+    }
+    loop {
+        let json = serde_json::to_vec(&session).expect("session serializes");
+        let token = ring.seal(PURPOSE, &json);
+        if token.len() <= MAX_SESSION_BYTES {
+            return Ok(token);
+        }
+        if session.groups.is_empty() {
+            return Err(TooLarge);
+        }
+        // Shrink by the overshoot's share, at least one group.
+        let over = token.len() - MAX_SESSION_BYTES;
+        let avg = (json.len() / (session.groups.len() + 4)).max(1);
+        let drop = (over * 3 / 4 / avg).max(1).min(session.groups.len());
+        session.groups.truncate(session.groups.len() - drop);
+        session.groups_truncated = true;
+    }
+}
+
+/// Opens and checks a session cookie value at time `now` (Unix seconds).
+pub fn open(ring: &KeyRing, token: &str, now: i64) -> Result<Session, SessionError> {
+    let json = ring.open(PURPOSE, token)?;
+    let s: Session = serde_json::from_slice(&json).map_err(|_| SessionError::Invalid)?;
+    if s.issued_at > now + MAX_SKEW_SECS {
+        return Err(SessionError::NotYetValid);
+    }
+    if now >= s.expires_at {
+        return Err(SessionError::Expired);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn ring() -> KeyRing {
+        KeyRing::new(&[b"0123456789abcdef0123456789abcdef"]).unwrap()
+    }
+
+    fn session(groups: Vec<String>) -> Session {
+        Session {
+            provider: "sso/corp".into(),
+            sub: "248289761001".into(),
+            user: "alice".into(),
+            email: Some("alice@example.com".into()),
+            groups,
+            groups_truncated: false,
+            issued_at: NOW,
+            expires_at: NOW + 8 * 3600,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = ring();
+        let s = session(vec!["admins".into(), "users".into()]);
+        let token = seal(&r, s.clone(), &[]).unwrap();
+        assert_eq!(open(&r, &token, NOW + 10).unwrap(), s);
+    }
+
+    #[test]
+    fn expiry_and_future_issue() {
+        let r = ring();
+        let token = seal(&r, session(vec![]), &[]).unwrap();
+        assert_eq!(open(&r, &token, NOW + 8 * 3600), Err(SessionError::Expired));
+        assert_eq!(
+            open(&r, &token, NOW - MAX_SKEW_SECS - 1),
+            Err(SessionError::NotYetValid)
+        );
+        assert!(
+            open(&r, &token, NOW - MAX_SKEW_SECS).is_ok(),
+            "skew within bounds"
+        );
+    }
+
+    #[test]
+    fn two_hundred_groups_fit_under_4k() {
+        let r = ring();
+        let groups: Vec<String> = (0..200).map(|i| format!("group-{i:03}")).collect();
+        let token = seal(&r, session(groups.clone()), &[]).unwrap();
+        assert!(token.len() <= MAX_SESSION_BYTES, "{}", token.len());
+        let s = open(&r, &token, NOW).unwrap();
+        assert_eq!(s.groups, groups, "short names: all 200 kept");
+        assert!(!s.groups_truncated);
+    }
+
+    #[test]
+    fn long_group_ids_keep_what_access_rules_need() {
+        let r = ring();
+        // Entra ID style: 200 object IDs of 36 characters.
+        let groups: Vec<String> = (0..200)
+            .map(|i| format!("{i:08}-1111-2222-3333-444444444444"))
+            .collect();
+        let allowed = vec![groups[150].clone(), groups[3].clone()];
+        let s = open(
+            &r,
+            &seal(&r, session(groups.clone()), &allowed).unwrap(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(s.groups, [groups[3].clone(), groups[150].clone()]);
+        assert!(!s.groups_truncated);
+        // With no allow-list, as many as fit, flagged as truncated.
+        let token = seal(&r, session(groups), &[]).unwrap();
+        assert!(token.len() <= MAX_SESSION_BYTES);
+        let s = open(&r, &token, NOW).unwrap();
+        assert!(s.groups_truncated);
+        assert!(
+            s.groups.len() > 40 && s.groups.len() < 200,
+            "{}",
+            s.groups.len()
+        );
+    }
+
+    #[test]
+    fn absurd_identity_does_not_fit() {
+        let mut s = session(vec![]);
+        s.user = "u".repeat(4000);
+        assert_eq!(seal(&ring(), s, &[]), Err(TooLarge));
+    }
+
+    #[test]
+    fn a_state_cookie_is_not_a_session() {
+        let r = ring();
+        let state = r.seal("state", &serde_json::to_vec(&session(vec![])).unwrap());
+        assert_eq!(
+            open(&r, &state, NOW),
+            Err(SessionError::Open(OpenError::Tampered))
+        );
+        let garbage = r.seal(PURPOSE, b"{\"not\":\"a session\"}");
+        assert_eq!(open(&r, &garbage, NOW), Err(SessionError::Invalid));
+    }
+}
