@@ -357,26 +357,7 @@ pub fn resolve_secrets(
             Some(v)
         }
     };
-    let ca_bundle = match spec.tls.as_ref() {
-        Some(t) => match (&t.ca_bundle, &t.ca_bundle_secret_ref) {
-            (Some(pem), _) => Some(pem.clone()),
-            (None, Some(r)) => {
-                let pem = secret_value(ns, r, secrets, "spec.tls.caBundleSecretRef")?;
-                check_pem(&pem).map_err(|m| {
-                    Failure::new(
-                        reasons::SECRET_INVALID,
-                        format!(
-                            "key {:?} of Secret {ns}/{} (from spec.tls.caBundleSecretRef) {m}",
-                            r.key, r.name
-                        ),
-                    )
-                })?;
-                Some(pem)
-            }
-            (None, None) => None,
-        },
-        None => None,
-    };
+    let ca_bundle = resolve_ca(ns, spec, secrets)?;
     Ok(Resolved {
         client_id,
         client_secret,
@@ -410,18 +391,8 @@ pub fn discovery_request(
     secrets: &SecretData,
 ) -> Option<DiscoveryRequest> {
     check_spec(spec).ok()?;
-    let ca_bundle = match resolve_secrets(ns, spec, secrets) {
-        Ok(r) => r.ca_bundle,
-        // The CA bundle resolves independently of the client credentials.
-        Err(_) => match spec
-            .tls
-            .as_ref()
-            .and_then(|t| t.ca_bundle_secret_ref.as_ref())
-        {
-            Some(_) => resolve_ca_only(ns, spec, secrets)?,
-            None => spec.tls.as_ref().and_then(|t| t.ca_bundle.clone()),
-        },
-    };
+    // The CA bundle resolves independently of the client credentials.
+    let ca_bundle = resolve_ca(ns, spec, secrets).ok()?;
     Some(DiscoveryRequest {
         issuer: spec.issuer.clone(),
         overrides: spec.endpoints.clone().unwrap_or_default(),
@@ -429,15 +400,34 @@ pub fn discovery_request(
     })
 }
 
-fn resolve_ca_only(
+/// The extra CA bundle (PEM) for talking to the provider, inline or from a
+/// Secret.
+fn resolve_ca(
     ns: &str,
     spec: &IdentityProviderSpec,
     secrets: &SecretData,
-) -> Option<Option<String>> {
-    let r = spec.tls.as_ref()?.ca_bundle_secret_ref.as_ref()?;
-    let pem = secret_value(ns, r, secrets, "spec.tls.caBundleSecretRef").ok()?;
-    check_pem(&pem).ok()?;
-    Some(Some(pem))
+) -> Result<Option<String>, Failure> {
+    let Some(t) = spec.tls.as_ref() else {
+        return Ok(None);
+    };
+    match (&t.ca_bundle, &t.ca_bundle_secret_ref) {
+        (Some(pem), _) => Ok(Some(pem.clone())),
+        (None, Some(r)) => {
+            let field = "spec.tls.caBundleSecretRef";
+            let pem = secret_value(ns, r, secrets, field)?;
+            check_pem(&pem).map_err(|m| {
+                Failure::new(
+                    reasons::SECRET_INVALID,
+                    format!(
+                        "key {:?} of Secret {ns}/{} (from {field}) {m}",
+                        r.key, r.name
+                    ),
+                )
+            })?;
+            Ok(Some(pem))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Checks the configured auth method and PKCE against what the provider
