@@ -21,7 +21,8 @@ if (!port) {
   console.error('OP_PORT is required');
   process.exit(2);
 }
-const mount = (process.env.OP_ISSUER_PATH || '').replace(/\/$/, '');
+// No trailing slash; a leading one is added if missing ("realms/demo" works too).
+const mount = (process.env.OP_ISSUER_PATH || '').replace(/\/+$/, '').replace(/^(?=[^/])/, '/');
 const issuer = `http://127.0.0.1:${port}${mount}`;
 
 const defaultClients = [
@@ -90,8 +91,11 @@ const provider = new Provider(issuer, {
     groups: ['groups'],
   },
   conformIdTokenClaims: process.env.OP_CONFORM === '1',
-  // A refresh token whenever the client may use the grant (offline_access
-  // not required), so the broker's refresh path can be tested.
+  // oidc-provider's default issues a refresh token only when the client may
+  // use the refresh_token grant AND offline_access was granted (which it only
+  // grants with prompt=consent). Here: whenever the client may use the grant,
+  // offline_access or not, so the broker's refresh path can be tested with a
+  // plain "openid email profile groups" login. The default "demo" client may.
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   findAccount: async (ctx, id) => ({
     accountId: id,
@@ -100,6 +104,7 @@ const provider = new Provider(issuer, {
     },
   }),
 });
+provider.proxy = false; // plain http on 127.0.0.1, no X-Forwarded-* trust
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
 const callback = provider.callback();
@@ -115,5 +120,14 @@ const server = http.createServer((req, res) => {
   }
   callback(req, res);
 });
+server.on('error', (err) => {
+  console.error('OP failed to listen:', err.message);
+  process.exit(1);
+});
 server.listen(port, '127.0.0.1', () => console.log(`OP READY ${issuer}`));
-for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => server.close(() => process.exit(0)));
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections(); // don't wait for keep-alive clients
+  });
+}
