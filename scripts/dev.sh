@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The local main job, no cluster needed: starts the real OpenID provider
-# (npm oidc-provider) on http://127.0.0.1:9400 and runs the controller's
-# validation of examples/local/ against it, printing the conditions
-# `kubectl get idp` would show. Extra arguments go to `sso-operator check`.
+# (npm oidc-provider) on http://127.0.0.1:9400, then `sso-operator dev`:
+# the controller's validation of examples/local/ (printing the conditions
+# `kubectl get idp` would show) and the broker on http://127.0.0.1:4180.
+# Open that URL in a browser and log in with any name and password.
+# Extra arguments go to `sso-operator dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +29,5 @@ else
   done
 fi
 
-echo "==> sso-operator check --live -f examples/local/"
-./target/debug/sso-operator check --live -f examples/local/ "$@"
+echo "==> sso-operator dev -f examples/local/ (Ctrl-C to stop)"
+./target/debug/sso-operator dev -f examples/local/ "$@"

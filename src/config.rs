@@ -71,12 +71,28 @@ impl std::fmt::Debug for ProgrammedProvider {
     }
 }
 
+/// A provider that exists but is not programmed: the login page lists it
+/// greyed out and `/oauth/start` names why, instead of "unknown provider".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unavailable {
+    pub display_name: String,
+    /// `spec.enabled: false`.
+    pub disabled: bool,
+    /// The Ready condition's reason.
+    pub reason: String,
+    pub message: String,
+}
+
 /// The whole broker configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerConfig {
     /// Providers by `namespace/name`.
     pub providers: BTreeMap<String, ProgrammedProvider>,
+    /// Providers that exist but cannot serve logins, by `namespace/name`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailable: BTreeMap<String, Unavailable>,
 }
 
 impl BrokerConfig {

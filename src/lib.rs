@@ -12,6 +12,7 @@ pub mod broker;
 pub mod check;
 pub mod config;
 pub mod controller;
+pub mod dev;
 pub mod manifest;
 pub mod metrics;
 pub mod oidc;

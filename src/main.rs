@@ -4,8 +4,10 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use sso_operator::{
     api::IdentityProvider,
+    broker::{Broker, BrokerSettings, redirect::RedirectPolicy, source},
     check::{self, CheckOptions},
     controller::{self, Context, Settings, program::ProgramSet, validate::Env},
+    dev::{self, DevOptions},
     metrics::{self, Metrics},
     oidc::discovery::{CacheTtl, DiscoveryCache, HttpSettings},
     telemetry,
@@ -50,6 +52,66 @@ enum Command {
         /// Timeout of each request to an identity provider, in seconds.
         #[arg(long, default_value_t = 10)]
         provider_timeout: u64,
+    },
+    /// Run the login broker (login page, callback, sessions, forward-auth).
+    Broker {
+        /// Address the broker listens on.
+        #[arg(long, env = "SSO_BROKER_LISTEN", default_value = "0.0.0.0:4180")]
+        listen: SocketAddr,
+        /// The broker's public base URL (https in production).
+        #[arg(long, env = "SSO_PUBLIC_URL")]
+        public_url: url::Url,
+        /// Namespace of the config and session-keys Secrets.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "sso-operator")]
+        namespace: String,
+        /// Name of the broker config Secret the controller writes (watched).
+        #[arg(long, default_value = "sso-operator-broker-config")]
+        config_secret: String,
+        /// Read the broker config from this JSON file instead (polled).
+        #[arg(long)]
+        config_file: Option<PathBuf>,
+        /// Name of the Secret holding the session keys (key `session-keys`,
+        /// one key per line, newest first).
+        #[arg(long, default_value = "sso-operator-session-keys")]
+        session_keys_secret: String,
+        /// Read the session keys from this file instead (polled).
+        #[arg(long)]
+        session_keys_file: Option<PathBuf>,
+        /// Domains `rd` may point to after login (`.example.com` = the
+        /// domain and its subdomains). Local paths are always allowed.
+        #[arg(long, value_delimiter = ',', env = "SSO_ALLOWED_REDIRECT_DOMAINS")]
+        allowed_redirect_domains: Vec<String>,
+        /// `Domain` of the session cookie, to share it across subdomains.
+        #[arg(long, env = "SSO_COOKIE_DOMAIN")]
+        cookie_domain: Option<String>,
+        /// Session lifetime in seconds.
+        #[arg(long, default_value_t = 43200)]
+        session_lifetime: i64,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: SocketAddr,
+        /// Timeout of each request to an identity provider, in seconds.
+        #[arg(long, default_value_t = 10)]
+        provider_timeout: u64,
+    },
+    /// The controller's validation and the broker on this machine, from
+    /// manifest files instead of a cluster (local development).
+    Dev {
+        /// Files or folders with IdentityProvider and Secret manifests.
+        #[arg(short = 'f', long = "filename", default_value = "examples/local")]
+        paths: Vec<PathBuf>,
+        /// Address the broker listens on.
+        #[arg(long, default_value = "127.0.0.1:4180")]
+        listen: SocketAddr,
+        /// Public base URL (default: http://<listen>).
+        #[arg(long)]
+        public_url: Option<url::Url>,
+        /// Namespace for manifests that do not set one.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Re-validate against the live providers this often, in seconds.
+        #[arg(long, default_value_t = 30)]
+        revalidate: u64,
     },
     /// Print the IdentityProvider CustomResourceDefinition as YAML.
     Crd,
@@ -120,6 +182,126 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Broker {
+            listen,
+            public_url,
+            namespace,
+            config_secret,
+            config_file,
+            session_keys_secret,
+            session_keys_file,
+            allowed_redirect_domains,
+            cookie_domain,
+            session_lifetime,
+            metrics_addr,
+            provider_timeout,
+        } => {
+            telemetry::init(cli.log_json);
+            let broker = Broker::new(BrokerSettings {
+                public_url,
+                cookie_domain,
+                session_lifetime,
+                redirect: RedirectPolicy {
+                    allowed_domains: allowed_redirect_domains,
+                    allow_http: false,
+                },
+                http: http_settings(provider_timeout),
+            });
+            let needs_cluster = config_file.is_none() || session_keys_file.is_none();
+            let client = if needs_cluster {
+                match kube::Client::try_default().await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "no Kubernetes configuration (in-cluster or kubeconfig); use --config-file and --session-keys-file to run without a cluster");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                None
+            };
+            let poll = Duration::from_secs(2);
+            match (config_file, &client) {
+                (Some(path), _) => {
+                    tokio::spawn(source::watch_config_file(broker.clone(), path, poll));
+                }
+                (None, Some(c)) => {
+                    tokio::spawn(source::watch_config_secret(
+                        broker.clone(),
+                        c.clone(),
+                        namespace.clone(),
+                        config_secret,
+                    ));
+                }
+                (None, None) => unreachable!("a client exists when no file is given"),
+            }
+            match (session_keys_file, &client) {
+                (Some(path), _) => {
+                    tokio::spawn(source::watch_keys_file(broker.clone(), path, poll));
+                }
+                (None, Some(c)) => {
+                    tokio::spawn(source::watch_keys_secret(
+                        broker.clone(),
+                        c.clone(),
+                        namespace,
+                        session_keys_secret,
+                    ));
+                }
+                (None, None) => unreachable!("a client exists when no file is given"),
+            }
+            tokio::spawn({
+                let metrics = broker.metrics.clone();
+                async move {
+                    if let Err(e) = metrics::serve(metrics_addr, metrics).await {
+                        tracing::error!(error = %e, %metrics_addr, "metrics server failed");
+                    }
+                }
+            });
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, %listen, "cannot listen");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(%listen, "broker listening");
+            match axum::serve(listener, broker.router())
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "broker stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dev {
+            paths,
+            listen,
+            public_url,
+            namespace,
+            revalidate,
+        } => {
+            telemetry::init(cli.log_json);
+            let public_url = public_url.unwrap_or_else(|| {
+                url::Url::parse(&format!("http://{listen}")).expect("a socket address makes a URL")
+            });
+            let opts = DevOptions {
+                paths,
+                listen,
+                public_url,
+                namespace,
+                revalidate: Duration::from_secs(revalidate.max(5)),
+                http: http_settings(10),
+            };
+            match dev::run(opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Controller {
             public_url,
             namespace,
@@ -175,5 +357,28 @@ async fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the server stops accepting and finishes
+/// the requests in flight.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

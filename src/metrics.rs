@@ -129,27 +129,44 @@ impl ReconcileTimer<'_> {
     }
 }
 
+/// What the health and metrics routes serve: the controller's and the
+/// broker's metrics both.
+pub trait Exposition: Send + Sync + 'static {
+    /// The Prometheus text exposition.
+    fn exposition(&self) -> String;
+    fn ready(&self) -> bool;
+}
+
+impl Exposition for Metrics {
+    fn exposition(&self) -> String {
+        self.encode()
+    }
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+}
+
 /// The health and metrics routes.
-pub fn router(metrics: Arc<Metrics>) -> Router {
+pub fn router<E: Exposition>(metrics: Arc<E>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics_handler))
+        .route("/metrics", get(metrics_handler::<E>))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::<E>))
         .with_state(metrics)
 }
 
-async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn metrics_handler<E: Exposition>(State(m): State<Arc<E>>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        m.encode(),
+        m.exposition(),
     )
 }
 
-async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_ready() {
+async fn readyz<E: Exposition>(State(m): State<Arc<E>>) -> impl IntoResponse {
+    if m.ready() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -157,7 +174,7 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 /// Serves [`router`] on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+pub async fn serve<E: Exposition>(addr: SocketAddr, metrics: Arc<E>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, router(metrics)).await
 }

@@ -1,8 +1,16 @@
 //! The broker: the HTTP server every login goes through (login page,
-//! authorization redirect, callback, sessions, forward-auth). Built up
-//! across sessions: so far its cookie cryptography, the session model and
-//! the redirect policy.
+//! authorization redirect, callback, sessions, forward-auth, logout).
 
+pub mod claims;
+pub mod error;
+pub mod login;
+pub mod metrics;
+pub mod pages;
+pub mod provider;
 pub mod redirect;
 pub mod seal;
+pub mod server;
 pub mod session;
+pub mod source;
+
+pub use server::{Applied, Broker, BrokerSettings};

@@ -70,6 +70,7 @@ impl ProgramSet {
     pub fn snapshot(&self) -> BrokerConfig {
         BrokerConfig {
             providers: self.lock().clone(),
+            ..BrokerConfig::default()
         }
     }
 

@@ -200,7 +200,7 @@ pub fn http_client(
 }
 
 /// GETs a JSON document, classifying failures. `what` names it in messages.
-async fn get_json(
+pub async fn get_json(
     client: &reqwest::Client,
     what: &str,
     url: &str,
@@ -301,7 +301,7 @@ fn classify_request_error(
 }
 
 /// The error and its sources, joined, without Debug noise.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

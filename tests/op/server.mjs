@@ -33,7 +33,7 @@ const defaultClients = [
       'http://127.0.0.1:4180/oauth/callback/default/demo',
       'http://localhost:4180/oauth/callback/default/demo',
     ],
-    post_logout_redirect_uris: ['http://127.0.0.1:4180/', 'http://localhost:4180/'],
+    post_logout_redirect_uris: ['http://127.0.0.1:4180/oauth/logged-out', 'http://localhost:4180/oauth/logged-out'],
     token_endpoint_auth_method: 'client_secret_basic',
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],

@@ -1,0 +1,135 @@
+//! The few HTML pages the broker shows: the provider chooser, error pages
+//! naming the reason, and the logged-out page. Everything interpolated is
+//! escaped; no scripts.
+
+use std::fmt::Write as _;
+
+use super::error::Refusal;
+
+/// Escapes text for HTML element content and quoted attributes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0}\
+main{max-width:26rem;margin:4rem auto;background:#fff;border-radius:8px;padding:2rem;box-shadow:0 1px 3px #0002}\
+h1{font-size:1.3rem;margin-top:0}a.provider{display:block;margin:.6rem 0;padding:.7rem 1rem;border:1px solid #ccd;border-radius:6px;color:#123;text-decoration:none}\
+a.provider:hover{background:#eef}p.detail{color:#555;word-break:break-word}code{background:#f0f0f3;padding:0 .2rem}\
+li.unavailable{color:#888}";
+
+fn page(title: &str, main_attrs: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"referrer\" content=\"no-referrer\"><title>{}</title><style>{STYLE}</style></head>\
+<body><main {main_attrs}>{body}</main></body></html>",
+        escape(title)
+    )
+}
+
+/// One entry on the login page.
+pub struct Choice {
+    pub key: String,
+    pub display_name: String,
+    pub href: String,
+}
+
+/// The login page: one button per provider; providers that exist but cannot
+/// serve right now are listed greyed out with why.
+pub fn login_page(choices: &[Choice], unavailable: &[(String, String)]) -> String {
+    let mut body = String::from("<h1>Sign in</h1>");
+    if choices.is_empty() {
+        body.push_str(
+            "<p class=\"detail\">No identity provider is ready. An administrator can see why with <code>kubectl get idp -A</code>.</p>",
+        );
+    }
+    for c in choices {
+        let _ = write!(
+            body,
+            "<a class=\"provider\" data-provider=\"{}\" href=\"{}\">Sign in with {}</a>",
+            escape(&c.key),
+            escape(&c.href),
+            escape(&c.display_name)
+        );
+    }
+    if !unavailable.is_empty() {
+        body.push_str("<ul>");
+        for (name, why) in unavailable {
+            let _ = write!(
+                body,
+                "<li class=\"unavailable\">{}: {}</li>",
+                escape(name),
+                escape(why)
+            );
+        }
+        body.push_str("</ul>");
+    }
+    page("Sign in", "data-page=\"login\"", &body)
+}
+
+/// An error page naming the reason.
+pub fn error_page(refusal: &Refusal, retry_href: Option<&str>) -> String {
+    let mut body = format!(
+        "<h1>{}</h1><p class=\"detail\">{}</p><p><small>Reason: <code>{}</code></small></p>",
+        escape(refusal.reason.title()),
+        escape(&refusal.message),
+        escape(refusal.reason.code())
+    );
+    if let Some(href) = retry_href {
+        let _ = write!(body, "<p><a href=\"{}\">Try again</a></p>", escape(href));
+    }
+    page(
+        refusal.reason.title(),
+        &format!("data-reason=\"{}\"", escape(refusal.reason.code())),
+        &body,
+    )
+}
+
+/// Shown after logout.
+pub fn logged_out_page(login_href: &str) -> String {
+    page(
+        "Signed out",
+        "data-page=\"logged-out\"",
+        &format!(
+            "<h1>You are signed out</h1><p><a href=\"{}\">Sign in again</a></p>",
+            escape(login_href)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::error::Reason;
+
+    #[test]
+    fn escapes_everything_interpolated() {
+        let html = error_page(
+            &Refusal::new(Reason::IdpError, "<script>alert(1)</script> \"x\""),
+            Some("/oauth/login?rd=\"><script>"),
+        );
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("data-reason=\"idp_error\""));
+        let html = login_page(
+            &[Choice {
+                key: "a/b".into(),
+                display_name: "<b>Corp</b>".into(),
+                href: "/oauth/start?provider=a%2Fb".into(),
+            }],
+            &[],
+        );
+        assert!(html.contains("Sign in with &lt;b&gt;Corp&lt;/b&gt;"));
+        assert!(html.contains("data-provider=\"a/b\""));
+    }
+}

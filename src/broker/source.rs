@@ -1,0 +1,207 @@
+//! Where the broker's configuration and session keys come from: the
+//! controller's Secret (watched by name, so RBAC can limit the broker to
+//! exactly that Secret) or files (polled; for local use). A bad update is
+//! logged and counted, and the previous configuration keeps serving.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use tracing::{error, info, warn};
+
+use super::{Broker, seal::KeyRing};
+use crate::config::{BROKER_CONFIG_KEY, BrokerConfig};
+
+/// Key of the session-keys Secret holding the keys, one per line.
+pub const SESSION_KEYS_KEY: &str = "session-keys";
+
+/// Parses session keys: one per line, newest (sealing) first; blank lines
+/// and `#` comments ignored; each at least 32 bytes.
+pub fn parse_keys(text: &str) -> Result<KeyRing, String> {
+    let keys: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if keys.is_empty() {
+        return Err("no session keys (one key per line, at least 32 bytes each)".into());
+    }
+    KeyRing::new(&keys).map_err(|e| e.to_string())
+}
+
+fn apply_config_bytes(broker: &Broker, bytes: &[u8], origin: &str) {
+    match BrokerConfig::from_json(bytes) {
+        Ok(config) => {
+            let applied = broker.apply_config(&config);
+            info!(
+                origin,
+                providers = config.providers.len(),
+                added = ?applied.added,
+                changed = ?applied.changed,
+                removed = ?applied.removed,
+                rejected = ?applied.rejected,
+                "broker configuration loaded"
+            );
+        }
+        Err(e) => {
+            broker.metrics.reload("invalid");
+            error!(origin, error = %e, "broker configuration is not valid JSON; keeping the previous one");
+        }
+    }
+}
+
+fn apply_keys_text(broker: &Broker, text: &str, origin: &str) {
+    match parse_keys(text) {
+        Ok(ring) => {
+            info!(origin, primary = ring.primary_id(), "session keys loaded");
+            broker.set_keys(ring);
+        }
+        Err(e) => {
+            broker.metrics.reload("invalid_keys");
+            error!(origin, error = %e, "session keys are not usable; keeping the previous ones");
+        }
+    }
+}
+
+async fn poll_file(path: PathBuf, interval: Duration, mut on_change: impl FnMut(&[u8])) {
+    let mut last: Option<Vec<u8>> = None;
+    let mut missing_logged = false;
+    loop {
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => {
+                missing_logged = false;
+                if last.as_ref() != Some(&bytes) {
+                    on_change(&bytes);
+                    last = Some(bytes);
+                }
+            }
+            Err(e) if !missing_logged => {
+                warn!(path = %path.display(), error = %e, "cannot read; keeping the previous content");
+                missing_logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Loads the config from a file now and whenever it changes.
+pub async fn watch_config_file(broker: Arc<Broker>, path: PathBuf, interval: Duration) {
+    let origin = path.display().to_string();
+    poll_file(path, interval, |bytes| {
+        apply_config_bytes(&broker, bytes, &origin)
+    })
+    .await
+}
+
+/// Loads the session keys from a file now and whenever it changes.
+pub async fn watch_keys_file(broker: Arc<Broker>, path: PathBuf, interval: Duration) {
+    let origin = path.display().to_string();
+    poll_file(path, interval, |bytes| {
+        apply_keys_text(&broker, &String::from_utf8_lossy(bytes), &origin)
+    })
+    .await
+}
+
+/// Watches one Secret by name and calls `on_data` with the value of `key`
+/// on every change. Runs until the process ends; API errors back off.
+async fn watch_secret(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    key: &'static str,
+    mut on_data: impl FnMut(Option<&[u8]>),
+) {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                let data = s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|b| b.0.as_slice());
+                on_data(data);
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                warn!(
+                    namespace,
+                    name, "Secret deleted; keeping the last loaded content"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(namespace, name, error = %e, "watching the Secret failed; retrying"),
+        }
+    }
+}
+
+/// Watches the controller's broker config Secret.
+pub async fn watch_config_secret(
+    broker: Arc<Broker>,
+    client: Client,
+    namespace: String,
+    name: String,
+) {
+    let origin = format!("Secret {namespace}/{name}");
+    watch_secret(
+        client,
+        &namespace,
+        &name,
+        BROKER_CONFIG_KEY,
+        |data| match data {
+            Some(bytes) => apply_config_bytes(&broker, bytes, &origin),
+            // The chart creates the Secret empty; the controller fills it.
+            None => apply_config_bytes(&broker, b"{\"providers\":{}}", &origin),
+        },
+    )
+    .await
+}
+
+/// Watches the session keys Secret.
+pub async fn watch_keys_secret(
+    broker: Arc<Broker>,
+    client: Client,
+    namespace: String,
+    name: String,
+) {
+    let origin = format!("Secret {namespace}/{name}");
+    watch_secret(
+        client,
+        &namespace,
+        &name,
+        SESSION_KEYS_KEY,
+        |data| match data {
+            Some(bytes) => apply_keys_text(&broker, &String::from_utf8_lossy(bytes), &origin),
+            None => error!(
+                origin,
+                key = SESSION_KEYS_KEY,
+                "the session keys Secret has no such key"
+            ),
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_with_comments_and_refuse_short_ones() {
+        let ring = parse_keys("# newest first\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n\nBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\n").unwrap();
+        let sealed = ring.seal("x", b"hi");
+        let old_only = parse_keys("BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB").unwrap();
+        assert!(
+            old_only.open("x", &sealed).is_err(),
+            "sealed with the first key"
+        );
+        assert!(parse_keys("short").is_err());
+        assert!(parse_keys("\n# only a comment\n").is_err());
+    }
+}

@@ -1,0 +1,474 @@
+//! The broker against the real certified OpenID provider (npm
+//! oidc-provider), driven over HTTP like a browser: login, forward-auth,
+//! userinfo, logout, the email and group rules, and every way a cookie or a
+//! callback can be wrong.
+
+mod common;
+
+use common::{
+    broker::{
+        KEY_A, KEY_B, OP_PATHS, TestBroker, browser, config, confirm_op_logout, op_clients,
+        provider, walk,
+    },
+    op::Op,
+};
+use sso_operator::broker::{
+    seal::KeyRing,
+    session::{self, Session},
+};
+
+const KEY: &str = "default/demo";
+
+/// A broker whose one provider is the real OP (client `demo`).
+async fn setup(op_env: &[(&str, &str)]) -> (Op, TestBroker) {
+    // The OP must know the broker's redirect URI before it starts, and the
+    // broker the OP's issuer: reserve the broker's port first.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    drop(holder);
+    let base = format!("http://127.0.0.1:{port}");
+    let clients = op_clients(&base, KEY);
+    let mut env: Vec<(&str, &str)> = vec![("OP_CLIENTS", &clients)];
+    env.extend_from_slice(op_env);
+    let op = Op::start(&env);
+    let issuer = op.issuer.clone();
+    let tb = start_on(port, move |base| {
+        config(vec![provider(
+            KEY,
+            &issuer,
+            base,
+            OP_PATHS,
+            "demo",
+            Some("demo-secret"),
+        )])
+    })
+    .await;
+    (op, tb)
+}
+
+async fn start_on(
+    port: u16,
+    cfg: impl FnOnce(&str) -> sso_operator::config::BrokerConfig,
+) -> TestBroker {
+    TestBroker::start_at(port, cfg).await
+}
+
+async fn login(
+    tb: &TestBroker,
+    client: &reqwest::Client,
+    name: &str,
+    rd: &str,
+) -> common::broker::Landing {
+    walk(
+        client,
+        &tb.url(&format!("/oauth/start?provider={KEY}&rd={rd}")),
+        name,
+        &tb.url("/oauth/callback/"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn login_forward_auth_userinfo_and_logout_with_the_real_op() {
+    let (op, tb) = setup(&[]).await;
+    let client = browser();
+
+    // Not logged in: forward-auth says 401.
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The start redirect carries state, nonce, PKCE S256 and the scopes.
+    let r = client
+        .get(tb.url(&format!("/oauth/start?provider={KEY}&rd=/app/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(loc.as_str().starts_with(&format!("{}/auth?", op.issuer)));
+    let q: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], "demo");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["code_challenge"].len(), 43);
+    assert_eq!(q["scope"], "openid email profile groups");
+    assert_eq!(q["state"].len(), 22);
+    assert!(q["nonce"].len() >= 22);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        set_cookie.starts_with(&format!("_sso_login_{}=", q["state"])),
+        "{set_cookie}"
+    );
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
+
+    // A full login as alice (admin* logins get the admin group).
+    let landing = login(&tb, &client, "admin-alice", "/app/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    assert_eq!(landing.location.as_deref(), Some(tb.url("/app/").as_str()));
+
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert_eq!(h["x-auth-request-user"], "admin-alice");
+    assert_eq!(h["x-auth-request-email"], "admin-alice@example.com");
+    assert!(
+        h["x-auth-request-groups"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .any(|g| g == "admins")
+    );
+    assert_eq!(h["x-auth-request-provider"], KEY);
+
+    let info: serde_json::Value = client
+        .get(tb.url("/oauth/userinfo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["user"], "admin-alice");
+    assert_eq!(info["sub"], "admin-alice");
+
+    // Logout: the session cookie is cleared and the browser goes to the
+    // OP's end_session endpoint with id_token_hint and the logged-out page.
+    let r = client.get(tb.url("/oauth/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let end = r.headers()["location"].to_str().unwrap().to_string();
+    let endu = url::Url::parse(&end).unwrap();
+    let q: std::collections::HashMap<_, _> = endu.query_pairs().into_owned().collect();
+    assert!(
+        end.starts_with(&format!("{}/session/end?", op.issuer)),
+        "{end}"
+    );
+    assert_eq!(q["post_logout_redirect_uri"], tb.url("/oauth/logged-out"));
+    assert_eq!(q["id_token_hint"].split('.').count(), 3, "an ID token");
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "session cleared at the broker");
+    let done = confirm_op_logout(&client, &end).await;
+    assert!(
+        done.location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(&tb.url("/oauth/logged-out"))),
+        "{done:?}"
+    );
+    // The OP session is gone too: a new login shows the login form again
+    // (walk would fail to reach the callback without filling it).
+    let again = login(&tb, &client, "bob", "/").await;
+    assert_eq!(again.status, 302);
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.headers()["x-auth-request-user"], "bob");
+}
+
+#[tokio::test]
+async fn claims_only_at_userinfo_are_fetched_from_userinfo() {
+    // OP_CONFORM=1: email and profile claims are not in the ID token.
+    let (_op, tb) = setup(&[("OP_CONFORM", "1")]).await;
+    let client = browser();
+    let landing = login(&tb, &client, "carol", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-request-email"], "carol@example.com");
+}
+
+#[tokio::test]
+async fn unverified_or_unstated_email_is_refused_with_its_reason() {
+    let (_op, tb) = setup(&[]).await;
+    for name in ["unverified-dave", "noemailverified-erin"] {
+        let client = browser();
+        let landing = login(&tb, &client, name, "/").await;
+        assert_eq!(landing.status, 403, "{name}: {landing:?}");
+        assert_eq!(landing.reason(), Some("unverified_email"), "{name}");
+        let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{name}: no session after a refused login");
+    }
+    assert_eq!(
+        tb.broker
+            .metrics
+            .failures(sso_operator::broker::error::Reason::UnverifiedEmail),
+        2
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_groups_keep_the_cookie_under_4kb() {
+    let (_op, tb) = setup(&[]).await;
+    let client = browser();
+    let r = client
+        .get(tb.url(&format!("/oauth/start?provider={KEY}&rd=/")))
+        .send()
+        .await
+        .unwrap();
+    drop(r);
+    let landing = login(&tb, &client, "manygroups-frank", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let r = client.get(tb.url("/oauth/userinfo")).send().await.unwrap();
+    let info: serde_json::Value = r.json().await.unwrap();
+    let groups = info["groups"].as_array().unwrap().len();
+    assert!(groups > 20, "kept {groups} groups");
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn group_and_domain_rules_decide_access_and_apply_to_live_sessions() {
+    let (op, tb) = setup(&[]).await;
+    let client = browser();
+    let landing = login(&tb, &client, "gina", "/").await;
+    assert_eq!(landing.status, 302);
+    assert_eq!(
+        client
+            .get(tb.url("/oauth/auth"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Tighten the rule: only the admin group. The live session loses access
+    // at once; a new login as a non-admin is refused; an admin gets in.
+    let mut cfg = config(vec![provider(
+        KEY,
+        &op.issuer,
+        &tb.base,
+        OP_PATHS,
+        "demo",
+        Some("demo-secret"),
+    )]);
+    cfg.providers.get_mut(KEY).unwrap().allowed_groups = vec!["admins".into()];
+    tb.broker.apply_config(&cfg);
+    assert_eq!(
+        client
+            .get(tb.url("/oauth/auth"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let fresh = browser();
+    let landing = login(&tb, &fresh, "henry", "/").await;
+    assert_eq!(landing.status, 403);
+    assert_eq!(landing.reason(), Some("access_denied"));
+    let admin = browser();
+    let landing = login(&tb, &admin, "admin-ivy", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+
+    // Email domain rule.
+    cfg.providers.get_mut(KEY).unwrap().allowed_groups = vec![];
+    cfg.providers.get_mut(KEY).unwrap().allowed_email_domains = vec!["corp.example".into()];
+    tb.broker.apply_config(&cfg);
+    let landing = login(&tb, &browser(), "jack", "/").await;
+    assert_eq!(landing.reason(), Some("access_denied"));
+    assert!(
+        landing.body.contains("jack@example.com"),
+        "the page names the address"
+    );
+}
+
+#[tokio::test]
+async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
+    let (_op, tb) = setup(&[]).await;
+    let client = browser();
+
+    // A callback with no login in progress (forged, or a link from another
+    // browser).
+    let r = client
+        .get(tb.url(&format!(
+            "/oauth/callback/{KEY}?code=abc&state=AAAAAAAAAAAAAAAAAAAAAA"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("data-reason=\"state_mismatch\"")
+    );
+    // Malformed state.
+    let r = client
+        .get(tb.url(&format!("/oauth/callback/{KEY}?code=abc&state=../../etc")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Replay: a completed callback URL used again.
+    let landing = login(&tb, &client, "kim", "/").await;
+    assert_eq!(landing.status, 302);
+    let r = client.get(&landing.url).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("state_mismatch"));
+
+    // The callback for a state started at another provider path.
+    let r = client
+        .get(tb.url(&format!("/oauth/start?provider={KEY}")))
+        .send()
+        .await
+        .unwrap();
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let r = client
+        .get(tb.url(&format!(
+            "/oauth/callback/default/other?code=x&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "the login cookie is scoped to its provider"
+    );
+
+    // The IdP's error is shown with its description.
+    let r = client
+        .get(tb.url(&format!("/oauth/start?provider={KEY}")))
+        .send()
+        .await
+        .unwrap();
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let r = client
+        .get(tb.url(&format!(
+            "/oauth/callback/{KEY}?error=access_denied&error_description=User%20said%20no&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("idp_error")
+            && body.contains("User said no")
+            && body.contains("access_denied")
+    );
+
+    // Session cookies: tampered, wrong key, expired, oversized, garbage.
+    let raw = reqwest::Client::new();
+    let auth = |cookie: String| {
+        let raw = raw.clone();
+        let url = tb.url("/oauth/auth");
+        async move {
+            raw.get(url)
+                .header("cookie", format!("_sso_session={cookie}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let sess = |iat: i64, exp: i64| Session {
+        provider: KEY.into(),
+        sub: "mallory".into(),
+        user: "mallory".into(),
+        email: None,
+        groups: vec!["admin".into()],
+        groups_truncated: false,
+        issued_at: iat,
+        expires_at: exp,
+    };
+    let ring_a = KeyRing::new(&[KEY_A]).unwrap();
+    let good = session::seal(&ring_a, sess(now, now + 600), &[]).unwrap();
+    assert_eq!(
+        auth(good.clone()).await,
+        200,
+        "control: a well-sealed session passes"
+    );
+    let mut tampered = good.into_bytes();
+    let i = tampered.len() - 5;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    assert_eq!(auth(String::from_utf8(tampered).unwrap()).await, 401);
+    let ring_b = KeyRing::new(&[KEY_B]).unwrap();
+    assert_eq!(
+        auth(session::seal(&ring_b, sess(now, now + 600), &[]).unwrap()).await,
+        401
+    );
+    assert_eq!(
+        auth(session::seal(&ring_a, sess(now - 7200, now - 10), &[]).unwrap()).await,
+        401
+    );
+    assert_eq!(
+        auth(session::seal(&ring_a, sess(now + 3600, now + 7200), &[]).unwrap()).await,
+        401
+    );
+    assert_eq!(auth("A".repeat(5000)).await, 401);
+    assert_eq!(auth("v1.x.%%%".into()).await, 401);
+    assert_eq!(auth(String::new()).await, 401);
+
+    // Oversized query input and a bad redirect target.
+    let r = client
+        .get(tb.url(&format!("/oauth/start?provider={}", "x".repeat(10_000))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    for rd in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+    ] {
+        let r = client
+            .get(tb.url("/oauth/start"))
+            .query(&[("provider", KEY), ("rd", rd)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "rd {rd}");
+        assert!(r.text().await.unwrap().contains("invalid_redirect"));
+    }
+    let r = client
+        .get(tb.url("/oauth/start"))
+        .query(&[("provider", KEY), ("rd", "https://app.example.com/x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "an allowed domain passes");
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_sessions_until_the_old_key_is_dropped() {
+    let (_op, tb) = setup(&[]).await;
+    let client = browser();
+    assert_eq!(login(&tb, &client, "lena", "/").await.status, 302);
+    // New key first, old key still accepted.
+    tb.broker.set_keys(KeyRing::new(&[KEY_B, KEY_A]).unwrap());
+    assert_eq!(
+        client
+            .get(tb.url("/oauth/auth"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Old key removed: the old session no longer opens.
+    tb.broker.set_keys(KeyRing::new(&[KEY_B]).unwrap());
+    assert_eq!(
+        client
+            .get(tb.url("/oauth/auth"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}

@@ -1,0 +1,288 @@
+//! Runs the broker in-process on a free loopback port, and an HTTP client
+//! that walks a login through it like a browser would (cookie jar, one
+//! redirect at a time), filling in the real OP's login and consent forms.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use sso_operator::{
+    api::{ClaimMapping, ClientAuthMethod},
+    broker::{Broker, BrokerSettings, redirect::RedirectPolicy, seal::KeyRing},
+    config::{BrokerConfig, ProgrammedProvider},
+    oidc::discovery::{HttpSettings, ProviderEndpoints},
+};
+
+pub const KEY_A: &[u8] = b"test-session-key-A-0123456789abcdef";
+pub const KEY_B: &[u8] = b"test-session-key-B-0123456789abcdef";
+
+pub struct TestBroker {
+    pub broker: Arc<Broker>,
+    pub addr: SocketAddr,
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestBroker {
+    /// Binds a port, then builds the config from the broker's base URL
+    /// (redirect URIs depend on it) and serves.
+    pub async fn start(config: impl FnOnce(&str) -> BrokerConfig) -> TestBroker {
+        Self::start_at(0, config).await
+    }
+
+    /// Like [`start`](Self::start) on a given port (0 = any).
+    pub async fn start_at(port: u16, config: impl FnOnce(&str) -> BrokerConfig) -> TestBroker {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let broker = Broker::new(BrokerSettings {
+            public_url: base.parse().unwrap(),
+            cookie_domain: None,
+            session_lifetime: 3600,
+            redirect: RedirectPolicy {
+                allowed_domains: vec!["app.example.com".into()],
+                allow_http: false,
+            },
+            http: HttpSettings {
+                connect_timeout: Duration::from_secs(2),
+                timeout: Duration::from_secs(3),
+            },
+        });
+        broker.set_keys(KeyRing::new(&[KEY_A]).unwrap());
+        broker.apply_config(&config(&base));
+        let app = broker.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestBroker {
+            broker,
+            addr,
+            base,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// A programmed provider with endpoints at the given paths of `issuer`.
+pub fn provider(
+    key: &str,
+    issuer: &str,
+    base: &str,
+    paths: [&str; 5],
+    client_id: &str,
+    secret: Option<&str>,
+) -> ProgrammedProvider {
+    let (namespace, name) = key.split_once('/').unwrap();
+    let [authz, token, userinfo, jwks, end] = paths;
+    ProgrammedProvider {
+        namespace: namespace.into(),
+        name: name.into(),
+        display_name: format!("Provider {name}"),
+        generation: 1,
+        issuer: issuer.into(),
+        client_id: client_id.into(),
+        client_secret: secret.map(str::to_string),
+        client_auth_method: if secret.is_some() {
+            ClientAuthMethod::ClientSecretBasic
+        } else {
+            ClientAuthMethod::None
+        },
+        scopes: vec![
+            "openid".into(),
+            "email".into(),
+            "profile".into(),
+            "groups".into(),
+        ],
+        pkce: true,
+        authorize_params: Default::default(),
+        endpoints: ProviderEndpoints {
+            issuer: issuer.into(),
+            authorization_endpoint: format!("{issuer}{authz}"),
+            token_endpoint: format!("{issuer}{token}"),
+            userinfo_endpoint: Some(format!("{issuer}{userinfo}")),
+            jwks_uri: format!("{issuer}{jwks}"),
+            end_session_endpoint: Some(format!("{issuer}{end}")),
+            token_endpoint_auth_methods: None,
+            code_challenge_methods: Some(vec!["S256".into()]),
+            discovered: true,
+        },
+        ca_bundle: None,
+        claims: ClaimMapping::default(),
+        require_verified_email: true,
+        allowed_email_domains: vec![],
+        allowed_groups: vec![],
+        allowed_users: vec![],
+        redirect_uri: format!("{base}/oauth/callback/{namespace}/{name}"),
+    }
+}
+
+/// Endpoint paths of the npm oidc-provider harness.
+pub const OP_PATHS: [&str; 5] = ["/auth", "/token", "/me", "/jwks", "/session/end"];
+
+pub fn config(providers: Vec<ProgrammedProvider>) -> BrokerConfig {
+    BrokerConfig {
+        providers: providers.into_iter().map(|p| (p.key(), p)).collect(),
+        ..BrokerConfig::default()
+    }
+}
+
+/// `OP_CLIENTS` for the real OP: client `demo` registered for this broker.
+pub fn op_clients(base: &str, key: &str) -> String {
+    serde_json::json!([{
+        "client_id": "demo",
+        "client_secret": "demo-secret",
+        "redirect_uris": [format!("{base}/oauth/callback/{key}")],
+        "post_logout_redirect_uris": [format!("{base}/oauth/logged-out")],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    }])
+    .to_string()
+}
+
+/// A client like a browser: cookie jar, no automatic redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn location(resp: &reqwest::Response, current: &str) -> Option<String> {
+    let loc = resp.headers().get("location")?.to_str().ok()?;
+    Some(url::Url::parse(current).ok()?.join(loc).ok()?.to_string())
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let start = html.find("<form")?;
+    let rest = &html[start..];
+    let a = rest.find("action=\"")? + 8;
+    let end = rest[a..].find('"')?;
+    Some(rest[a..a + end].replace("&amp;", "&"))
+}
+
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find("<input type=\"hidden\"") {
+        let tag_end = rest[i..].find('>').map_or(rest.len(), |e| i + e);
+        let tag = &rest[i..tag_end];
+        let attr = |name: &str| {
+            let k = format!("{name}=\"");
+            let s = tag.find(&k)? + k.len();
+            let e = tag[s..].find('"')?;
+            Some(tag[s..s + e].to_string())
+        };
+        if let (Some(n), Some(v)) = (attr("name"), attr("value")) {
+            out.push((n, v));
+        }
+        rest = &rest[tag_end..];
+    }
+    out
+}
+
+/// The end of a walk: the last response's status, URL and body.
+#[derive(Debug)]
+pub struct Landing {
+    pub status: u16,
+    pub url: String,
+    /// Where the last response redirected to, if it did.
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Landing {
+    /// The `data-reason` of a broker error page.
+    pub fn reason(&self) -> Option<&str> {
+        let i = self.body.find("data-reason=\"")? + 13;
+        let e = self.body[i..].find('"')?;
+        Some(&self.body[i..i + e])
+    }
+}
+
+/// Walks from `url` through redirects and the real OP's login and consent
+/// forms (logging in as `login`) until the broker's callback has answered.
+/// Stops at the first response of `stop_prefix` (normally the broker
+/// callback) and returns it.
+pub async fn walk(client: &reqwest::Client, url: &str, login: &str, stop_prefix: &str) -> Landing {
+    let mut url = url.to_string();
+    let mut form: Option<(String, Vec<(String, String)>)> = None;
+    for _ in 0..20 {
+        let resp = match form.take() {
+            Some((action, fields)) => {
+                let r = client.post(&action).form(&fields).send().await.unwrap();
+                url = action;
+                r
+            }
+            None => client.get(&url).send().await.unwrap(),
+        };
+        let status = resp.status().as_u16();
+        let next = location(&resp, &url);
+        if url.starts_with(stop_prefix) {
+            let body = resp.text().await.unwrap_or_default();
+            return Landing {
+                status,
+                url,
+                location: next,
+                body,
+            };
+        }
+        if let Some(next) = next {
+            url = next;
+            continue;
+        }
+        let body = resp.text().await.unwrap_or_default();
+        if status == 200 && body.contains("name=\"login\"") {
+            let action = form_action(&body).expect("login form has an action");
+            form = Some((
+                action,
+                vec![
+                    ("prompt".into(), "login".into()),
+                    ("login".into(), login.into()),
+                    ("password".into(), "any".into()),
+                ],
+            ));
+            continue;
+        }
+        if status == 200 && body.contains("name=\"prompt\" value=\"consent\"") {
+            let action = form_action(&body).expect("consent form has an action");
+            form = Some((action, vec![("prompt".into(), "consent".into())]));
+            continue;
+        }
+        return Landing {
+            status,
+            url,
+            location: None,
+            body,
+        };
+    }
+    panic!("too many redirects, last at {url}");
+}
+
+/// Posts the OP's logout confirmation page found at `url`.
+pub async fn confirm_op_logout(client: &reqwest::Client, url: &str) -> Landing {
+    let page = client.get(url).send().await.unwrap().text().await.unwrap();
+    let action = form_action(&page).expect("logout form");
+    let mut fields = hidden_inputs(&page);
+    fields.push(("logout".into(), "yes".into()));
+    let resp = client.post(&action).form(&fields).send().await.unwrap();
+    Landing {
+        status: resp.status().as_u16(),
+        location: location(&resp, &action),
+        url: action,
+        body: String::new(),
+    }
+}
