@@ -41,6 +41,8 @@ pub struct ProviderReport {
     pub admission_errors: Vec<String>,
     pub validation: Option<Validation>,
     pub conditions: Vec<Condition>,
+    /// Why the broker would not offer it (None when programmed).
+    pub unavailable: Option<crate::config::Unavailable>,
 }
 
 impl ProviderReport {
@@ -165,6 +167,7 @@ async fn check_one(
         admission_errors: Vec::new(),
         validation: None,
         conditions: Vec::new(),
+        unavailable: None,
     };
     let expected = format!("{}/v1alpha1", crate::api::GROUP);
     if doc.api_version() != expected {
@@ -202,6 +205,7 @@ async fn check_one(
         idp.metadata.generation.unwrap_or(1),
         now,
     );
+    report.unavailable = crate::controller::validate::unavailable_entry(&idp, &v);
     report.validation = Some(v);
     report
 }

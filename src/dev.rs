@@ -17,11 +17,9 @@ use url::Url;
 
 use crate::{
     Error,
-    api::conditions::types,
     broker::{Broker, BrokerSettings, redirect::RedirectPolicy, seal::KeyRing},
     check::{self, CheckOptions, Report},
-    config::{BrokerConfig, Unavailable},
-    controller::validate::Programming,
+    config::BrokerConfig,
     manifest, metrics,
     oidc::discovery::HttpSettings,
 };
@@ -43,22 +41,11 @@ pub fn config_from_report(report: &Report) -> BrokerConfig {
     let mut config = BrokerConfig::default();
     for p in &report.providers {
         let Some(v) = &p.validation else { continue };
-        match &v.programming {
-            Programming::Program(entry) | Programming::KeepLastKnownGood(entry) => {
-                config.providers.insert(p.key.clone(), (**entry).clone());
-            }
-            Programming::Remove => {
-                let ready = v.condition(types::READY);
-                config.unavailable.insert(
-                    p.key.clone(),
-                    Unavailable {
-                        display_name: p.key.clone(),
-                        disabled: v.phase == crate::api::conditions::phases::DISABLED,
-                        reason: ready.reason.to_string(),
-                        message: ready.message.clone(),
-                    },
-                );
-            }
+        if let Some(entry) = v.programming.entry() {
+            config.providers.insert(p.key.clone(), entry.clone());
+        }
+        if let Some(u) = &p.unavailable {
+            config.unavailable.insert(p.key.clone(), u.clone());
         }
     }
     config

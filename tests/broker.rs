@@ -472,3 +472,130 @@ async fn key_rotation_keeps_sessions_until_the_old_key_is_dropped() {
         401
     );
 }
+
+#[tokio::test]
+async fn two_providers_one_broken_the_healthy_one_keeps_working() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    drop(holder);
+    // A port nothing listens on: the "down" provider's IdP.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_issuer = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let base = format!("http://127.0.0.1:{port}");
+    let clients = op_clients(&base, KEY);
+    let op = Op::start(&[("OP_CLIENTS", &clients)]);
+    let issuer = op.issuer.clone();
+    let tb = start_on(port, move |base| {
+        let mut cfg = config(vec![
+            provider(KEY, &issuer, base, OP_PATHS, "demo", Some("demo-secret")),
+            provider("default/down", &dead_issuer, base, OP_PATHS, "x", Some("y")),
+        ]);
+        cfg.unavailable.insert(
+            "default/off".into(),
+            sso_operator::config::Unavailable {
+                display_name: "Switched off".into(),
+                disabled: true,
+                reason: "Disabled".into(),
+                message: "spec.enabled is false".into(),
+            },
+        );
+        cfg.unavailable.insert(
+            "default/bad".into(),
+            sso_operator::config::Unavailable {
+                display_name: "Misconfigured".into(),
+                disabled: false,
+                reason: "SecretNotFound".into(),
+                message: "Secret bad-oidc not found".into(),
+            },
+        );
+        cfg
+    })
+    .await;
+    let client = browser();
+
+    // The chooser lists the programmed providers as links and the others
+    // greyed out with why.
+    let page = client
+        .get(tb.url("/oauth/login?rd=/x"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-provider=\"default/demo\""));
+    assert!(page.contains("data-provider=\"default/down\""));
+    assert!(!page.contains("data-provider=\"default/off\""));
+    assert!(page.contains("Switched off: disabled"));
+    assert!(page.contains("Misconfigured: not ready (SecretNotFound)"));
+    // Without a provider, /oauth/start sends the browser to the chooser.
+    let r = client
+        .get(tb.url("/oauth/start?rd=/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/oauth/login?rd=%2Fx");
+
+    // Each unusable provider says why, with its own status.
+    for (p, status, reason) in [
+        ("default/off", 403, "provider_disabled"),
+        ("default/bad", 503, "provider_not_ready"),
+        ("default/nope", 404, "unknown_provider"),
+    ] {
+        let r = client
+            .get(tb.url(&format!("/oauth/start?provider={p}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{p}");
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains(&format!("data-reason=\"{reason}\"")),
+            "{p}"
+        );
+    }
+
+    // The down provider: the callback's code exchange cannot reach it.
+    let r = client
+        .get(tb.url("/oauth/start?provider=default/down"))
+        .send()
+        .await
+        .unwrap();
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let r = client
+        .get(tb.url(&format!(
+            "/oauth/callback/default/down?code=c&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("data-reason=\"token_unreachable\"")
+    );
+
+    // The healthy one, chosen by its bare name, logs in.
+    let landing = walk(
+        &client,
+        &tb.url("/oauth/start?provider=demo&rd=/x"),
+        "nora",
+        &tb.url("/oauth/callback/"),
+    )
+    .await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.headers()["x-auth-request-user"], "nora");
+}

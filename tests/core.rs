@@ -12,7 +12,9 @@ use sso_operator::{
         conditions::{phases, reasons as r, types as t},
     },
     config::ProgrammedProvider,
-    controller::validate::{Programming, SecretData, discovery_request, validate},
+    controller::validate::{
+        Programming, SecretData, discovery_request, unavailable_entry, validate,
+    },
     oidc::discovery::{DiscoveryOutcome, Failure, JwksSummary},
 };
 
@@ -814,4 +816,42 @@ fn discovery_request_needs_a_valid_spec_and_ca() {
     bad.issuer = "ftp://x".into();
     assert!(discovery_request(&bad, "team-a", &i.secrets).is_none());
     let _ = JwksSummary::default();
+}
+
+#[test]
+fn unprogrammed_providers_tell_the_broker_why() {
+    let i = Inputs::good();
+    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
+    assert_eq!(
+        unavailable_entry(&i.idp, &v),
+        None,
+        "programmed: nothing to say"
+    );
+
+    let mut disabled = Inputs::good();
+    disabled.idp.spec.enabled = false;
+    disabled.idp.spec.display_name = Some("Corp SSO".into());
+    let v = validate(
+        &disabled.idp,
+        &disabled.secrets,
+        disabled.discovery.as_ref(),
+        None,
+        &env(),
+    );
+    let u = unavailable_entry(&disabled.idp, &v).expect("disabled is unavailable");
+    assert!(u.disabled);
+    assert_eq!(u.display_name, "Corp SSO");
+
+    let broken = Inputs::good();
+    let v = validate(
+        &broken.idp,
+        &SecretData::new(),
+        broken.discovery.as_ref(),
+        None,
+        &env(),
+    );
+    let u = unavailable_entry(&broken.idp, &v).expect("a missing secret is unavailable");
+    assert!(!u.disabled);
+    assert_eq!(u.reason, r::SECRET_NOT_FOUND);
+    assert_eq!(u.display_name, "corp", "falls back to the name");
 }

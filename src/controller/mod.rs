@@ -191,6 +191,8 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         let previous = ctx.programs.get(&key);
         let v = validate(&idp, &secrets, discovery.as_deref(), previous.as_ref(), &ctx.env);
         ctx.programs.set(&key, &v.programming);
+        ctx.programs
+            .set_unavailable(&key, validate::unavailable_entry(&idp, &v));
 
         let old = idp.status.as_ref();
         let new = status::build_status(old, &v, generation, ctx.clock.now());

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::{
     api::{FIELD_MANAGER, IdentityProvider},
-    config::{BROKER_CONFIG_KEY, BrokerConfig, ProgrammedProvider},
+    config::{BROKER_CONFIG_KEY, BrokerConfig, ProgrammedProvider, Unavailable},
     controller::validate::Programming,
     metrics::Metrics,
 };
@@ -31,6 +31,7 @@ use crate::{
 #[derive(Default)]
 pub struct ProgramSet {
     entries: Mutex<BTreeMap<String, ProgrammedProvider>>,
+    unavailable: Mutex<BTreeMap<String, Unavailable>>,
     changed: Notify,
 }
 
@@ -59,23 +60,47 @@ impl ProgramSet {
         changed
     }
 
+    fn lock_unavailable(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Unavailable>> {
+        self.unavailable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records why a provider is not programmed (or clears it), so the
+    /// broker can say "disabled" or "not ready" instead of "unknown".
+    pub fn set_unavailable(&self, key: &str, entry: Option<Unavailable>) -> bool {
+        let changed = {
+            let mut m = self.lock_unavailable();
+            match entry {
+                Some(e) => m.insert(key.to_string(), e.clone()).as_ref() != Some(&e),
+                None => m.remove(key).is_some(),
+            }
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+        changed
+    }
+
     /// Removes entries whose key is not in `keep`; returns whether any went.
     pub fn retain(&self, keep: &BTreeSet<String>) -> bool {
         let mut m = self.lock();
         let before = m.len();
         m.retain(|k, _| keep.contains(k));
-        m.len() != before
+        let mut u = self.lock_unavailable();
+        let before_u = u.len();
+        u.retain(|k, _| keep.contains(k));
+        m.len() != before || u.len() != before_u
     }
 
     pub fn snapshot(&self) -> BrokerConfig {
         BrokerConfig {
             providers: self.lock().clone(),
-            ..BrokerConfig::default()
+            unavailable: self.lock_unavailable().clone(),
         }
     }
 
     pub fn replace(&self, config: BrokerConfig) {
         *self.lock() = config.providers;
+        *self.lock_unavailable() = config.unavailable;
         self.changed.notify_one();
     }
 

@@ -16,7 +16,7 @@ use crate::{
         RESERVED_AUTHORIZE_PARAMS, SecretKeyRef,
         conditions::{phases, reasons, types},
     },
-    config::ProgrammedProvider,
+    config::{ProgrammedProvider, Unavailable},
     oidc::discovery::{
         DiscoveryOutcome, DiscoveryRequest, Failure, ProviderEndpoints, check_endpoint_url,
     },
@@ -81,6 +81,25 @@ impl Programming {
             Self::Remove => None,
         }
     }
+}
+
+/// Why a provider that is not programmed cannot serve, for the broker's
+/// login page and error page; `None` when it is programmed.
+pub fn unavailable_entry(idp: &IdentityProvider, v: &Validation) -> Option<Unavailable> {
+    if v.programming.entry().is_some() {
+        return None;
+    }
+    let ready = v.condition(types::READY);
+    Some(Unavailable {
+        display_name: idp
+            .spec
+            .display_name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(idp)),
+        disabled: !idp.spec.enabled,
+        reason: ready.reason.clone(),
+        message: ready.message.clone(),
+    })
 }
 
 /// The outcome of validating one provider.
