@@ -1,0 +1,305 @@
+//! The `sso-operator` binary's `dev` and `broker` subcommands as a user runs
+//! them: `dev` from a manifest folder against the real OP, with a login
+//! through it; `broker` from a config file and a key file, reloading both
+//! when they change.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use common::{
+    broker::{OP_PATHS, browser, config, op_clients, provider, walk},
+    op::Op,
+};
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary; returns it and a channel of its stdout lines.
+fn spawn(args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Proc(child), rx)
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let hit = line.contains(needle);
+            seen.push(line);
+            if hit {
+                return seen;
+            }
+        }
+    }
+    panic!(
+        "no line containing {needle:?} within 30s; saw:\n{}",
+        seen.join("\n")
+    );
+}
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn dev_serves_a_browser_login_from_a_manifest_folder() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let op = Op::start(&[("OP_CLIENTS", &op_clients(&base, "default/demo"))]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("demo.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\nstringData: {{clientSecret: demo-secret}}\n---\n\
+             apiVersion: sso-operator.dev/v1alpha1\nkind: IdentityProvider\nmetadata: {{name: demo, namespace: default}}\n\
+             spec:\n  displayName: Local demo\n  issuer: {}\n  clientID: demo\n  clientSecretRef: {{name: demo-oidc, key: clientSecret}}\n  scopes: [openid, email, profile, groups]\n",
+            op.issuer
+        ),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let (_dev, rx) = spawn(&[
+        "dev",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    let lines = wait_for_line(&rx, "ready: default/demo");
+    assert!(
+        lines.iter().any(|l| l.starts_with("PASS default/demo")),
+        "{lines:?}"
+    );
+
+    let client = browser();
+    let page = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sign in with Local demo"), "{page}");
+    let landing = walk(
+        &client,
+        &format!("{base}/oauth/start?provider=default/demo&rd=/"),
+        "olga",
+        &format!("{base}/oauth/callback/"),
+    )
+    .await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let r = client
+        .get(format!("{base}/oauth/auth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-request-user"], "olga");
+    // Metrics ride on the same port in dev.
+    let m = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("sso_broker_logins_total{provider=\"default/demo\"} 1"),
+        "{m}"
+    );
+
+    // Disable the provider in the folder: dev re-validates and the broker
+    // stops offering it, saying why.
+    let text = std::fs::read_to_string(dir.path().join("demo.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("demo.yaml"),
+        text.replace(
+            "  displayName: Local demo\n",
+            "  displayName: Local demo\n  enabled: false\n",
+        ),
+    )
+    .unwrap();
+    wait_until("the provider to be disabled", async || {
+        let r = client
+            .get(format!("{base}/oauth/start?provider=default/demo"))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 403
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn broker_reloads_its_config_and_keys_files_without_a_restart() {
+    let port = free_port();
+    let metrics_port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("providers.json");
+    let keys_path = dir.path().join("keys");
+    let one = config(vec![provider(
+        "team/one",
+        "https://one.example.com",
+        &base,
+        OP_PATHS,
+        "c1",
+        Some("s1"),
+    )]);
+    std::fs::write(&cfg_path, one.to_json()).unwrap();
+    std::fs::write(&keys_path, "0123456789abcdef0123456789abcdef-key-1\n").unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let maddr = format!("127.0.0.1:{metrics_port}");
+    let (_broker, _rx) = spawn(&[
+        "broker",
+        "--listen",
+        &listen,
+        "--public-url",
+        &base,
+        "--config-file",
+        cfg_path.to_str().unwrap(),
+        "--session-keys-file",
+        keys_path.to_str().unwrap(),
+        "--metrics-addr",
+        &maddr,
+    ]);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    wait_until("readiness", async || {
+        match client.get(format!("http://{maddr}/readyz")).send().await {
+            Ok(r) => r.status() == 200,
+            Err(_) => false,
+        }
+    })
+    .await;
+    let page = client
+        .get(format!("{base}/oauth/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-provider=\"team/one\""));
+    assert!(!page.contains("data-provider=\"team/two\""));
+
+    // Add a provider by rewriting the file.
+    let mut two = one.clone();
+    let p2 = provider(
+        "team/two",
+        "https://two.example.com",
+        &base,
+        OP_PATHS,
+        "c2",
+        Some("s2"),
+    );
+    two.providers.insert(p2.key(), p2);
+    std::fs::write(&cfg_path, two.to_json()).unwrap();
+    wait_until("team/two to appear", async || {
+        let page = client
+            .get(format!("{base}/oauth/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.contains("data-provider=\"team/two\"")
+    })
+    .await;
+
+    // A broken file keeps the previous providers (and is counted).
+    std::fs::write(&cfg_path, "{ not json").unwrap();
+    wait_until("the invalid reload to be counted", async || {
+        let m = client
+            .get(format!("http://{maddr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains("sso_broker_config_reloads_total{result=\"invalid\"} 1")
+    })
+    .await;
+    let page = client
+        .get(format!("{base}/oauth/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data-provider=\"team/one\"") && page.contains("data-provider=\"team/two\"")
+    );
+
+    // Short keys are refused; the old ring keeps serving.
+    std::fs::write(&keys_path, "short\n").unwrap();
+    wait_until("the invalid keys to be counted", async || {
+        let m = client
+            .get(format!("http://{maddr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains("sso_broker_config_reloads_total{result=\"invalid_keys\"} 1")
+    })
+    .await;
+    let r = client
+        .get(format!("{base}/oauth/start?provider=team/one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "still serving with the previous keys");
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("https://one.example.com/auth?")
+    );
+}
