@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first (Node.js for the real
-# OpenID provider, its npm packages), so it works on a fresh machine.
+# OpenID provider and its npm packages; Chromium, nginx and playwright-core
+# for the end-to-end browser test), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ if [ -f tests/op/package.json ]; then
   echo "==> installing the test OpenID provider (npm oidc-provider)"
   bash scripts/op-deps.sh
 fi
+
+echo "==> installing the browser test's parts (Chromium, nginx, playwright-core)"
+bash scripts/browser-deps.sh
 
 echo "==> cargo test"
 cargo test --locked --all-targets

@@ -37,11 +37,27 @@ impl TestBroker {
 
     /// Like [`start`](Self::start) on a given port (0 = any).
     pub async fn start_at(port: u16, config: impl FnOnce(&str) -> BrokerConfig) -> TestBroker {
+        Self::start_full(port, None, config).await
+    }
+
+    /// Serves on any port, with a public URL in front of it (a proxy).
+    pub async fn start_behind(
+        public: &str,
+        config: impl FnOnce(&str) -> BrokerConfig,
+    ) -> TestBroker {
+        Self::start_full(0, Some(public), config).await
+    }
+
+    async fn start_full(
+        port: u16,
+        public: Option<&str>,
+        config: impl FnOnce(&str) -> BrokerConfig,
+    ) -> TestBroker {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let base = format!("http://{addr}");
+        let base = public.map_or_else(|| format!("http://{addr}"), str::to_string);
         let broker = Broker::new(BrokerSettings {
             public_url: base.parse().unwrap(),
             cookie_domain: None,

@@ -4,6 +4,7 @@
 pub mod badop;
 pub mod broker;
 pub mod issuer;
+pub mod nginx;
 pub mod op;
 
 use std::collections::BTreeMap;
