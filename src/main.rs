@@ -6,7 +6,12 @@ use sso_operator::{
     api::IdentityProvider,
     broker::{Broker, BrokerSettings, redirect::RedirectPolicy, source},
     check::{self, CheckOptions},
-    controller::{self, Context, Settings, program::ProgramSet, validate::Env},
+    controller::{
+        self, Context, Settings,
+        leader::{self, LeaseConfig},
+        program::ProgramSet,
+        validate::Env,
+    },
     dev::{self, DevOptions},
     metrics::{self, Metrics},
     oidc::discovery::{CacheTtl, DiscoveryCache, HttpSettings},
@@ -52,6 +57,16 @@ enum Command {
         /// Timeout of each request to an identity provider, in seconds.
         #[arg(long, default_value_t = 10)]
         provider_timeout: u64,
+        /// Reconcile only while holding a Lease, so several replicas can run
+        /// (one leads, the others wait to take over).
+        #[arg(long, env = "SSO_LEADER_ELECTION")]
+        leader_election: bool,
+        /// Name of the Lease (in --namespace).
+        #[arg(long, default_value = "sso-operator-controller")]
+        lease_name: String,
+        /// This replica's identity in the Lease (the pod name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Run the login broker (login page, callback, sessions, forward-auth).
     Broker {
@@ -310,6 +325,9 @@ async fn main() -> ExitCode {
             secret_label_selector,
             metrics_addr,
             provider_timeout,
+            leader_election,
+            lease_name,
+            identity,
         } => {
             telemetry::init(cli.log_json);
             let discovery = Arc::new(DiscoveryCache::new(
@@ -343,13 +361,34 @@ async fn main() -> ExitCode {
                 programs,
                 Env { public_url },
             ));
+            let lease = leader_election.then(|| {
+                let identity = identity
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .unwrap_or_else(|| format!("sso-operator-{}", std::process::id()));
+                LeaseConfig::new(&namespace, &lease_name, &identity)
+            });
             let settings = Settings {
-                namespace,
+                namespace: namespace.clone(),
                 broker_config_secret,
                 watch_namespace,
                 secret_label_selector,
             };
-            match controller::run(client, ctx, settings).await {
+            let work = controller::run(client.clone(), ctx, settings);
+            let outcome = match lease {
+                Some(cfg) => {
+                    let api = kube::Api::namespaced(client, &namespace);
+                    let (leading, _) = tokio::sync::watch::channel(false);
+                    tokio::select! {
+                        r = leader::run(api, cfg, leading, work) => match r {
+                            Ok(r) => r,
+                            Err(e) => Err(sso_operator::Error::Startup(e.to_string())),
+                        },
+                        () = shutdown_signal() => Ok(()),
+                    }
+                }
+                None => work.await,
+            };
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "controller stopped");

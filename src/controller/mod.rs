@@ -1,6 +1,7 @@
 //! The IdentityProvider controller: a thin async wrapper (tracing span,
 //! metrics, fetch inputs, write outputs) around the pure [`validate`] core.
 
+pub mod leader;
 pub mod program;
 pub mod status;
 pub mod validate;

@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod badop;
 pub mod broker;
 pub mod issuer;
