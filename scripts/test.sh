@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first (Node.js for the real
 # OpenID provider and its npm packages; Chromium, nginx and playwright-core
-# for the end-to-end browser test), so it works on a fresh machine.
+# for the end-to-end browser test; helm and kubernetes-validate for the
+# chart tests), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ fi
 
 echo "==> installing the browser test's parts (Chromium, nginx, playwright-core)"
 bash scripts/browser-deps.sh
+
+echo "==> installing helm and kubernetes-validate for the chart tests (into .tools/)"
+bash scripts/helm-deps.sh
 
 echo "==> cargo test"
 cargo test --locked --all-targets
