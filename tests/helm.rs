@@ -70,7 +70,10 @@ fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 
 #[test]
 fn lint_strict_with_defaults_and_with_every_feature() {
-    for extra in [vec!["--set", "publicURL=https://sso.example.com"], vec!["-f", ALL]] {
+    for extra in [
+        vec!["--set", "publicURL=https://sso.example.com"],
+        vec!["-f", ALL],
+    ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend(extra.iter().copied());
         let out = helm(&args);
@@ -85,23 +88,55 @@ fn lint_strict_with_defaults_and_with_every_feature() {
 
 #[test]
 fn the_schema_rejects_typos_and_a_missing_public_url() {
-    let out = helm(&["template", "rel", CHART, "--set", "publicURL=https://x.example.com", "--set", "brokr.replicas=3"]);
+    let out = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "publicURL=https://x.example.com",
+        "--set",
+        "brokr.replicas=3",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("brokr"), "names the bad key");
-    let out = helm(&["template", "rel", CHART, "--set", "publicURL=https://x.example.com", "--set", "controller.replicass=3"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("brokr"),
+        "names the bad key"
+    );
+    let out = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "publicURL=https://x.example.com",
+        "--set",
+        "controller.replicass=3",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("replicass"));
     let out = helm(&["template", "rel", CHART]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("publicURL"));
-    let out = helm(&["template", "rel", CHART, "--set", "publicURL=https://x.example.com", "--set", "broker.service.type=Bogus"]);
+    let out = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "publicURL=https://x.example.com",
+        "--set",
+        "broker.service.type=Bogus",
+    ]);
     assert!(!out.status.success(), "enums are checked");
 }
 
 #[test]
 fn renders_every_optional_feature_only_when_asked() {
     let (_, d) = defaults();
-    for kind in ["Ingress", "ServiceMonitor", "NetworkPolicy", "PodDisruptionBudget"] {
+    for kind in [
+        "Ingress",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    ] {
         assert!(of_kind(&d, kind).is_empty(), "{kind} is off by default");
     }
     let (_, a) = all_features();
@@ -120,7 +155,10 @@ fn renders_every_optional_feature_only_when_asked() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(args.contains(&"--allowed-redirect-domains=.example.com"), "{args:?}");
+    assert!(
+        args.contains(&"--allowed-redirect-domains=.example.com"),
+        "{args:?}"
+    );
     assert!(args.contains(&"--cookie-domain=.example.com"));
     assert!(args.contains(&"--config-secret=rel-broker-config"));
     let controller = named(&a, "Deployment", "rel-controller");
@@ -131,7 +169,8 @@ fn renders_every_optional_feature_only_when_asked() {
 
 #[test]
 fn the_crd_in_the_chart_is_the_generated_one() {
-    let chart_copy = std::fs::read_to_string(format!("{ROOT}/{CHART}/files/identityprovider.yaml")).unwrap();
+    let chart_copy =
+        std::fs::read_to_string(format!("{ROOT}/{CHART}/files/identityprovider.yaml")).unwrap();
     let generated = std::fs::read_to_string(format!("{ROOT}/crds/identityprovider.yaml")).unwrap();
     assert!(
         chart_copy == generated,
@@ -139,16 +178,27 @@ fn the_crd_in_the_chart_is_the_generated_one() {
     );
     let (_, d) = defaults();
     let crd = &of_kind(&d, "CustomResourceDefinition")[0];
-    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
     let from_file: Value = serde_yaml::from_str(&generated).unwrap();
     assert_eq!(crd["spec"], from_file["spec"], "rendered unchanged");
-    let (_, no_crd) = render(&["--set", "publicURL=https://x.example.com", "--set", "crds.install=false"]);
+    let (_, no_crd) = render(&[
+        "--set",
+        "publicURL=https://x.example.com",
+        "--set",
+        "crds.install=false",
+    ]);
     assert!(of_kind(&no_crd, "CustomResourceDefinition").is_empty());
 }
 
 #[test]
 fn built_in_kinds_validate_offline_for_supported_kubernetes_versions() {
-    let validator = tool("SSO_KUBERNETES_VALIDATE", ".tools/venv/bin/kubernetes-validate");
+    let validator = tool(
+        "SSO_KUBERNETES_VALIDATE",
+        ".tools/venv/bin/kubernetes-validate",
+    );
     let dir = tempfile::tempdir().unwrap();
     let (all, _) = all_features();
     let (def, _) = defaults();
@@ -162,17 +212,35 @@ fn built_in_kinds_validate_offline_for_supported_kubernetes_versions() {
                 .output()
                 .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{name} @ {version}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{name} @ {version}:\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             // Only the ServiceMonitor CRD kind has no built-in schema.
-            for line in stdout.lines().filter(|l| l.contains("Couldn't find schema")) {
-                assert!(line.contains("ServiceMonitor"), "unexpected unvalidated kind: {line}");
+            for line in stdout
+                .lines()
+                .filter(|l| l.contains("Couldn't find schema"))
+            {
+                assert!(
+                    line.contains("ServiceMonitor"),
+                    "unexpected unvalidated kind: {line}"
+                );
             }
         }
     }
     // The validator itself fails a broken manifest.
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: two}\n").unwrap();
-    let out = Command::new(&validator).args(["--strict", "--quiet", "-k", "1.33.0"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: two}\n",
+    )
+    .unwrap();
+    let out = Command::new(&validator)
+        .args(["--strict", "--quiet", "-k", "1.33.0"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "a wrong type is rejected");
 }
 
@@ -216,19 +284,48 @@ fn security_violations(docs: &[Value]) -> Vec<String> {
     bad
 }
 
-const WRITE_VERBS: [&str; 6] = ["create", "update", "patch", "delete", "deletecollection", "*"];
+const WRITE_VERBS: [&str; 6] = [
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "*",
+];
 
 /// RBAC rules that break least privilege.
 fn rbac_violations(docs: &[Value]) -> Vec<String> {
     let mut bad = Vec::new();
-    for d in docs.iter().filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole") {
-        let name = format!("{} {}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap_or("?"));
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+    {
+        let name = format!(
+            "{} {}",
+            d["kind"].as_str().unwrap(),
+            d["metadata"]["name"].as_str().unwrap_or("?")
+        );
         for rule in d["rules"].as_array().into_iter().flatten() {
             let list = |k: &str| -> Vec<String> {
-                rule[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+                rule[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
             };
-            let (verbs, resources, groups, names) = (list("verbs"), list("resources"), list("apiGroups"), list("resourceNames"));
-            if verbs.iter().chain(&resources).chain(&groups).any(|v| v.contains('*')) {
+            let (verbs, resources, groups, names) = (
+                list("verbs"),
+                list("resources"),
+                list("apiGroups"),
+                list("resourceNames"),
+            );
+            if verbs
+                .iter()
+                .chain(&resources)
+                .chain(&groups)
+                .any(|v| v.contains('*'))
+            {
                 bad.push(format!("{name}: wildcard in {rule}"));
             }
             if resources.iter().any(|r| r == "secrets") {
@@ -264,10 +361,16 @@ fn the_checkers_catch_a_bad_chart() {
     .unwrap()
     .clone();
     let r = rbac_violations(&bad);
-    assert!(r.iter().any(|v| v.contains("cluster-wide Secret write")), "{r:?}");
+    assert!(
+        r.iter().any(|v| v.contains("cluster-wide Secret write")),
+        "{r:?}"
+    );
     assert!(r.iter().any(|v| v.contains("wildcard")), "{r:?}");
     let s = security_violations(&bad);
-    assert!(s.iter().any(|v| v.contains("readOnlyRootFilesystem")), "{s:?}");
+    assert!(
+        s.iter().any(|v| v.contains("readOnlyRootFilesystem")),
+        "{s:?}"
+    );
     assert!(s.iter().any(|v| v.contains("capabilities")), "{s:?}");
     assert!(s.iter().any(|v| v.contains("resources")), "{s:?}");
 }
@@ -285,29 +388,79 @@ fn security_posture_and_least_privilege_rbac() {
     let rules = broker["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0]["resources"], serde_json::json!(["secrets"]));
-    assert_eq!(rules[0]["resourceNames"], serde_json::json!(["rel-broker-config", "rel-session-keys"]));
+    assert_eq!(
+        rules[0]["resourceNames"],
+        serde_json::json!(["rel-broker-config", "rel-session-keys"])
+    );
     let broker_bound: Vec<&Value> = d
         .iter()
-        .filter(|x| (x["kind"] == "RoleBinding" || x["kind"] == "ClusterRoleBinding") && x["subjects"][0]["name"] == "rel-broker")
+        .filter(|x| {
+            (x["kind"] == "RoleBinding" || x["kind"] == "ClusterRoleBinding")
+                && x["subjects"][0]["name"] == "rel-broker"
+        })
         .collect();
-    assert_eq!(broker_bound.len(), 1, "the broker has one binding, to its Role");
+    assert_eq!(
+        broker_bound.len(),
+        1,
+        "the broker has one binding, to its Role"
+    );
     // The controller may patch IdentityProvider status and hold its Lease.
     let cr = named(&d, "ClusterRole", "rel-controller");
-    assert!(cr["rules"].as_array().unwrap().iter().any(|r| r["resources"] == serde_json::json!(["identityproviders/status"]) && r["verbs"].as_array().unwrap().contains(&"patch".into())));
+    assert!(
+        cr["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(
+                |r| r["resources"] == serde_json::json!(["identityproviders/status"])
+                    && r["verbs"].as_array().unwrap().contains(&"patch".into())
+            )
+    );
     let role = named(&d, "Role", "rel-controller");
-    assert!(role["rules"].to_string().contains("rel-controller"), "lease by name");
+    assert!(
+        role["rules"].to_string().contains("rel-controller"),
+        "lease by name"
+    );
     // With secretNamespaces, no cluster-wide Secret read at all.
     let (_, a) = all_features();
     let cr = named(&a, "ClusterRole", "rel-controller");
     assert!(!cr["rules"].to_string().contains("secrets"));
-    assert_eq!(of_kind(&a, "Role").iter().filter(|r| r["metadata"]["name"] == "rel-controller-secrets").count(), 2);
+    assert_eq!(
+        of_kind(&a, "Role")
+            .iter()
+            .filter(|r| r["metadata"]["name"] == "rel-controller-secrets")
+            .count(),
+        2
+    );
     // Session keys: generated once, kept across upgrades and uninstall.
     let keys = named(&d, "Secret", "rel-session-keys");
-    assert_eq!(keys["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(
+        keys["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
     let cfg = named(&d, "Secret", "rel-broker-config");
-    assert_eq!(cfg["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
-    assert!(cfg["data"].is_null(), "created empty; the controller writes it");
-    let (_, ext) = render(&["--set", "publicURL=https://x.example.com", "--set", "broker.sessionKeys.existingSecret=my-keys"]);
-    assert!(of_kind(&ext, "Secret").iter().all(|s| s["metadata"]["name"] != "rel-session-keys"));
-    assert!(named(&ext, "Role", "rel-broker")["rules"][0]["resourceNames"].to_string().contains("my-keys"));
+    assert_eq!(
+        cfg["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert!(
+        cfg["data"].is_null(),
+        "created empty; the controller writes it"
+    );
+    let (_, ext) = render(&[
+        "--set",
+        "publicURL=https://x.example.com",
+        "--set",
+        "broker.sessionKeys.existingSecret=my-keys",
+    ]);
+    assert!(
+        of_kind(&ext, "Secret")
+            .iter()
+            .all(|s| s["metadata"]["name"] != "rel-session-keys")
+    );
+    assert!(
+        named(&ext, "Role", "rel-broker")["rules"][0]["resourceNames"]
+            .to_string()
+            .contains("my-keys")
+    );
 }
