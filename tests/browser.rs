@@ -1,7 +1,8 @@
 //! The whole path a user takes, with real parts only: headless Chromium
 //! (Debian's), a real nginx using `auth_request` against the broker, the
 //! real certified OpenID provider, and an app that echoes the identity
-//! headers nginx passed it. Login page → provider → login form → callback →
+//! headers nginx passed it. Login page (two providers, one of them down)
+//! → provider → login form → callback →
 //! protected page; then logout, and the protected page asks for login
 //! again. Screenshots land in `test-output/browser/`.
 
@@ -37,6 +38,11 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
     let public = format!("http://127.0.0.1:{port}");
     let op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "default/demo"))]);
     let issuer = op.issuer.clone();
+    // A second provider whose IdP is down: the chooser offers both, the
+    // healthy one keeps working.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_issuer = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
     let tb = TestBroker::start_behind(&public, |base| {
         let mut p = provider(
             "default/demo",
@@ -47,7 +53,9 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
             Some("demo-secret"),
         );
         p.display_name = "Local demo".into();
-        config(vec![p])
+        let mut down = provider("default/down", &dead_issuer, base, OP_PATHS, "x", Some("y"));
+        down.display_name = "Broken IdP".into();
+        config(vec![p, down])
     })
     .await;
     let app = echo_upstream().await;
@@ -90,6 +98,12 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
         true,
         "browser flow failed: {result:#}\nnginx:\n{}",
         nginx.error_log()
+    );
+
+    assert_eq!(
+        result["providers"],
+        serde_json::json!(["default/down", "default/demo"]),
+        "the chooser lists both providers, by display name"
     );
 
     // nginx passed the broker's identity headers to the app.

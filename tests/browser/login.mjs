@@ -60,6 +60,7 @@ try {
   await page.waitForURL((u) => pathOf(u.toString()) === '/oauth/login');
   steps.push({ step, url: page.url() });
   await page.waitForSelector(`a.provider[data-provider="${PROVIDER}"]`);
+  const providers = await page.$$eval('a.provider', (as) => as.map((a) => a.dataset.provider));
   await shot('login-page.png');
 
   step = 'choose the provider';
@@ -100,7 +101,7 @@ try {
   const afterLogout = page.url();
   steps.push({ step, url: afterLogout });
 
-  console.log(JSON.stringify({ ok: true, steps, protected: protectedBody, afterLogout, screenshots }));
+  console.log(JSON.stringify({ ok: true, steps, providers, protected: protectedBody, afterLogout, screenshots }));
   await context.close();
   process.exit(0);
 } catch (err) {
