@@ -68,6 +68,20 @@ async fn login(
     .await
 }
 
+/// Starts a login at `provider` (the browser gets its login cookie) and
+/// returns the `state` sent to the provider.
+async fn start_login(client: &reqwest::Client, tb: &TestBroker, provider: &str) -> String {
+    let r = client
+        .get(tb.url(&format!("/oauth/start?provider={provider}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc.query_pairs().find(|(k, _)| k == "state").unwrap().1;
+    state.into_owned()
+}
+
 #[tokio::test]
 async fn login_forward_auth_userinfo_and_logout_with_the_real_op() {
     let (op, tb) = setup(&[]).await;
@@ -306,18 +320,7 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
     assert!(r.text().await.unwrap().contains("state_mismatch"));
 
     // The callback for a state started at another provider path.
-    let r = client
-        .get(tb.url(&format!("/oauth/start?provider={KEY}")))
-        .send()
-        .await
-        .unwrap();
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let state = loc
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .to_string();
+    let state = start_login(&client, &tb, KEY).await;
     let r = client
         .get(tb.url(&format!(
             "/oauth/callback/default/other?code=x&state={state}"
@@ -332,18 +335,7 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
     );
 
     // The IdP's error is shown with its description.
-    let r = client
-        .get(tb.url(&format!("/oauth/start?provider={KEY}")))
-        .send()
-        .await
-        .unwrap();
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let state = loc
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .to_string();
+    let state = start_login(&client, &tb, KEY).await;
     let r = client
         .get(tb.url(&format!(
             "/oauth/callback/{KEY}?error=access_denied&error_description=User%20said%20no&state={state}"
@@ -560,18 +552,7 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
     }
 
     // The down provider: the callback's code exchange cannot reach it.
-    let r = client
-        .get(tb.url("/oauth/start?provider=default/down"))
-        .send()
-        .await
-        .unwrap();
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let state = loc
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .to_string();
+    let state = start_login(&client, &tb, "default/down").await;
     let r = client
         .get(tb.url(&format!(
             "/oauth/callback/default/down?code=c&state={state}"
