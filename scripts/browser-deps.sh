@@ -14,8 +14,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# Debian's nginx never starts a system service inside a container, but make
-# sure a packaged instance is not holding ports.
+# The tests run their own nginx with a generated config; they need the
+# auth_request module.
 if ! /usr/sbin/nginx -V 2>&1 | grep -q http_auth_request_module; then
   echo "nginx lacks the auth_request module" >&2
   exit 1
