@@ -33,6 +33,8 @@ pub struct DevOptions {
     pub namespace: String,
     pub revalidate: Duration,
     pub http: HttpSettings,
+    /// Session refresh interval in seconds (0 = off).
+    pub session_refresh: i64,
 }
 
 /// The broker configuration a check report programs, as the controller
@@ -73,6 +75,7 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
         public_url: opts.public_url.clone(),
         cookie_domain: None,
         session_lifetime: 8 * 3600,
+        session_refresh: opts.session_refresh,
         redirect: RedirectPolicy {
             allowed_domains: vec!["localhost".into(), "127.0.0.1".into()],
             allow_http: true,

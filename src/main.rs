@@ -99,9 +99,15 @@ enum Command {
         /// `Domain` of the session cookie, to share it across subdomains.
         #[arg(long, env = "SSO_COOKIE_DOMAIN")]
         cookie_domain: Option<String>,
-        /// Session lifetime in seconds.
+        /// Session lifetime in seconds (absolute: a refresh does not extend it).
         #[arg(long, default_value_t = 43200)]
         session_lifetime: i64,
+        /// Re-validate sessions at the IdP with their refresh token when
+        /// their last validation is this many seconds old (revoked users
+        /// and changed groups then take effect within it). 0 = off. Needs a
+        /// proxy that passes the forward-auth answer's Set-Cookie on.
+        #[arg(long, default_value_t = 0, env = "SSO_SESSION_REFRESH")]
+        session_refresh: i64,
         /// Address of /metrics, /healthz and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_addr: SocketAddr,
@@ -127,6 +133,10 @@ enum Command {
         /// Re-validate against the live providers this often, in seconds.
         #[arg(long, default_value_t = 30)]
         revalidate: u64,
+        /// Refresh sessions with their refresh token after this many
+        /// seconds (0 = off).
+        #[arg(long, default_value_t = 0)]
+        session_refresh: i64,
     },
     /// Print the IdentityProvider CustomResourceDefinition as YAML.
     Crd,
@@ -208,6 +218,7 @@ async fn main() -> ExitCode {
             allowed_redirect_domains,
             cookie_domain,
             session_lifetime,
+            session_refresh,
             metrics_addr,
             provider_timeout,
         } => {
@@ -216,6 +227,7 @@ async fn main() -> ExitCode {
                 public_url,
                 cookie_domain,
                 session_lifetime,
+                session_refresh,
                 redirect: RedirectPolicy {
                     allowed_domains: allowed_redirect_domains,
                     allow_http: false,
@@ -296,6 +308,7 @@ async fn main() -> ExitCode {
             public_url,
             namespace,
             revalidate,
+            session_refresh,
         } => {
             telemetry::init(cli.log_json);
             let public_url = public_url.unwrap_or_else(|| {
@@ -308,6 +321,7 @@ async fn main() -> ExitCode {
                 namespace,
                 revalidate: Duration::from_secs(revalidate.max(5)),
                 http: http_settings(10),
+                session_refresh,
             };
             match dev::run(opts).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -376,6 +376,8 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
         groups_truncated: false,
         issued_at: iat,
         expires_at: exp,
+        validated_at: iat,
+        refresh_token: None,
     };
     let ring_a = KeyRing::new(&[KEY_A]).unwrap();
     let good = session::seal(&ring_a, sess(now, now + 600), &[]).unwrap();
@@ -579,4 +581,112 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
     assert_eq!(landing.status, 302, "{landing:?}");
     let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
     assert_eq!(r.headers()["x-auth-request-user"], "nora");
+}
+
+/// The real OP: a due session is refreshed with its refresh token (a
+/// confidential client), and revoking the token at the OP ends it.
+#[tokio::test]
+async fn sessions_refresh_at_the_real_op_and_end_when_the_op_revokes() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    drop(holder);
+    let base = format!("http://127.0.0.1:{port}");
+    let clients = op_clients(&base, KEY);
+    let op = Op::start(&[("OP_CLIENTS", &clients)]);
+    let issuer = op.issuer.clone();
+    let tb = TestBroker::start_refreshing(port, 1, move |base| {
+        config(vec![provider(
+            KEY,
+            &issuer,
+            base,
+            OP_PATHS,
+            "demo",
+            Some("demo-secret"),
+        )])
+    })
+    .await;
+    let client = browser();
+    assert_eq!(login(&tb, &client, "alice", "/").await.status, 302);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.starts_with("_sso_session="), "{set}");
+    assert_eq!(tb.broker.metrics.refreshes(KEY, "refreshed"), 1);
+    // The refresh token (sealed in the cookie) revoked at the OP.
+    let sealed = set["_sso_session=".len()..].split(';').next().unwrap();
+    let ring = KeyRing::new(&[KEY_A]).unwrap();
+    let s = session::open(&ring, sealed, jiff::Timestamp::now().as_second()).unwrap();
+    let rt = s.refresh_token.expect("the OP issued a refresh token");
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/token/revocation", op.issuer))
+        .basic_auth("demo", Some("demo-secret"))
+        .form(&[("token", rt.as_str()), ("token_type_hint", "refresh_token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the OP said invalid_grant: the session ended"
+    );
+    assert_eq!(
+        tb.broker
+            .metrics
+            .failures(sso_operator::broker::error::Reason::SessionRevoked),
+        1
+    );
+}
+
+/// The real OP rotates a public client's refresh tokens and revokes the
+/// whole grant when a spent one is presented again: many requests with one
+/// due cookie must cause exactly one refresh, and the next refresh (with
+/// the rotated token) must still work.
+#[tokio::test]
+async fn a_burst_with_one_due_cookie_refreshes_once_at_a_rotating_op() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    drop(holder);
+    let base = format!("http://127.0.0.1:{port}");
+    let clients = serde_json::json!([{
+        "client_id": "spa",
+        "redirect_uris": [format!("{base}/oauth/callback/{KEY}")],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    }])
+    .to_string();
+    let op = Op::start(&[("OP_CLIENTS", &clients)]);
+    let issuer = op.issuer.clone();
+    let tb = TestBroker::start_refreshing(port, 1, move |base| {
+        config(vec![provider(KEY, &issuer, base, OP_PATHS, "spa", None)])
+    })
+    .await;
+    let client = browser();
+    let landing = login(&tb, &client, "alice", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let first = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (c, url) = (client.clone(), tb.url("/oauth/auth"));
+        tasks.push(tokio::spawn(async move {
+            c.get(url).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(tb.broker.metrics.refreshes(KEY, "refreshed"), 1);
+    assert_eq!(tb.broker.metrics.refreshes(KEY, "ended"), 0);
+    // Next round with the rotated token: the grant is still alive.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(tb.broker.metrics.refreshes(KEY, "refreshed"), 2);
+    assert_eq!(tb.broker.metrics.refreshes(KEY, "ended"), 0);
 }

@@ -86,6 +86,7 @@ reasons! {
     IssuedInFuture => ("issued_in_future", UNAUTHORIZED, "ID token issued in the future"),
     InvalidNonce => ("invalid_nonce", UNAUTHORIZED, "ID token nonce does not match"),
     MissingSub => ("missing_sub", UNAUTHORIZED, "ID token has no subject"),
+    InvalidSubject => ("invalid_subject", UNAUTHORIZED, "Refreshed ID token is for another user"),
     // Userinfo.
     UserinfoError => ("userinfo_error", BAD_GATEWAY, "User info unavailable"),
     UserinfoSubMismatch => ("userinfo_sub_mismatch", UNAUTHORIZED, "User info is for another user"),
@@ -93,4 +94,6 @@ reasons! {
     UnverifiedEmail => ("unverified_email", FORBIDDEN, "Email address not verified"),
     AccessDenied => ("access_denied", FORBIDDEN, "Access denied"),
     SessionTooLarge => ("session_too_large", INTERNAL_SERVER_ERROR, "Session too large"),
+    // Refresh.
+    SessionRevoked => ("session_revoked", UNAUTHORIZED, "Session ended by the identity provider"),
 }

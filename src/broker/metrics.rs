@@ -23,6 +23,12 @@ pub struct ProviderLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderResultLabel {
+    pub provider: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -34,6 +40,7 @@ pub struct BrokerMetrics {
     pub login_failures: Family<ReasonLabel, Counter>,
     pub callback_duration: Histogram,
     pub forward_auth: Family<ResultLabel, Counter>,
+    pub refreshes: Family<ProviderResultLabel, Counter>,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub providers: Gauge,
     ready: AtomicBool,
@@ -56,6 +63,7 @@ impl BrokerMetrics {
         ]);
         let forward_auth = Family::<ResultLabel, Counter>::default();
         let config_reloads = Family::<ResultLabel, Counter>::default();
+        let refreshes = Family::<ProviderResultLabel, Counter>::default();
         let providers = Gauge::default();
         registry.register(
             "logins_started",
@@ -83,6 +91,11 @@ impl BrokerMetrics {
             forward_auth.clone(),
         );
         registry.register(
+            "session_refreshes",
+            "Session refreshes with the refresh token, by provider and result (refreshed, kept: the IdP could not vouch and the session keeps serving, ended)",
+            refreshes.clone(),
+        );
+        registry.register(
             "config_reloads",
             "Broker configuration loads, by result",
             config_reloads.clone(),
@@ -105,6 +118,7 @@ impl BrokerMetrics {
             login_failures,
             callback_duration,
             forward_auth,
+            refreshes,
             config_reloads,
             providers,
             ready: AtomicBool::new(false),
@@ -133,6 +147,25 @@ impl BrokerMetrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    pub fn refresh_result(&self, provider: &str, result: &str) {
+        self.refreshes
+            .get_or_create(&ProviderResultLabel {
+                provider: provider.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Refreshes counted for a provider and result.
+    pub fn refreshes(&self, provider: &str, result: &str) -> u64 {
+        self.refreshes
+            .get_or_create(&ProviderResultLabel {
+                provider: provider.to_string(),
+                result: result.to_string(),
+            })
+            .get()
     }
 
     pub fn reload(&self, result: &str) {

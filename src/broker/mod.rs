@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod pages;
 pub mod provider;
 pub mod redirect;
+pub mod refresh;
 pub mod seal;
 pub mod server;
 pub mod session;

@@ -31,7 +31,10 @@ use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::error::{Reason, Refusal};
+use super::{
+    claims,
+    error::{Reason, Refusal},
+};
 use crate::{
     api::ClientAuthMethod,
     config::ProgrammedProvider,
@@ -72,11 +75,36 @@ type TokenClient = oauth2::Client<
     EndpointSet,
 >;
 
-/// What the token endpoint returned.
+/// What the token endpoint returned for an authorization code.
 pub struct Tokens {
     pub id_token: String,
     pub access_token: String,
+    pub refresh_token: Option<String>,
 }
+
+/// What the token endpoint returned for a refresh token. The ID token is
+/// optional on refresh (OpenID Connect Core 12.2).
+pub struct RefreshedTokens {
+    pub id_token: Option<String>,
+    pub access_token: String,
+    /// A new refresh token when the IdP rotates them.
+    pub refresh_token: Option<String>,
+}
+
+/// Why a refresh did not succeed.
+#[derive(Debug, Clone)]
+pub enum RefreshFailure {
+    /// The IdP refused the grant (`invalid_grant`: revoked, expired, user
+    /// disabled): the session is over.
+    Revoked(Refusal),
+    /// The IdP could not be asked or answered something else: the session
+    /// keeps serving until its own expiry and the refresh is retried later.
+    Unavailable(Refusal),
+}
+
+/// A failed refresh attempt backs off this long per provider, so an IdP
+/// outage costs one token request per interval, not one per request.
+pub const REFRESH_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct JwksState {
@@ -114,6 +142,8 @@ pub struct ProviderRuntime {
     http: reqwest::Client,
     settings: HttpSettings,
     pub jwks: Arc<JwksCache>,
+    /// When the last refresh found the IdP unavailable.
+    refresh_failed_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Fresh random URL-safe text of `bytes` random bytes.
@@ -150,6 +180,7 @@ impl ProviderRuntime {
             http,
             settings: settings.clone(),
             jwks,
+            refresh_failed_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -232,8 +263,81 @@ impl ProviderRuntime {
         if let Some(v) = verifier {
             request = request.set_pkce_verifier(PkceCodeVerifier::new(v));
         }
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.token_failure(e))?;
+        let id_token = response.extra_fields().id_token.clone().ok_or_else(|| {
+            Refusal::new(
+                Reason::MissingIdToken,
+                "the token response has no id_token (is \"openid\" among the scopes the provider granted?)",
+            )
+        })?;
+        Ok(Tokens {
+            id_token,
+            access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        })
+    }
+
+    /// Redeems a refresh token. Only `invalid_grant` ends the session; every
+    /// other failure (IdP down, 5xx, garbage, `invalid_client` after a
+    /// botched secret rotation) keeps it, and further attempts for this
+    /// provider pause for [`REFRESH_BACKOFF`].
+    pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshedTokens, RefreshFailure> {
+        if self
+            .refresh_failed_at
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|t| t.elapsed() < REFRESH_BACKOFF)
+        {
+            return Err(RefreshFailure::Unavailable(Refusal::new(
+                Reason::TokenUnreachable,
+                "a refresh for this provider failed moments ago; backing off",
+            )));
+        }
+        let client = self.token_client().map_err(RefreshFailure::Unavailable)?;
+        let token = oauth2::RefreshToken::new(refresh_token.to_string());
+        let result = client
+            .exchange_refresh_token(&token)
+            .request_async(&self.http)
+            .await;
+        match result {
+            Ok(response) => {
+                *self.refresh_failed_at.lock().expect("not poisoned") = None;
+                Ok(RefreshedTokens {
+                    id_token: response.extra_fields().id_token.clone(),
+                    access_token: response.access_token().secret().clone(),
+                    refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+                })
+            }
+            Err(RequestTokenError::ServerResponse(err))
+                if *err.error() == oauth2::basic::BasicErrorResponseType::InvalidGrant =>
+            {
+                Err(RefreshFailure::Revoked(Refusal::new(
+                    Reason::SessionRevoked,
+                    self.token_failure(RequestTokenError::ServerResponse(err))
+                        .message,
+                )))
+            }
+            Err(e) => {
+                self.note_refresh_unavailable();
+                Err(RefreshFailure::Unavailable(self.token_failure(e)))
+            }
+        }
+    }
+
+    /// Starts the refresh back-off for this provider.
+    pub fn note_refresh_unavailable(&self) {
+        *self.refresh_failed_at.lock().expect("not poisoned") = Some(Instant::now());
+    }
+
+    fn token_failure(
+        &self,
+        e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>,
+    ) -> Refusal {
         let endpoint = &self.cfg.endpoints.token_endpoint;
-        let response = request.request_async(&self.http).await.map_err(|e| match e {
+        match e {
             RequestTokenError::ServerResponse(err) => Refusal::new(
                 Reason::TokenError,
                 format!(
@@ -262,17 +366,7 @@ impl ProviderRuntime {
                 Reason::TokenInvalidResponse,
                 format!("the token endpoint {endpoint} answered unexpectedly: {msg}"),
             ),
-        })?;
-        let id_token = response.extra_fields().id_token.clone().ok_or_else(|| {
-            Refusal::new(
-                Reason::MissingIdToken,
-                "the token response has no id_token (is \"openid\" among the scopes the provider granted?)",
-            )
-        })?;
-        Ok(Tokens {
-            id_token,
-            access_token: response.access_token().secret().clone(),
-        })
+        }
     }
 
     async fn fetch_jwks(&self) -> Result<CoreJsonWebKeySet, Refusal> {
@@ -334,11 +428,13 @@ impl ProviderRuntime {
     }
 
     /// Verifies an ID token: header, signature, then every claim check.
+    /// `nonce` is what the login sent; `None` for an ID token from a
+    /// refresh, which carries no fresh nonce (OpenID Connect Core 12.2).
     /// Returns the token's claims.
     pub async fn verify_id_token(
         &self,
         raw: &str,
-        nonce: &str,
+        nonce: Option<&str>,
         now: i64,
     ) -> Result<Map<String, Value>, Refusal> {
         let jws = Jws::parse(raw)?;
@@ -429,6 +525,53 @@ impl ProviderRuntime {
                 ),
             )),
         }
+    }
+}
+
+impl ProviderRuntime {
+    /// From a token response to a checked identity: the ID token's checks,
+    /// userinfo when the token lacks mapped claims (its `sub` must match),
+    /// claim mapping, the verified-email rule and the access rules. On a
+    /// refresh `nonce` is `None` and `same_sub` is the session's subject,
+    /// which the new ID token must repeat (OpenID Connect Core 12.2).
+    pub async fn identity(
+        &self,
+        id_token: &str,
+        access_token: &str,
+        nonce: Option<&str>,
+        same_sub: Option<&str>,
+        now: i64,
+    ) -> Result<claims::Identity, Refusal> {
+        let mut id_claims = self.verify_id_token(id_token, nonce, now).await?;
+        let sub = id_claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(expected) = same_sub {
+            if sub != expected {
+                return Err(Refusal::new(
+                    Reason::InvalidSubject,
+                    format!(
+                        "the refreshed ID token is for subject {sub:?}, the session for {expected:?}"
+                    ),
+                ));
+            }
+        }
+        if claims::needs_userinfo(&id_claims, &self.cfg.claims) {
+            if let Some(info) = self.userinfo(access_token, &sub).await? {
+                claims::merge_userinfo(&mut id_claims, info);
+            }
+        }
+        let identity = claims::map_claims(&id_claims, &self.cfg.claims)?;
+        claims::check_verified_email(&identity, &self.cfg)?;
+        claims::check_access(
+            &identity.user,
+            identity.email.as_deref(),
+            &identity.groups,
+            &self.cfg,
+        )?;
+        Ok(identity)
     }
 }
 
@@ -594,7 +737,7 @@ fn num(claims: &Map<String, Value>, name: &str) -> Option<i64> {
 pub fn check_claims(
     claims: &Map<String, Value>,
     cfg: &ProgrammedProvider,
-    nonce: &str,
+    nonce: Option<&str>,
     now: i64,
 ) -> Result<(), Refusal> {
     // iss: exactly the issuer, byte for byte.
@@ -674,15 +817,16 @@ pub fn check_claims(
         ));
     }
     // nonce: what this login sent.
-    match claims.get("nonce").and_then(Value::as_str) {
-        Some(n) if n == nonce => {}
-        Some(_) => {
+    match (nonce, claims.get("nonce").and_then(Value::as_str)) {
+        (None, _) => {}
+        (Some(sent), Some(n)) if n == sent => {}
+        (Some(_), Some(_)) => {
             return Err(Refusal::new(
                 Reason::InvalidNonce,
                 "the ID token's nonce is not the one this login sent (a replayed or injected token)",
             ));
         }
-        None => {
+        (Some(_), None) => {
             return Err(Refusal::new(
                 Reason::InvalidNonce,
                 "the ID token has no nonce; this login sent one",

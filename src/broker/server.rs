@@ -14,7 +14,11 @@
 //! `watch` channel: a reload builds a new table and swaps it in one step;
 //! requests in flight finish with the table they started with.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
@@ -36,6 +40,7 @@ use super::{
     pages,
     provider::{ProviderRuntime, random_token},
     redirect::RedirectPolicy,
+    refresh::{self, Outcome, Refresher},
     seal::KeyRing,
     session::{self, SESSION_COOKIE, Session},
 };
@@ -57,10 +62,20 @@ pub struct BrokerSettings {
     pub public_url: Url,
     /// `Domain` of the session cookie (for forward-auth across subdomains).
     pub cookie_domain: Option<String>,
-    /// Session lifetime in seconds.
+    /// Session lifetime in seconds (absolute; refresh does not extend it).
     pub session_lifetime: i64,
+    /// Re-validate a session at the IdP with its refresh token once its
+    /// last validation is this many seconds old; 0 = off (sessions then
+    /// last their lifetime without asking the IdP again).
+    pub session_refresh: i64,
     pub redirect: RedirectPolicy,
     pub http: HttpSettings,
+}
+
+/// How long a refresh result is handed to requests still carrying the old
+/// cookie: the refresh interval, between 1 and 5 minutes.
+fn settings_refresh_memory(s: &BrokerSettings) -> u64 {
+    s.session_refresh.clamp(60, 300) as u64
 }
 
 impl BrokerSettings {
@@ -88,6 +103,7 @@ pub struct Broker {
     keys: watch::Sender<Option<Arc<KeyRing>>>,
     config_loaded: std::sync::atomic::AtomicBool,
     pub metrics: Arc<BrokerMetrics>,
+    refresher: Refresher,
 }
 
 /// What a config load changed.
@@ -103,11 +119,12 @@ pub struct Applied {
 impl Broker {
     pub fn new(settings: BrokerSettings) -> Arc<Self> {
         Arc::new(Self {
-            settings,
             table: watch::Sender::new(Arc::new(ProviderTable::default())),
             keys: watch::Sender::new(None),
             config_loaded: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(BrokerMetrics::new()),
+            refresher: Refresher::new(Duration::from_secs(settings_refresh_memory(&settings))),
+            settings,
         })
     }
 
@@ -656,27 +673,15 @@ async fn finish_login(
     let tokens = provider
         .exchange(code, login_state.verifier.clone())
         .await?;
-    let mut id_claims = provider
-        .verify_id_token(&tokens.id_token, &login_state.nonce, now)
+    let identity = provider
+        .identity(
+            &tokens.id_token,
+            &tokens.access_token,
+            Some(&login_state.nonce),
+            None,
+            now,
+        )
         .await?;
-    let sub = id_claims
-        .get("sub")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    if claims::needs_userinfo(&id_claims, &provider.cfg.claims) {
-        if let Some(info) = provider.userinfo(&tokens.access_token, &sub).await? {
-            claims::merge_userinfo(&mut id_claims, info);
-        }
-    }
-    let identity = claims::map_claims(&id_claims, &provider.cfg.claims)?;
-    claims::check_verified_email(&identity, &provider.cfg)?;
-    claims::check_access(
-        &identity.user,
-        identity.email.as_deref(),
-        &identity.groups,
-        &provider.cfg,
-    )?;
     let lifetime = b.settings.session_lifetime;
     let sess = Session {
         provider: key.to_string(),
@@ -687,6 +692,10 @@ async fn finish_login(
         groups_truncated: false,
         issued_at: now,
         expires_at: now + lifetime,
+        validated_at: now,
+        refresh_token: tokens
+            .refresh_token
+            .filter(|_| b.settings.session_refresh > 0),
     };
     let sealed = session::seal(&ring, sess, &provider.cfg.allowed_groups).map_err(|_| {
         Refusal::new(
@@ -703,11 +712,12 @@ async fn finish_login(
     Ok((login_state.rd, identity.user))
 }
 
-/// The session from the request, if valid and its provider still serves.
-fn current_session(
+/// The session from the request, if valid and its provider still serves,
+/// with the cookie value it came from.
+fn current_session<'h>(
     b: &Broker,
-    headers: &HeaderMap,
-) -> Result<(Session, Arc<ProviderRuntime>), &'static str> {
+    headers: &'h HeaderMap,
+) -> Result<(Session, Arc<ProviderRuntime>, &'h str), &'static str> {
     let ring = b.ring().ok_or("no_keys")?;
     let token = cookie(headers, SESSION_COOKIE).ok_or("no_session")?;
     let s = session::open(&ring, token, Broker::now()).map_err(|e| e.category())?;
@@ -717,15 +727,78 @@ fn current_session(
         .get(&s.provider)
         .cloned()
         .ok_or("provider_gone")?;
-    Ok((s, provider))
+    Ok((s, provider, token))
+}
+
+/// A request's session after a refresh when one is due: the session, its
+/// provider and the cookie to set (after a refresh), or why there is none
+/// and the cookie to clear.
+async fn live_session(
+    b: &Broker,
+    headers: &HeaderMap,
+) -> Result<(Session, Arc<ProviderRuntime>, Option<HeaderValue>), (&'static str, Option<HeaderValue>)>
+{
+    let (s, provider, token) = current_session(b, headers).map_err(|r| (r, None))?;
+    let now = Broker::now();
+    if !s.refresh_due(b.settings.session_refresh, now) {
+        return Ok((s, provider, None));
+    }
+    let ring = b.ring().ok_or(("no_keys", None))?;
+    let outcome = b
+        .refresher
+        .join(token, || {
+            let (provider, ring, s) = (provider.clone(), ring.clone(), s.clone());
+            let metrics = b.metrics.clone();
+            async move {
+                let outcome = refresh::refresh(&provider, &ring, s.clone(), now).await;
+                metrics.refresh_result(&provider.cfg.key(), outcome.result());
+                match &outcome {
+                    Outcome::Refreshed { .. } => {
+                        info!(provider = %s.provider, user = %s.user, "session refreshed")
+                    }
+                    Outcome::Kept(r) => warn!(
+                        provider = %s.provider,
+                        user = %s.user,
+                        reason = r.reason.code(),
+                        "session refresh deferred, the session keeps serving: {}",
+                        r.message
+                    ),
+                    Outcome::Ended(r) => {
+                        metrics.failure(r.reason);
+                        warn!(
+                            provider = %s.provider,
+                            user = %s.user,
+                            reason = r.reason.code(),
+                            "session ended at refresh: {}",
+                            r.message
+                        )
+                    }
+                }
+                outcome
+            }
+        })
+        .await;
+    match outcome {
+        Outcome::Refreshed { session, sealed } => {
+            let max_age = (session.expires_at - now).max(0);
+            let set = b.cookie(SESSION_COOKIE, &sealed, "/", max_age);
+            Ok((session, provider, Some(set)))
+        }
+        Outcome::Kept(_) => Ok((s, provider, None)),
+        Outcome::Ended(_) => Err(("ended", Some(b.clear_cookie(SESSION_COOKIE, "/")))),
+    }
 }
 
 async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    let (s, provider) = match current_session(&b, &headers) {
+    let (s, provider, set) = match live_session(&b, &headers).await {
         Ok(v) => v,
-        Err(result) => {
+        Err((result, clear)) => {
             b.metrics.forward_auth_result(result);
-            return unauthorized();
+            let mut resp = unauthorized();
+            if let Some(c) = clear {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            return resp;
         }
     };
     // Access rules are re-checked on every request: a tightened rule
@@ -752,6 +825,9 @@ async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Respo
     put(h, "x-auth-request-groups", &s.groups.join(","));
     put(h, "x-auth-request-provider", &s.provider);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(c) = set {
+        h.append(header::SET_COOKIE, c);
+    }
     resp
 }
 
@@ -763,8 +839,8 @@ fn unauthorized() -> Response {
 }
 
 async fn userinfo(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    match current_session(&b, &headers) {
-        Ok((s, _)) => {
+    match live_session(&b, &headers).await {
+        Ok((s, _, set)) => {
             let mut resp = Json(serde_json::json!({
                 "user": s.user,
                 "email": s.email,
@@ -773,13 +849,18 @@ async fn userinfo(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response 
                 "provider": s.provider,
                 "sub": s.sub,
                 "expiresAt": s.expires_at,
+                "validatedAt": s.validated_at.max(s.issued_at),
+                "refreshable": s.refresh_token.is_some(),
             }))
             .into_response();
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Some(c) = set {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
             resp
         }
-        Err(_) => {
+        Err((_, clear)) => {
             let mut resp = (
                 StatusCode::UNAUTHORIZED,
                 Json(serde_json::json!({"error": "no valid session"})),
@@ -787,6 +868,9 @@ async fn userinfo(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response 
                 .into_response();
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Some(c) = clear {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
             resp
         }
     }
@@ -798,7 +882,7 @@ async fn logout(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
         b.clear_cookie(ID_TOKEN_COOKIE, LOGOUT_PATH),
     ];
     let done = b.settings.public("/oauth/logged-out");
-    let Ok((s, provider)) = current_session(&b, &headers) else {
+    let Ok((s, provider, _)) = current_session(&b, &headers) else {
         return redirect("/oauth/logged-out", cleared);
     };
     let hint = b.ring().and_then(|ring| {

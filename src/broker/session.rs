@@ -1,5 +1,6 @@
 //! The session a browser carries: a sealed cookie holding only what access
-//! rules and forward-auth headers need, with a fixed lifetime. No server
+//! rules and forward-auth headers need, with a fixed lifetime, and the
+//! refresh token when the IdP issued one and refresh is on. No server
 //! store, so any number of broker replicas can serve it.
 
 use serde::{Deserialize, Serialize};
@@ -38,9 +39,30 @@ pub struct Session {
     /// Issued at, Unix seconds.
     #[serde(rename = "i")]
     pub issued_at: i64,
-    /// Expires at, Unix seconds.
+    /// Expires at, Unix seconds. A refresh does not extend it.
     #[serde(rename = "x")]
     pub expires_at: i64,
+    /// Last time the IdP vouched for this user (login or refresh), Unix
+    /// seconds; 0 in sessions sealed before refresh existed.
+    #[serde(rename = "v", default, skip_serializing_if = "is_zero")]
+    pub validated_at: i64,
+    /// The refresh token, when the IdP issued one and refresh is on.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+impl Session {
+    /// Whether a refresh is due at `now` with refresh interval `every`
+    /// seconds (0 = refresh off).
+    pub fn refresh_due(&self, every: i64, now: i64) -> bool {
+        every > 0
+            && self.refresh_token.is_some()
+            && now >= self.validated_at.max(self.issued_at) + every
+    }
 }
 
 /// Why a session cookie was not accepted.
@@ -75,8 +97,9 @@ pub struct TooLarge;
 
 /// Seals a session. Groups not named by `allowed_groups` (when that list is
 /// set) are dropped first, since no access rule can use them; if the
-/// cookie is still too large, groups are dropped from the end and the
-/// session says so.
+/// cookie is still too large, the refresh token goes next (the session
+/// then simply lasts its fixed lifetime), and then groups from the end,
+/// and the session says so.
 pub fn seal(
     ring: &KeyRing,
     mut session: Session,
@@ -90,6 +113,14 @@ pub fn seal(
         let token = ring.seal(PURPOSE, &json);
         if token.len() <= MAX_SESSION_BYTES {
             return Ok(token);
+        }
+        if session.refresh_token.take().is_some() {
+            tracing::warn!(
+                provider = %session.provider,
+                user = %session.user,
+                "the refresh token does not fit in the session cookie; this session will not be refreshed"
+            );
+            continue;
         }
         if session.groups.is_empty() {
             return Err(TooLarge);
@@ -136,6 +167,8 @@ mod tests {
             groups_truncated: false,
             issued_at: NOW,
             expires_at: NOW + 8 * 3600,
+            validated_at: NOW,
+            refresh_token: None,
         }
     }
 
@@ -218,5 +251,42 @@ mod tests {
         );
         let garbage = r.seal(PURPOSE, b"{\"not\":\"a session\"}");
         assert_eq!(open(&r, &garbage, NOW), Err(SessionError::Invalid));
+    }
+
+    #[test]
+    fn refresh_token_travels_sealed_and_is_dropped_before_groups() {
+        let r = ring();
+        let mut s = session(vec!["admins".into()]);
+        s.refresh_token = Some("rt-opaque-43-characters-of-random-base64url".into());
+        let token = seal(&r, s.clone(), &[]).unwrap();
+        assert!(!token.contains("rt-opaque"), "sealed, not readable");
+        assert_eq!(open(&r, &token, NOW).unwrap(), s);
+        // An Entra-sized refresh token with 200 long groups: the token goes,
+        // the groups (which rules and headers need) stay.
+        let groups: Vec<String> = (0..60)
+            .map(|i| format!("{i:08}-1111-2222-3333-444444444444"))
+            .collect();
+        let mut big = session(groups.clone());
+        big.refresh_token = Some("x".repeat(1800));
+        let opened = open(&r, &seal(&r, big, &[]).unwrap(), NOW).unwrap();
+        assert_eq!(opened.refresh_token, None);
+        assert_eq!(opened.groups, groups);
+        assert!(!opened.groups_truncated);
+    }
+
+    #[test]
+    fn refresh_is_due_after_the_interval_only_with_a_token() {
+        let mut s = session(vec![]);
+        assert!(!s.refresh_due(300, NOW + 301), "no refresh token");
+        s.refresh_token = Some("rt".into());
+        assert!(!s.refresh_due(0, NOW + 10_000), "refresh off");
+        assert!(!s.refresh_due(300, NOW + 299));
+        assert!(s.refresh_due(300, NOW + 300));
+        s.validated_at = NOW + 300;
+        assert!(!s.refresh_due(300, NOW + 301), "validated again");
+        // Sessions sealed before refresh existed count from issued_at.
+        s.validated_at = 0;
+        assert!(s.refresh_due(300, NOW + 300));
+        assert!(!s.refresh_due(300, NOW + 299));
     }
 }

@@ -59,6 +59,10 @@ pub enum Fault {
     AuthorizeError,
     AuthorizeWrongIssuer,
     MalformedIdToken,
+    /// The token endpoint answers after 5 s (beyond the broker's timeout).
+    TokenEndpointSlow,
+    /// Refresh answers carry no ID token.
+    RefreshWithoutIdToken,
 }
 
 struct Key {
@@ -124,6 +128,10 @@ struct Inner {
     second: Key,
     codes: HashMap<String, Grant>,
     tokens: HashMap<String, String>,
+    /// Live refresh tokens and their subject.
+    refresh: HashMap<String, String>,
+    /// Issue a new refresh token on each refresh (the old one is spent).
+    rotate_refresh: bool,
     rec: Recorded,
 }
 
@@ -159,6 +167,8 @@ impl BadOp {
             second: Key::new("rotated-key"),
             codes: HashMap::new(),
             tokens: HashMap::new(),
+            refresh: HashMap::new(),
+            rotate_refresh: false,
             rec: Recorded::default(),
         }));
         let app = Router::new()
@@ -186,6 +196,26 @@ impl BadOp {
         let mut i = self.lock();
         i.fault = f;
         i.rec.jwks_fetches = 0;
+    }
+
+    /// Revokes every refresh token issued so far.
+    pub fn revoke_refresh_tokens(&self) {
+        self.lock().refresh.clear();
+    }
+
+    /// Rotate refresh tokens on use.
+    pub fn rotate_refresh_tokens(&self, on: bool) {
+        self.lock().rotate_refresh = on;
+    }
+
+    /// Refresh requests seen at the token endpoint.
+    pub fn refresh_calls(&self) -> usize {
+        self.lock()
+            .rec
+            .token
+            .iter()
+            .filter(|f| f.get("grant_type").map(String::as_str) == Some("refresh_token"))
+            .count()
     }
 
     pub fn set_secrets(&self, secrets: &[&str]) {
@@ -441,14 +471,22 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    let slow = {
+        let mut i = s.lock().unwrap();
+        i.rec.token.push(form.clone());
+        i.rec.token_auth.push(
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        );
+        i.fault == Fault::TokenEndpointSlow
+    };
+    if slow {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        return (StatusCode::GATEWAY_TIMEOUT, "too late").into_response();
+    }
     let mut i = s.lock().unwrap();
-    i.rec.token.push(form.clone());
-    i.rec.token_auth.push(
-        headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-    );
     let (id, secret) = client_credentials(&headers, &form);
     // A public client sends no secret: accepted when "" is among the secrets.
     if id.as_deref() != Some(i.client_id.as_str())
@@ -479,6 +517,9 @@ async fn token(
             return (StatusCode::OK, "this is not json").into_response();
         }
         _ => {}
+    }
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        return refresh_grant(&mut i, &form);
     }
     let Some(code) = form.get("code") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code missing");
@@ -531,10 +572,47 @@ async fn token(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    i.tokens.insert(access.clone(), sub);
-    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300});
+    i.tokens.insert(access.clone(), sub.clone());
+    let refresh = random();
+    i.refresh.insert(refresh.clone(), sub);
+    let mut body = json!({
+        "access_token": access, "token_type": "Bearer", "expires_in": 300,
+        "refresh_token": refresh,
+    });
     if i.fault != Fault::NoIdToken {
         body["id_token"] = json!(id_token(&i, grant.nonce.as_deref()));
+    }
+    Json(body).into_response()
+}
+
+/// `grant_type=refresh_token`: a new access token and ID token (no nonce)
+/// for the token's subject, as the user's claims are now.
+fn refresh_grant(i: &mut Inner, form: &HashMap<String, String>) -> Response {
+    let presented = form.get("refresh_token").cloned().unwrap_or_default();
+    if !i.refresh.contains_key(&presented) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "refresh token revoked or unknown",
+        );
+    }
+    let access = random();
+    let sub = i
+        .user
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    i.tokens.insert(access.clone(), sub.clone());
+    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300});
+    if i.rotate_refresh {
+        i.refresh.remove(&presented);
+        let next = random();
+        i.refresh.insert(next.clone(), sub);
+        body["refresh_token"] = json!(next);
+    }
+    if i.fault != Fault::NoIdToken && i.fault != Fault::RefreshWithoutIdToken {
+        body["id_token"] = json!(id_token(i, None));
     }
     Json(body).into_response()
 }

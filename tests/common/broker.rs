@@ -37,7 +37,26 @@ impl TestBroker {
 
     /// Like [`start`](Self::start) on a given port (0 = any).
     pub async fn start_at(port: u16, config: impl FnOnce(&str) -> BrokerConfig) -> TestBroker {
-        Self::start_full(port, None, config).await
+        Self::start_full(port, None, 0, config).await
+    }
+
+    /// Like [`start_at`](Self::start_at) with session refresh after
+    /// `every` seconds.
+    pub async fn start_refreshing(
+        port: u16,
+        every: i64,
+        config: impl FnOnce(&str) -> BrokerConfig,
+    ) -> TestBroker {
+        Self::start_full(port, None, every, config).await
+    }
+
+    /// Behind a proxy at `public`, with session refresh after `every` s.
+    pub async fn start_refreshing_behind(
+        public: &str,
+        every: i64,
+        config: impl FnOnce(&str) -> BrokerConfig,
+    ) -> TestBroker {
+        Self::start_full(0, Some(public), every, config).await
     }
 
     /// Serves on any port, with a public URL in front of it (a proxy).
@@ -45,12 +64,13 @@ impl TestBroker {
         public: &str,
         config: impl FnOnce(&str) -> BrokerConfig,
     ) -> TestBroker {
-        Self::start_full(0, Some(public), config).await
+        Self::start_full(0, Some(public), 0, config).await
     }
 
     async fn start_full(
         port: u16,
         public: Option<&str>,
+        session_refresh: i64,
         config: impl FnOnce(&str) -> BrokerConfig,
     ) -> TestBroker {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -62,6 +82,7 @@ impl TestBroker {
             public_url: base.parse().unwrap(),
             cookie_domain: None,
             session_lifetime: 3600,
+            session_refresh,
             redirect: RedirectPolicy {
                 allowed_domains: vec!["app.example.com".into()],
                 allow_http: false,

@@ -18,7 +18,18 @@ pub struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first: the master stops its workers (a SIGKILL to the master
+    /// alone leaves them running), then SIGKILL if it lingers.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..60 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -87,6 +98,9 @@ http {{
     # The protected app.
     location /app/ {{
       auth_request /oauth/auth;
+      # A refreshed session comes back on the forward-auth answer.
+      auth_request_set $sso_session $upstream_http_set_cookie;
+      add_header Set-Cookie $sso_session;
       auth_request_set $sso_user $upstream_http_x_auth_request_user;
       auth_request_set $sso_email $upstream_http_x_auth_request_email;
       auth_request_set $sso_groups $upstream_http_x_auth_request_groups;
