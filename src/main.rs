@@ -157,7 +157,24 @@ enum Command {
         /// Timeout of each request to an identity provider, in seconds.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// With --live: also write the broker configuration the controller
+        /// would program (JSON, client secrets included) to this file, for
+        /// `sso-operator broker --config-file` without a cluster.
+        #[arg(long, requires = "live")]
+        broker_config: Option<PathBuf>,
     },
+}
+
+/// Writes a file only its owner can read (it holds client secrets).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 fn http_settings(timeout: u64) -> HttpSettings {
@@ -184,6 +201,7 @@ async fn main() -> ExitCode {
             namespace,
             public_url,
             timeout,
+            broker_config,
         } => {
             let opts = CheckOptions {
                 paths,
@@ -195,6 +213,15 @@ async fn main() -> ExitCode {
             match check::run(&opts).await {
                 Ok(report) => {
                     print!("{}", report.render());
+                    if let Some(path) = broker_config {
+                        let config = dev::config_from_report(&report);
+                        let json =
+                            serde_json::to_vec_pretty(&config).expect("broker config serializes");
+                        if let Err(e) = write_private(&path, &json) {
+                            eprintln!("error: writing {}: {e}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    }
                     if report.passed() {
                         ExitCode::SUCCESS
                     } else {

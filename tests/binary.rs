@@ -303,3 +303,101 @@ async fn broker_reloads_its_config_and_keys_files_without_a_restart() {
             .starts_with("https://one.example.com/auth?")
     );
 }
+
+/// `check --live --broker-config` writes what the controller would program,
+/// owner-readable only, and `broker --config-file` serves it: a login
+/// through the real OP with no cluster and no `dev`.
+#[tokio::test]
+async fn check_writes_a_broker_config_the_broker_serves() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let op = Op::start(&[("OP_CLIENTS", &op_clients(&base, "default/demo"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("demo.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\nstringData: {{clientSecret: demo-secret}}\n---\n\
+             apiVersion: sso-operator.dev/v1alpha1\nkind: IdentityProvider\nmetadata: {{name: demo, namespace: default}}\n\
+             spec:\n  issuer: {}\n  clientID: demo\n  clientSecretRef: {{name: demo-oidc, key: clientSecret}}\n  scopes: [openid, email, profile, groups]\n",
+            op.issuer
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("providers.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
+        .args(["check", "--live", "--public-url", &base, "-f"])
+        .arg(&manifests)
+        .arg("--broker-config")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "it holds client secrets");
+    let cfg: sso_operator::config::BrokerConfig =
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let p = &cfg.providers["default/demo"];
+    assert_eq!(p.client_secret.as_deref(), Some("demo-secret"));
+    assert_eq!(p.redirect_uri, format!("{base}/oauth/callback/default/demo"));
+    assert_eq!(
+        p.endpoints.token_endpoint,
+        format!("{}/token", op.issuer),
+        "discovered live"
+    );
+
+    // Without --live there is nothing validated to write: refused.
+    let refused = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
+        .args(["check", "-f"])
+        .arg(&manifests)
+        .arg("--broker-config")
+        .arg(dir.path().join("x.json"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!refused.success());
+
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (_broker, _rx) = spawn(&[
+        "broker",
+        "--listen",
+        &listen,
+        "--public-url",
+        &base,
+        "--config-file",
+        out.to_str().unwrap(),
+        "--session-keys-file",
+        keys.to_str().unwrap(),
+        "--metrics-addr",
+        &metrics,
+    ]);
+    let client = browser();
+    wait_until("the broker is ready", async || {
+        client
+            .get(format!("http://{metrics}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let landing = walk(
+        &client,
+        &format!("{base}/oauth/start?provider=default/demo&rd=/"),
+        "alice",
+        &format!("{base}/oauth/callback/"),
+    )
+    .await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let r = client
+        .get(format!("{base}/oauth/auth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-auth-request-user"], "alice");
+}
