@@ -32,6 +32,7 @@ pub struct Metrics {
     pub failures: Family<CategoryLabel, Counter>,
     pub duration: Histogram,
     pub broker_config_writes: Counter,
+    pub broker_config_too_large: Counter,
     ready: AtomicBool,
 }
 
@@ -44,6 +45,7 @@ impl Metrics {
         let failures = Family::<CategoryLabel, Counter>::default();
         let duration = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0]);
         let broker_config_writes = Counter::default();
+        let broker_config_too_large = Counter::default();
         registry.register(
             "reconciles",
             "IdentityProvider reconciles",
@@ -74,12 +76,18 @@ impl Metrics {
             "Writes of the broker config Secret",
             broker_config_writes.clone(),
         );
+        registry.register(
+            "broker_config_too_large",
+            "Broker configs not written because even compressed they exceed a Secret's 1 MiB",
+            broker_config_too_large.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             duration,
             broker_config_writes,
+            broker_config_too_large,
             ready: AtomicBool::new(false),
         }
     }

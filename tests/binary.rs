@@ -342,7 +342,10 @@ async fn check_writes_a_broker_config_the_broker_serves() {
         serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let p = &cfg.providers["default/demo"];
     assert_eq!(p.client_secret.as_deref(), Some("demo-secret"));
-    assert_eq!(p.redirect_uri, format!("{base}/oauth/callback/default/demo"));
+    assert_eq!(
+        p.redirect_uri,
+        format!("{base}/oauth/callback/default/demo")
+    );
     assert_eq!(
         p.endpoints.token_endpoint,
         format!("{}/token", op.issuer),

@@ -152,7 +152,7 @@ async fn cluster_provider_becomes_ready_and_follows_its_secret() {
     let mut rotated = false;
     for _ in 0..30 {
         if let Ok(s) = secrets.get("sso-operator-broker-config").await {
-            let cfg = BrokerConfig::from_json(&s.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap();
+            let cfg = BrokerConfig::decode(&s.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap();
             if cfg
                 .providers
                 .get(&format!("{ns}/corp"))

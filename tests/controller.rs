@@ -17,7 +17,7 @@ use kube::{
 use serde_json::{Value, json};
 use sso_operator::{
     api::{IdentityProvider, IdentityProviderStatus},
-    config::{BROKER_CONFIG_KEY, BrokerConfig},
+    config::{BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig},
     controller::{
         Context, error_policy, program::ProgramSet, providers_for_secret, reconcile, validate::Env,
     },
@@ -462,6 +462,16 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
 
 #[tokio::test]
 async fn last_known_good_survives_a_controller_restart() {
+    last_known_good_from(BROKER_CONFIG_KEY, |c| c.to_gzip()).await;
+}
+
+/// A Secret written by hand (or an older controller) as plain JSON.
+#[tokio::test]
+async fn last_known_good_reads_a_plain_json_config() {
+    last_known_good_from(BROKER_CONFIG_PLAIN_KEY, |c| c.to_json()).await;
+}
+
+async fn last_known_good_from(key: &str, encode: fn(&BrokerConfig) -> Vec<u8>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let mut api = ApiServer(handle);
     let client = Client::new(service, "default");
@@ -486,12 +496,12 @@ async fn last_known_good_survives_a_controller_restart() {
                 .await
         })
     };
-    let data = base64_encode(&cfg.to_json());
+    let data = base64_encode(&encode(&cfg));
     api.expect(
         Method::GET,
         "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config",
         StatusCode::OK,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sso-operator-broker-config"}, "data": {BROKER_CONFIG_KEY: data}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sso-operator-broker-config"}, "data": {key: data}}),
     )
     .await;
     load.await.unwrap();
@@ -501,7 +511,7 @@ async fn last_known_good_survives_a_controller_restart() {
 /// The broker config carried by a Secret apply request.
 fn written_config(seen: &Seen) -> BrokerConfig {
     let secret: Secret = serde_json::from_value(seen.body.clone()).unwrap();
-    BrokerConfig::from_json(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap()
+    BrokerConfig::decode(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap()
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -80,7 +80,8 @@ pub fn open(
     if login.state != state || login.provider != provider {
         return Err(LoginError::Mismatch);
     }
-    if now - login.created > LOGIN_TTL_SECS || login.created > now + 60 {
+    if now.saturating_sub(login.created) > LOGIN_TTL_SECS || login.created > now.saturating_add(60)
+    {
         return Err(LoginError::Expired);
     }
     Ok(login)

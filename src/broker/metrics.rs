@@ -40,6 +40,9 @@ pub struct BrokerMetrics {
     pub login_failures: Family<ReasonLabel, Counter>,
     pub callback_duration: Histogram,
     pub forward_auth: Family<ResultLabel, Counter>,
+    /// `forward_auth{result="ok"}`, held so the hot path neither allocates
+    /// a label nor hashes one.
+    forward_auth_ok: Counter,
     pub refreshes: Family<ProviderResultLabel, Counter>,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub providers: Gauge,
@@ -111,8 +114,14 @@ impl BrokerMetrics {
                 reason: r.code().to_string(),
             });
         }
+        let forward_auth_ok = forward_auth
+            .get_or_create(&ResultLabel {
+                result: "ok".to_string(),
+            })
+            .clone();
         Self {
             registry,
+            forward_auth_ok,
             logins_started,
             logins,
             login_failures,
@@ -142,6 +151,10 @@ impl BrokerMetrics {
     }
 
     pub fn forward_auth_result(&self, result: &str) {
+        if result == "ok" {
+            self.forward_auth_ok.inc();
+            return;
+        }
         self.forward_auth
             .get_or_create(&ResultLabel {
                 result: result.to_string(),

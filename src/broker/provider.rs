@@ -718,6 +718,23 @@ impl Jws {
     }
 }
 
+/// The whole ID-token path with no network: parse, verify against `keys`,
+/// then every claim check. For the fuzz targets; the broker itself goes
+/// through [`ProviderRuntime::verify_id_token`], which also refetches keys.
+#[doc(hidden)]
+pub fn verify_id_token_offline(
+    raw: &str,
+    keys: &CoreJsonWebKeySet,
+    cfg: &ProgrammedProvider,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<Map<String, Value>, Refusal> {
+    let jws = Jws::parse(raw)?;
+    jws.verify(keys)?;
+    check_claims(&jws.claims, cfg, nonce, now)?;
+    Ok(jws.claims)
+}
+
 fn alg_name(alg: &CoreJwsSigningAlgorithm) -> String {
     serde_json::to_value(alg)
         .ok()
@@ -795,24 +812,25 @@ pub fn check_claims(
     let Some(exp) = num(claims, "exp") else {
         return Err(malformed("the ID token has no numeric exp claim"));
     };
-    if now - CLOCK_SKEW_SECS >= exp {
+    // Saturating: `exp` and `iat` are whatever the IdP sent, to i64's ends.
+    if now.saturating_sub(CLOCK_SKEW_SECS) >= exp {
         return Err(Refusal::new(
             Reason::TokenExpired,
             format!(
                 "the ID token expired {} s ago (clock skew allowed: {CLOCK_SKEW_SECS} s)",
-                now - exp
+                now.saturating_sub(exp)
             ),
         ));
     }
     let Some(iat) = num(claims, "iat") else {
         return Err(malformed("the ID token has no numeric iat claim"));
     };
-    if iat > now + CLOCK_SKEW_SECS {
+    if iat > now.saturating_add(CLOCK_SKEW_SECS) {
         return Err(Refusal::new(
             Reason::IssuedInFuture,
             format!(
                 "the ID token was issued {} s in the future (clock skew allowed: {CLOCK_SKEW_SECS} s); check the clocks",
-                iat - now
+                iat.saturating_sub(now)
             ),
         ));
     }

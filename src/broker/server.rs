@@ -399,11 +399,18 @@ fn cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// One cookie's value, without collecting the others (forward-auth's hot
+/// path).
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookies(headers)
-        .into_iter()
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim())
+        })
 }
 
 fn encode_query(pairs: &[(&str, &str)]) -> String {

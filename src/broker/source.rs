@@ -14,7 +14,7 @@ use kube::{
 use tracing::{error, info, warn};
 
 use super::{Broker, seal::KeyRing};
-use crate::config::{BROKER_CONFIG_KEY, BrokerConfig};
+use crate::config::{BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig};
 
 /// Key of the session-keys Secret holding the keys, one per line.
 pub const SESSION_KEYS_KEY: &str = "session-keys";
@@ -34,7 +34,7 @@ pub fn parse_keys(text: &str) -> Result<KeyRing, String> {
 }
 
 fn apply_config_bytes(broker: &Broker, bytes: &[u8], origin: &str) {
-    match BrokerConfig::from_json(bytes) {
+    match BrokerConfig::decode(bytes) {
         Ok(config) => {
             let applied = broker.apply_config(&config);
             info!(
@@ -49,7 +49,7 @@ fn apply_config_bytes(broker: &Broker, bytes: &[u8], origin: &str) {
         }
         Err(e) => {
             broker.metrics.reload("invalid");
-            error!(origin, error = %e, "broker configuration is not valid JSON; keeping the previous one");
+            error!(origin, error = %e, "broker configuration is not readable; keeping the previous one");
         }
     }
 }
@@ -107,13 +107,14 @@ pub async fn watch_keys_file(broker: Arc<Broker>, path: PathBuf, interval: Durat
     .await
 }
 
-/// Watches one Secret by name and calls `on_data` with the value of `key`
-/// on every change. Runs until the process ends; API errors back off.
+/// Watches one Secret by name and calls `on_data` with the value of the
+/// first of `keys` it has, on every change. Runs until the process ends;
+/// API errors back off.
 async fn watch_secret(
     client: Client,
     namespace: &str,
     name: &str,
-    key: &'static str,
+    keys: &'static [&'static str],
     mut on_data: impl FnMut(Option<&[u8]>),
 ) {
     let api: Api<Secret> = Api::namespaced(client, namespace);
@@ -125,7 +126,7 @@ async fn watch_secret(
                 let data = s
                     .data
                     .as_ref()
-                    .and_then(|d| d.get(key))
+                    .and_then(|d| keys.iter().find_map(|k| d.get(*k)))
                     .map(|b| b.0.as_slice());
                 on_data(data);
             }
@@ -153,7 +154,7 @@ pub async fn watch_config_secret(
         client,
         &namespace,
         &name,
-        BROKER_CONFIG_KEY,
+        &[BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY],
         |data| match data {
             Some(bytes) => apply_config_bytes(&broker, bytes, &origin),
             // The chart creates the Secret empty; the controller fills it.
@@ -175,7 +176,7 @@ pub async fn watch_keys_secret(
         client,
         &namespace,
         &name,
-        SESSION_KEYS_KEY,
+        &[SESSION_KEYS_KEY],
         |data| match data {
             Some(bytes) => apply_keys_text(&broker, &String::from_utf8_lossy(bytes), &origin),
             None => error!(

@@ -18,11 +18,14 @@ use kube::{
 };
 use serde_json::json;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     api::{FIELD_MANAGER, IdentityProvider},
-    config::{BROKER_CONFIG_KEY, BrokerConfig, ProgrammedProvider, Unavailable},
+    config::{
+        BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig, ProgrammedProvider,
+        SECRET_DATA_LIMIT, Unavailable,
+    },
     controller::validate::Programming,
     metrics::Metrics,
 };
@@ -109,8 +112,11 @@ impl ProgramSet {
     pub async fn load(&self, client: &Client, ns: &str, name: &str) {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         match api.get_opt(name).await {
-            Ok(Some(s)) => match s.data.as_ref().and_then(|d| d.get(BROKER_CONFIG_KEY)) {
-                Some(bytes) => match BrokerConfig::from_json(&bytes.0) {
+            Ok(Some(s)) => match s.data.as_ref().and_then(|d| {
+                d.get(BROKER_CONFIG_KEY)
+                    .or_else(|| d.get(BROKER_CONFIG_PLAIN_KEY))
+            }) {
+                Some(bytes) => match BrokerConfig::decode(&bytes.0) {
                     Ok(cfg) => {
                         info!(
                             providers = cfg.providers.len(),
@@ -138,8 +144,12 @@ impl ProgramSet {
 
 /// The server-side apply body for the broker config Secret.
 pub fn config_secret(ns: &str, name: &str, config: &BrokerConfig) -> Secret {
+    config_secret_from(ns, name, config.to_gzip())
+}
+
+fn config_secret_from(ns: &str, name: &str, gzipped: Vec<u8>) -> Secret {
     let mut data = BTreeMap::new();
-    data.insert(BROKER_CONFIG_KEY.to_string(), ByteString(config.to_json()));
+    data.insert(BROKER_CONFIG_KEY.to_string(), ByteString(gzipped));
     let value = json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -175,11 +185,25 @@ pub async fn run_writer(
         programs.retain(&keep);
         let config = programs.snapshot();
         if last_written.as_ref() != Some(&config) {
+            let gzipped = config.to_gzip();
+            if gzipped.len() > SECRET_DATA_LIMIT {
+                error!(
+                    providers = config.providers.len(),
+                    bytes = gzipped.len(),
+                    limit = SECRET_DATA_LIMIT,
+                    "the broker config does not fit in one Secret even compressed; the broker keeps the last one written (split providers across operator installations, or shorten them)"
+                );
+                metrics.broker_config_too_large.inc();
+                // Not written, but not retried until the config changes.
+                last_written = Some(config);
+                let _ = tokio::time::timeout(Duration::from_secs(10), programs.changed()).await;
+                continue;
+            }
             match api
                 .patch(
                     &name,
                     &pp,
-                    &Patch::Apply(config_secret(&ns, &name, &config)),
+                    &Patch::Apply(config_secret_from(&ns, &name, gzipped)),
                 )
                 .await
             {

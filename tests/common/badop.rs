@@ -222,6 +222,13 @@ impl BadOp {
         self.lock().secrets = secrets.iter().map(|s| s.to_string()).collect();
     }
 
+    /// Rotates the signing key: a new key (new `kid`) signs from now on and
+    /// the JWKS publishes only it.
+    pub fn rotate_keys(&self) {
+        let mut i = self.lock();
+        i.main = Key::new(&format!("main-key-{}", random()));
+    }
+
     pub fn set_claim(&self, name: &str, value: Value) {
         self.lock().user.insert(name.into(), value);
     }

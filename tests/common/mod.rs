@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod badop;
 pub mod broker;
+pub mod faultproxy;
 pub mod issuer;
 pub mod nginx;
 pub mod op;
