@@ -74,6 +74,16 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// One broker for the whole run (building its provider runtimes costs
+/// more than a request); its state carrying over is part of the test.
+fn router() -> &'static axum::Router {
+    static ROUTER: OnceLock<axum::Router> = OnceLock::new();
+    ROUTER.get_or_init(|| {
+        let _guard = runtime().enter();
+        common::broker().router()
+    })
+}
+
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -176,8 +186,7 @@ fuzz_target!(|input: Input| {
     let Ok(req) = req.body(Body::empty()) else {
         return;
     };
-    let broker = common::broker();
-    let resp = runtime().block_on(async { broker.router().oneshot(req).await.unwrap() });
+    let resp = runtime().block_on(async { router().clone().oneshot(req).await.unwrap() });
     let status = resp.status();
     assert_ne!(
         status,
