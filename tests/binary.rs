@@ -7,34 +7,20 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
 
 use common::{
+    KillOnDrop,
     broker::{OP_PATHS, browser, config, op_clients, provider, walk},
+    free_port,
     op::Op,
 };
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the binary; returns it and a channel of its stdout lines.
-fn spawn(args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
+fn spawn(args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
         .args(args)
         .stdout(Stdio::piped())
@@ -48,7 +34,7 @@ fn spawn(args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
             let _ = tx.send(line);
         }
     });
-    (Proc(child), rx)
+    (KillOnDrop(child), rx)
 }
 
 fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {

@@ -21,9 +21,11 @@ use std::{
 };
 
 use common::{
+    KillOnDrop,
     badop::BadOp,
     broker::{Landing, TestBroker, browser, config, provider, walk},
     faultproxy::{FaultProxy, Mode},
+    free_port,
 };
 use sso_operator::config::{BrokerConfig, ProgrammedProvider};
 
@@ -373,23 +375,6 @@ fn rss_and_fds(pid: u32) -> (u64, usize) {
     (rss, fds)
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The broker binary under sustained forward-auth and logins, its config
 /// file rewritten every few seconds. Returns (seconds, RSS KiB, fds)
 /// samples after asserting zero failed requests.
@@ -413,7 +398,7 @@ async fn run_soak(seconds: u64) -> Vec<(u64, u64, usize)> {
     };
     std::fs::write(&cfg_path, cfg(0)).unwrap();
     std::fs::write(&keys_path, "soak-session-key-0123456789abcdef0123\n").unwrap();
-    let child = Child(
+    let child = KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_sso-operator"))
             .args([
                 "broker",

@@ -5,21 +5,10 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use sso_operator::{broker::source::parse_keys, config::BrokerConfig};
 use tower::ServiceExt;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -30,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let broker = common::broker();
     let _ = broker.apply_config(&config);
-    let page = runtime().block_on(async {
+    let page = common::runtime().block_on(async {
         let resp = broker
             .router()
             .oneshot(

@@ -64,22 +64,13 @@ struct Input {
     session: Option<FuzzSession>,
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
 
 /// One broker for the whole run (building its provider runtimes costs
 /// more than a request); its state carrying over is part of the test.
 fn router() -> &'static axum::Router {
     static ROUTER: OnceLock<axum::Router> = OnceLock::new();
     ROUTER.get_or_init(|| {
-        let _guard = runtime().enter();
+        let _guard = common::runtime().enter();
         common::broker().router()
     })
 }
@@ -186,7 +177,7 @@ fuzz_target!(|input: Input| {
     let Ok(req) = req.body(Body::empty()) else {
         return;
     };
-    let resp = runtime().block_on(async { router().clone().oneshot(req).await.unwrap() });
+    let resp = common::runtime().block_on(async { router().clone().oneshot(req).await.unwrap() });
     let status = resp.status();
     assert_ne!(
         status,

@@ -18,6 +18,25 @@ use sso_operator::{
     oidc::discovery::{DiscoveryOutcome, JwksSummary, ProviderEndpoints},
 };
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub const ISSUER: &str = "https://idp.example.com";
 
 /// A valid provider `team-a/corp` with a client secret in Secret `corp-oidc`.

@@ -15,13 +15,7 @@ pub struct Op {
     pub port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::free_port;
 
 impl Op {
     /// Starts the provider with extra environment (e.g. `OP_ISSUER_PATH`).

@@ -21,6 +21,17 @@ pub const ISSUER: &str = "http://127.0.0.1:1";
 pub const KEY: &[u8] = b"fuzz-session-key-0123456789abcdef";
 pub const ALLOWED_DOMAIN: &str = ".app.example.com";
 
+/// One current-thread runtime for a whole fuzzing run.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
