@@ -47,8 +47,9 @@ impl Op {
             }
         });
         let issuer = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("oidc-provider did not start within 30s");
+            // Generous: tests/broker.rs starts ten of these at once on two cores.
+            .recv_timeout(Duration::from_secs(90))
+            .expect("oidc-provider did not start within 90s");
         Op {
             child,
             issuer,
