@@ -80,6 +80,16 @@ async fn serve_issuer(hits: Arc<Hits>) -> String {
     base
 }
 
+/// (discovery, JWKS) requests all issuers have received so far.
+fn received(hits: &[Arc<Hits>]) -> (u64, u64) {
+    hits.iter().fold((0, 0), |(d, j), h| {
+        (
+            d + h.discovery.load(Ordering::Relaxed),
+            j + h.jwks.load(Ordering::Relaxed),
+        )
+    })
+}
+
 fn provider(i: usize, issuer: &str) -> IdentityProvider {
     let spec: IdentityProviderSpec = serde_json::from_value(json!({
         "issuer": issuer,
@@ -240,26 +250,12 @@ async fn main() {
 
         // First pass: cold cache, no status yet (a fresh install).
         let (cold, updated) = round(&idps, &secrets, &cache, &programs, &env).await;
-        let fetches_cold = (
-            hits.iter()
-                .map(|h| h.discovery.load(Ordering::Relaxed))
-                .sum::<u64>(),
-            hits.iter()
-                .map(|h| h.jwks.load(Ordering::Relaxed))
-                .sum::<u64>(),
-        );
+        let fetches_cold = received(&hits);
         // Second pass: the periodic revalidation, warm cache, statuses in
         // place (nothing changed, so nothing should be written).
         let idps2 = Arc::new(updated);
         let (warm, _) = round(&idps2, &secrets, &cache, &programs, &env).await;
-        let fetches_total = (
-            hits.iter()
-                .map(|h| h.discovery.load(Ordering::Relaxed))
-                .sum::<u64>(),
-            hits.iter()
-                .map(|h| h.jwks.load(Ordering::Relaxed))
-                .sum::<u64>(),
-        );
+        let fetches_total = received(&hits);
         // The broker config the controller writes.
         let t = Instant::now();
         let config = programs.snapshot();
