@@ -9,9 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in apache2 libapache2-mod-auth-openidc wrk python3-matplotlib nodejs npm; do
+for pkg in apache2 libapache2-mod-auth-openidc wrk python3-matplotlib; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
+# Node.js may come from elsewhere than Debian's packages (a nodejs build that
+# bundles npm conflicts with Debian's npm), so look for the commands.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  need+=(nodejs npm)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   apt-get update -qq
