@@ -115,6 +115,62 @@ async fn check_session(client: &reqwest::Client, base: &str, key: &str) -> Resul
     Ok(())
 }
 
+/// Worker loops that run until [`Workers::stop`].
+#[derive(Default)]
+struct Workers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// One worker per key, each logging in through it over and over,
+    /// resting `pause` between logins.
+    fn logins(&mut self, base: &str, keys: &[&'static str], tally: &Arc<Tally>, pause: Duration) {
+        for &key in keys {
+            let (base, tally) = (base.to_string(), tally.clone());
+            self.spawn(move |stop| async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    tally.record(t, login_once(&base, key).await.map(drop));
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// One worker per key, each with a session through it (logged in now)
+    /// that it checks at forward-auth over and over.
+    async fn checks(&mut self, base: &str, keys: &[&'static str], tally: &Arc<Tally>) {
+        for &key in keys {
+            let client = login_once(base, key).await.expect("a first login");
+            let (base, tally) = (base.to_string(), tally.clone());
+            self.spawn(move |stop| async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    tally.record(t, check_session(&client, &base, key).await);
+                }
+            });
+        }
+    }
+
+    /// Any other loop; it gets the stop flag.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        &mut self,
+        task: impl FnOnce(Arc<AtomicBool>) -> F,
+    ) {
+        self.tasks.push(tokio::spawn(task(self.stop.clone())));
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a load task panicked");
+        }
+    }
+}
+
 /// Providers `team/a`, `team/b` (healthy) and `team/victim`, whose
 /// back-channel (token, JWKS, userinfo) goes through a fault proxy; the
 /// browser still reaches the victim's authorization endpoint directly.
@@ -214,38 +270,20 @@ async fn faults_on_one_idp_leave_the_others_untouched() {
     let f = fleet.clone();
     let tb = Arc::new(TestBroker::start(move |base| f.config(base, false)).await);
     let base = tb.base.clone();
-    let stop = Arc::new(AtomicBool::new(false));
     let logins = Arc::new(Tally::default());
     let checks = Arc::new(Tally::default());
     let victim = Arc::new(Tally::default());
     let reloads = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-
-    // Logins through the healthy providers, two workers each.
-    for key in ["team/a", "team/b", "team/a", "team/b"] {
-        let (base, stop, tally) = (base.clone(), stop.clone(), logins.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                tally.record(t, login_once(&base, key).await.map(drop));
-            }
-        }));
-    }
-    // Forward-auth with sessions of the healthy providers.
-    for key in ["team/a", "team/b", "team/a", "team/b"] {
-        let client = login_once(&base, key).await.expect("a first login");
-        let (base, stop, tally) = (base.clone(), stop.clone(), checks.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                tally.record(t, check_session(&client, &base, key).await);
-            }
-        }));
-    }
+    let mut workers = Workers::default();
+    let healthy = ["team/a", "team/b", "team/a", "team/b"];
+    // Logins through the healthy providers, two workers each, and
+    // forward-auth with sessions of them.
+    workers.logins(&base, &healthy, &logins, Duration::ZERO);
+    workers.checks(&base, &healthy, &checks).await;
     // Hot reloads: configs A and B alternate every 50 ms.
     {
-        let (tb, fleet, stop, reloads) = (tb.clone(), fleet.clone(), stop.clone(), reloads.clone());
-        tasks.push(tokio::spawn(async move {
+        let (tb, fleet, reloads) = (tb.clone(), fleet.clone(), reloads.clone());
+        workers.spawn(move |stop| async move {
             let mut flip = false;
             while !stop.load(Ordering::Relaxed) {
                 flip = !flip;
@@ -253,19 +291,10 @@ async fn faults_on_one_idp_leave_the_others_untouched() {
                 reloads.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        }));
+        });
     }
     // Logins through the victim, all along.
-    {
-        let (base, stop, tally) = (base.clone(), stop.clone(), victim.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                tally.record(t, login_once(&base, "team/victim").await.map(drop));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
+    workers.logins(&base, &["team/victim"], &victim, Duration::from_millis(20));
 
     // The victim's faults, one after another, each followed by recovery.
     wait_for_victim_login(&base).await.unwrap();
@@ -300,11 +329,7 @@ async fn faults_on_one_idp_leave_the_others_untouched() {
         "the rotation was picked up by refetching the JWKS"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("a load task panicked");
-    }
+    workers.stop().await;
     eprintln!("healthy logins: {}", logins.summary());
     eprintln!("forward-auth:   {}", checks.summary());
     eprintln!("victim logins:  {}", victim.summary());
@@ -437,30 +462,13 @@ async fn run_soak(seconds: u64) -> Vec<(u64, u64, usize)> {
     }
     first.expect("the broker serves a first login");
 
-    let stop = Arc::new(AtomicBool::new(false));
     let logins = Arc::new(Tally::default());
     let checks = Arc::new(Tally::default());
-    let mut tasks = Vec::new();
-    for key in ["team/a", "team/b"] {
-        let (base, stop, tally) = (base.clone(), stop.clone(), logins.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                tally.record(t, login_once(&base, key).await.map(drop));
-            }
-        }));
-    }
-    for i in 0..8 {
-        let key = if i % 2 == 0 { "team/a" } else { "team/b" };
-        let client = login_once(&base, key).await.expect("a session");
-        let (base, stop, tally) = (base.clone(), stop.clone(), checks.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                tally.record(t, check_session(&client, &base, key).await);
-            }
-        }));
-    }
+    let mut workers = Workers::default();
+    workers.logins(&base, &["team/a", "team/b"], &logins, Duration::ZERO);
+    workers
+        .checks(&base, &["team/a", "team/b"].repeat(4), &checks)
+        .await;
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut n = 0;
@@ -480,10 +488,7 @@ async fn run_soak(seconds: u64) -> Vec<(u64, u64, usize)> {
             );
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("a load task panicked");
-    }
+    workers.stop().await;
     eprintln!("logins:       {}", logins.summary());
     eprintln!("forward-auth: {}", checks.summary());
     assert_eq!(

@@ -27,34 +27,78 @@ impl Op {
                 .exists(),
             "the test OpenID provider is not installed: run scripts/test.sh (or scripts/op-deps.sh) first"
         );
-        let port = free_port();
+        // A port from free_port() can be taken by someone else before node
+        // binds it (ten tests start providers at once); try another then.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            match Self::spawn(dir, port, env) {
+                Ok((child, issuer)) => {
+                    return Op {
+                        child,
+                        issuer,
+                        port,
+                    };
+                }
+                Err(e) if e.contains("EADDRINUSE") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{last}")
+    }
+
+    fn spawn(dir: &str, port: u16, env: &[(&str, &str)]) -> Result<(Child, String), String> {
         let mut child = Command::new("node")
             .arg("server.mjs")
             .current_dir(dir)
             .env("OP_PORT", port.to_string())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("node must be installed (scripts/test.sh installs it)");
-        let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let ready = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(issuer) = line.strip_prefix("OP READY ") {
-                    let _ = tx.send(issuer.to_string());
+                    let _ = ready.send(Ok(issuer.to_string()));
+                }
+            }
+            let _ = ready.send(Err(()));
+        });
+        // The provider's stderr goes to the test's output; the first lines
+        // are kept for the failure message if it does not start.
+        let stderr = child.stderr.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let keep = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[op :{port}] {line}");
+                let mut kept = keep.lock().unwrap();
+                if kept.len() < 40 {
+                    kept.push(line);
                 }
             }
         });
-        let issuer = rx
-            // Generous: tests/broker.rs starts ten of these at once on two cores.
-            .recv_timeout(Duration::from_secs(90))
-            .expect("oidc-provider did not start within 90s");
-        Op {
-            child,
-            issuer,
-            port,
+        // Generous: tests/broker.rs starts ten of these at once on two cores.
+        let outcome = rx.recv_timeout(Duration::from_secs(90));
+        if let Ok(Ok(issuer)) = outcome {
+            return Ok((child, issuer));
         }
+        let waited = match outcome {
+            Err(_) => "did not print OP READY within 90 s",
+            _ => "closed its output before OP READY",
+        };
+        let _ = child.kill();
+        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+        // Let the stderr reader finish the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        Err(format!(
+            "oidc-provider on port {port} {waited} ({status}); its stderr:\n{}",
+            seen.lock().unwrap().join("\n")
+        ))
     }
 }
 
