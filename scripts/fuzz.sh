@@ -7,6 +7,10 @@
 #
 #   scripts/fuzz.sh                 all targets
 #   scripts/fuzz.sh requests        one target
+#
+# cargo fuzz's default build is optimised with debug assertions and
+# overflow checks on, so an integer overflow is a crash here, not a
+# silently wrong value.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
