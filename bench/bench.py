@@ -617,9 +617,9 @@ def plot(r, path):
     def bars(ax, title, items, fmt="{:,.0f}"):
         names = [n for n, _ in items]
         vals = [v for _, v in items]
-        ax.bar(range(len(vals)), vals, color=[colors.get(n, "#999") for n in names])
+        ax.bar(range(len(vals)), vals, color=[colors.get(n.split()[0], "#999") for n in names])
         ax.set_xticks(range(len(vals)))
-        ax.set_xticklabels([n.replace("_", "\n") for n in names], fontsize=8)
+        ax.set_xticklabels([n.replace("_", "\n").replace(" ", "\n") for n in names], fontsize=8)
         ax.set_title(title, fontsize=10)
         for i, v in enumerate(vals):
             ax.text(i, v, fmt.format(v), ha="center", va="bottom", fontsize=8)
@@ -628,8 +628,12 @@ def plot(r, path):
     bars(axes[1], "authenticated request, req/s", [(w, x["rps"]) for w, x in s["authenticated"].items()])
     bars(axes[2], "authenticated request, p99 ms",
          [(w, x["p99_ms"]) for w, x in s["authenticated"].items()], "{:.2f}")
-    peak = lambda w: max(x["peak_rss_kib"] for sc in s.values() for ww, x in sc.items() if ww == w) / 1024
-    bars(axes[3], "peak RSS under load, MiB", [(w, peak(w)) for w in ("broker", "mod_auth_openidc")], "{:.1f}")
+    peak = lambda w, k="peak_rss_kib": max(x[k] for sc in s.values() for ww, x in sc.items() if ww == w) / 1024
+    # Apache's summed RSS counts the pages its processes share once per
+    # process; its PSS counts them once.
+    bars(axes[3], "peak memory under load, MiB",
+         [("broker", peak("broker")), ("mod_auth_openidc RSS", peak("mod_auth_openidc")),
+          ("mod_auth_openidc PSS", peak("mod_auth_openidc", "peak_pss_kib"))], "{:.1f}")
     fig.suptitle(f"sso-operator broker vs Apache mod_auth_openidc — {r['date']}, {r['versions']['commit']}, "
                  f"{r['machine']['cores']} cores", fontsize=10)
     fig.tight_layout()
