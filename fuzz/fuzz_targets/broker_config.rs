@@ -9,7 +9,6 @@ use libfuzzer_sys::fuzz_target;
 use sso_operator::{broker::source::parse_keys, config::BrokerConfig};
 use tower::ServiceExt;
 
-
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_keys(text);

@@ -64,7 +64,6 @@ struct Input {
     session: Option<FuzzSession>,
 }
 
-
 /// One broker for the whole run (building its provider runtimes costs
 /// more than a request); its state carrying over is part of the test.
 fn router() -> &'static axum::Router {
