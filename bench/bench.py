@@ -83,8 +83,11 @@ def probe(url, headers):
 
 
 def rss_kib(pids):
-    """(RSS, PSS) in KiB summed over pids; vanished pids count 0."""
-    rss = pss = 0
+    """(RSS, PSS, anonymous) in KiB summed over pids; vanished pids count 0.
+    Anonymous memory (heap, stacks) is what a process allocated itself; the
+    rest of its RSS is files mapped in (its executable, libraries), which
+    the kernel can drop and read again."""
+    rss = pss = anon = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
@@ -95,9 +98,11 @@ def rss_kib(pids):
                 for line in f:
                     if line.startswith("Pss:"):
                         pss += int(line.split()[1])
+                    elif line.startswith("Anonymous:"):
+                        anon += int(line.split()[1])
         except OSError:
             pass
-    return rss, pss
+    return rss, pss, anon
 
 
 class Sampler:
@@ -105,15 +110,16 @@ class Sampler:
 
     def __init__(self, pids_fn):
         self.pids_fn = pids_fn
-        self.peak_rss = self.peak_pss = 0
+        self.peak_rss = self.peak_pss = self.peak_anon = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            rss, pss = rss_kib(self.pids_fn())
+            rss, pss, anon = rss_kib(self.pids_fn())
             self.peak_rss = max(self.peak_rss, rss)
             self.peak_pss = max(self.peak_pss, pss)
+            self.peak_anon = max(self.peak_anon, anon)
             self._stop.wait(0.1)
 
     def __enter__(self):
@@ -460,6 +466,7 @@ def main():
                 res = wrk(url, headers, args)
             res["peak_rss_kib"] = s.peak_rss
             res["peak_pss_kib"] = s.peak_pss
+            res["peak_anon_kib"] = s.peak_anon
             res["status"] = status
             rounds.setdefault((name, who), []).append(res)
             print(f"  {name:<14} {who:<16} {res.get('rps', 0):>10.0f} req/s  p50 {res.get('p50_ms', 0):.2f} ms  "
@@ -493,6 +500,7 @@ def main():
             res["non_2xx_3xx"] = sum(x["non_2xx_3xx"] for x in runs)
             res["peak_rss_kib"] = max(x["peak_rss_kib"] for x in runs)
             res["peak_pss_kib"] = max(x["peak_pss_kib"] for x in runs)
+            res["peak_anon_kib"] = max(x["peak_anon_kib"] for x in runs)
             results["scenarios"].setdefault(name, {})[who] = res
         # c) full login round trips
         for who, start, cb, pids in (
@@ -504,6 +512,7 @@ def main():
                 res = parts.logins(start, cb)
             res["peak_rss_kib"] = s.peak_rss
             res["peak_pss_kib"] = s.peak_pss
+            res["peak_anon_kib"] = s.peak_anon
             results["scenarios"].setdefault("login_round_trip", {})[who] = res
             print(f"  {'login_trip':<14} {who:<16} {res['rate']:>10.1f} logins/s  p50 {res['total_ms']['p50']:.1f} ms  "
                   f"RP {res['rp_start_ms']['mean'] + res['rp_callback_ms']['mean']:.2f} ms  OP {res['op_ms']['mean']:.1f} ms  errors {res['errors']}")
@@ -552,6 +561,9 @@ def report(r):
     peak_b = max(x["peak_rss_kib"] for x in (ls["broker"], b, lt["broker"]))
     peak_p = max(x["peak_rss_kib"] for x in (ls["mod_auth_openidc"], p, lt["mod_auth_openidc"]))
     peak_p_pss = max(x["peak_pss_kib"] for x in (ls["mod_auth_openidc"], p, lt["mod_auth_openidc"]))
+    peak_b_pss = max(x["peak_pss_kib"] for x in (ls["broker"], b, lt["broker"]))
+    anon_b = max(x["peak_anon_kib"] for x in (ls["broker"], b, lt["broker"]))
+    anon_p = max(x["peak_anon_kib"] for x in (ls["mod_auth_openidc"], p, lt["mod_auth_openidc"]))
     m = r["machine"]
     v = r["versions"]
     lines = [
@@ -578,8 +590,11 @@ def report(r):
         f"{lt['broker']['rp_start_ms']['mean']:.2f} + {lt['broker']['rp_callback_ms']['mean']:.2f} | "
         f"{lt['mod_auth_openidc']['rp_start_ms']['mean']:.2f} + {lt['mod_auth_openidc']['rp_callback_ms']['mean']:.2f} | | |",
         f"| full login: the OP's pages, mean ms | {lt['broker']['op_ms']['mean']:.1f} | {lt['mod_auth_openidc']['op_ms']['mean']:.1f} | | |",
-        f"| peak RSS under load, MiB | {mib(peak_b):.1f} | {mib(peak_p):.1f} (PSS {mib(peak_p_pss):.1f}) | "
+        f"| peak RSS under load (summed over processes), MiB | {mib(peak_b):.1f} | {mib(peak_p):.1f} | "
         f"{ratio(peak_b, peak_p):.2f}x | ≤ 0.33x |",
+        f"| peak PSS under load, MiB | {mib(peak_b_pss):.1f} | {mib(peak_p_pss):.1f} | {ratio(peak_b_pss, peak_p_pss):.2f}x | |",
+        f"| peak anonymous memory (heap, stacks) under load, MiB | {mib(anon_b):.1f} | {mib(anon_p):.1f} | "
+        f"{ratio(anon_b, anon_p):.2f}x | |",
         "",
         "| authenticated request vs the ceiling | req/s | p50 / p99 ms | share of ceiling | every round, req/s |",
         "|---|---:|---|---:|---|",
@@ -611,7 +626,7 @@ def plot(r, path):
         print("matplotlib missing: no plot")
         return
     s = r["scenarios"]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6), gridspec_kw={"width_ratios": [2, 4, 4, 6]})
     colors = {"broker": "#2b6cb0", "mod_auth_openidc": "#c05621", "ceiling": "#718096", "apache_no_auth": "#ed8936"}
 
     def bars(ax, title, items, fmt="{:,.0f}"):
@@ -632,8 +647,8 @@ def plot(r, path):
     # Apache's summed RSS counts the pages its processes share once per
     # process; its PSS counts them once.
     bars(axes[3], "peak memory under load, MiB",
-         [("broker", peak("broker")), ("mod_auth_openidc RSS", peak("mod_auth_openidc")),
-          ("mod_auth_openidc PSS", peak("mod_auth_openidc", "peak_pss_kib"))], "{:.1f}")
+         [(f"{w} {k}", peak(w, f"peak_{k.lower()}_kib")) for w in ("broker", "mod_auth_openidc")
+          for k in ("RSS", "PSS", "anon")], "{:.1f}")
     fig.suptitle(f"sso-operator broker vs Apache mod_auth_openidc — {r['date']}, {r['versions']['commit']}, "
                  f"{r['machine']['cores']} cores", fontsize=10)
     fig.tight_layout()
