@@ -549,6 +549,11 @@ def ratio(a, b):
     return a / b if b else float("nan")
 
 
+def peak_mib(scenarios, who, kind):
+    """The peak `kind` (rss, pss, anon) of `who` over every scenario it ran, MiB."""
+    return max(x[f"peak_{kind}_kib"] for sc in scenarios.values() for w, x in sc.items() if w == who) / 1024
+
+
 def every(row):
     return ", ".join(f"{x:,.0f}" for x in row.get("rounds_rps", [row.get("rps", 0)]))
 
@@ -557,13 +562,16 @@ def report(r):
     s = r["scenarios"]
     ls, au, lt = s["login_start"], s["authenticated"], s["login_round_trip"]
     b, p, c = au["broker"], au["mod_auth_openidc"], au["ceiling"]
-    mib = lambda k: k / 1024
-    peak_b = max(x["peak_rss_kib"] for x in (ls["broker"], b, lt["broker"]))
-    peak_p = max(x["peak_rss_kib"] for x in (ls["mod_auth_openidc"], p, lt["mod_auth_openidc"]))
-    peak_p_pss = max(x["peak_pss_kib"] for x in (ls["mod_auth_openidc"], p, lt["mod_auth_openidc"]))
-    peak_b_pss = max(x["peak_pss_kib"] for x in (ls["broker"], b, lt["broker"]))
-    anon_b = max(x["peak_anon_kib"] for x in (ls["broker"], b, lt["broker"]))
-    anon_p = max(x["peak_anon_kib"] for x in (ls["mod_auth_openidc"], p, lt["mod_auth_openidc"]))
+    memory = [
+        (f"| peak {label} under load{note}, MiB | {peak_mib(s, 'broker', kind):.1f} | "
+         f"{peak_mib(s, 'mod_auth_openidc', kind):.1f} | "
+         f"{ratio(peak_mib(s, 'broker', kind), peak_mib(s, 'mod_auth_openidc', kind)):.2f}x |{target} |")
+        for kind, label, note, target in (
+            ("rss", "RSS", " (summed over processes)", " ≤ 0.33x"),
+            ("pss", "PSS", "", ""),
+            ("anon", "anonymous memory (heap, stacks)", "", ""),
+        )
+    ]
     m = r["machine"]
     v = r["versions"]
     lines = [
@@ -590,11 +598,7 @@ def report(r):
         f"{lt['broker']['rp_start_ms']['mean']:.2f} + {lt['broker']['rp_callback_ms']['mean']:.2f} | "
         f"{lt['mod_auth_openidc']['rp_start_ms']['mean']:.2f} + {lt['mod_auth_openidc']['rp_callback_ms']['mean']:.2f} | | |",
         f"| full login: the OP's pages, mean ms | {lt['broker']['op_ms']['mean']:.1f} | {lt['mod_auth_openidc']['op_ms']['mean']:.1f} | | |",
-        f"| peak RSS under load (summed over processes), MiB | {mib(peak_b):.1f} | {mib(peak_p):.1f} | "
-        f"{ratio(peak_b, peak_p):.2f}x | ≤ 0.33x |",
-        f"| peak PSS under load, MiB | {mib(peak_b_pss):.1f} | {mib(peak_p_pss):.1f} | {ratio(peak_b_pss, peak_p_pss):.2f}x | |",
-        f"| peak anonymous memory (heap, stacks) under load, MiB | {mib(anon_b):.1f} | {mib(anon_p):.1f} | "
-        f"{ratio(anon_b, anon_p):.2f}x | |",
+        *memory,
         "",
         "| authenticated request vs the ceiling | req/s | p50 / p99 ms | share of ceiling | every round, req/s |",
         "|---|---:|---|---:|---|",
@@ -643,11 +647,10 @@ def plot(r, path):
     bars(axes[1], "authenticated request, req/s", [(w, x["rps"]) for w, x in s["authenticated"].items()])
     bars(axes[2], "authenticated request, p99 ms",
          [(w, x["p99_ms"]) for w, x in s["authenticated"].items()], "{:.2f}")
-    peak = lambda w, k="peak_rss_kib": max(x[k] for sc in s.values() for ww, x in sc.items() if ww == w) / 1024
     # Apache's summed RSS counts the pages its processes share once per
     # process; its PSS counts them once.
     bars(axes[3], "peak memory under load, MiB",
-         [(f"{w} {k}", peak(w, f"peak_{k.lower()}_kib")) for w in ("broker", "mod_auth_openidc")
+         [(f"{w} {k}", peak_mib(s, w, k.lower())) for w in ("broker", "mod_auth_openidc")
           for k in ("RSS", "PSS", "anon")], "{:.1f}")
     fig.suptitle(f"sso-operator broker vs Apache mod_auth_openidc — {r['date']}, {r['versions']['commit']}, "
                  f"{r['machine']['cores']} cores", fontsize=10)

@@ -64,6 +64,16 @@ impl Tally {
         std::mem::take(&mut *self.reasons.lock().unwrap())
     }
 
+    /// Fails the test if any request of this kind failed.
+    fn assert_none_failed(&self, what: &str) {
+        assert_eq!(
+            self.failed.load(Ordering::Relaxed),
+            0,
+            "{what} failed: {}",
+            self.summary()
+        );
+    }
+
     fn summary(&self) -> String {
         format!(
             "{} ok, {} failed {:?}, slowest {} ms",
@@ -336,18 +346,8 @@ async fn faults_on_one_idp_leave_the_others_untouched() {
     eprintln!("victim faults:  {seen:?}");
     eprintln!("config reloads: {}", reloads.load(Ordering::Relaxed));
 
-    assert_eq!(
-        logins.failed.load(Ordering::Relaxed),
-        0,
-        "healthy logins failed: {}",
-        logins.summary()
-    );
-    assert_eq!(
-        checks.failed.load(Ordering::Relaxed),
-        0,
-        "forward-auth failed: {}",
-        checks.summary()
-    );
+    logins.assert_none_failed("healthy logins");
+    checks.assert_none_failed("forward-auth");
     assert!(
         logins.ok.load(Ordering::Relaxed) >= 50,
         "{}",
@@ -491,18 +491,8 @@ async fn run_soak(seconds: u64) -> Vec<(u64, u64, usize)> {
     workers.stop().await;
     eprintln!("logins:       {}", logins.summary());
     eprintln!("forward-auth: {}", checks.summary());
-    assert_eq!(
-        logins.failed.load(Ordering::Relaxed),
-        0,
-        "{}",
-        logins.summary()
-    );
-    assert_eq!(
-        checks.failed.load(Ordering::Relaxed),
-        0,
-        "{}",
-        checks.summary()
-    );
+    logins.assert_none_failed("logins");
+    checks.assert_none_failed("forward-auth");
     assert!(logins.ok.load(Ordering::Relaxed) > 0 && checks.ok.load(Ordering::Relaxed) > 0);
     drop(child);
     samples

@@ -59,14 +59,13 @@ impl Op {
             .expect("node must be installed (scripts/test.sh installs it)");
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
-        let ready = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(issuer) = line.strip_prefix("OP READY ") {
-                    let _ = ready.send(Ok(issuer.to_string()));
+                    let _ = tx.send(Ok(issuer.to_string()));
                 }
             }
-            let _ = ready.send(Err(()));
+            let _ = tx.send(Err(()));
         });
         // The provider's stderr goes to the test's output; the first lines
         // are kept for the failure message if it does not start.
