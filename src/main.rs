@@ -140,6 +140,14 @@ enum Command {
     },
     /// Print the IdentityProvider CustomResourceDefinition as YAML.
     Crd,
+    /// Print the public JWK set of a `private_key_jwt` client key (PEM), to
+    /// register the client at the identity provider. Its `kid` is the one
+    /// the broker's client assertions carry.
+    PublicJwk {
+        /// The PEM private key file (PKCS#8 RSA or EC P-256, or PKCS#1 RSA).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
     /// Validate IdentityProvider manifests from files, as the controller would.
     Check {
         /// Files or folders (every .yaml, .yml and .json below a folder).
@@ -194,6 +202,22 @@ async fn main() -> ExitCode {
                 serde_yaml::to_string(&IdentityProvider::crd()).expect("CRD serializes")
             );
             ExitCode::SUCCESS
+        }
+        Command::PublicJwk { key_file } => {
+            let key = std::fs::read_to_string(&key_file)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| sso_operator::oidc::assertion::ClientKey::from_pem(&pem));
+            match key {
+                Ok(key) => {
+                    let set = serde_json::json!({"keys": [key.public_jwk()]});
+                    println!("{}", serde_json::to_string_pretty(&set).expect("JSON"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", key_file.display());
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Check {
             paths,

@@ -390,3 +390,35 @@ async fn check_writes_a_broker_config_the_broker_serves() {
         .unwrap();
     assert_eq!(r.headers()["x-auth-request-user"], "alice");
 }
+
+/// `public-jwk` prints the JWK set to register a `private_key_jwt` client
+/// with: public members only, the assertion's `kid`; a key it cannot use
+/// is an exit 2 with the reason.
+#[test]
+fn public_jwk_prints_the_key_to_register() {
+    let run = |file: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sso-operator"))
+            .args(["public-jwk", "--key-file"])
+            .arg(format!(
+                "{}/tests/fixtures/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .output()
+            .unwrap()
+    };
+    let out = run("client-key-rsa.pem");
+    assert!(out.status.success());
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jwk = &set["keys"][0];
+    assert_eq!(jwk["kty"], "RSA");
+    assert_eq!(jwk["alg"], "RS256");
+    assert_eq!(jwk["use"], "sig");
+    // The RFC 7638 thumbprint (checked against the `jose` npm package).
+    assert_eq!(jwk["kid"], "b-1qM3PbV9GLPCTKTxNP_arJgc4FNQQiWSk97Pkl4us");
+    for private in ["d", "p", "q", "dp", "dq", "qi"] {
+        assert!(jwk.get(private).is_none(), "{private} must not be printed");
+    }
+    let out = run("client-key-ec-sec1.pem");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("openssl pkcs8 -topk8 -nocrypt"));
+}

@@ -690,3 +690,90 @@ async fn a_burst_with_one_due_cookie_refreshes_once_at_a_rotating_op() {
     assert_eq!(tb.broker.metrics.refreshes(KEY, "refreshed"), 2);
     assert_eq!(tb.broker.metrics.refreshes(KEY, "ended"), 0);
 }
+
+/// `private_key_jwt` at the real OP: each client is registered there with
+/// only its public JWK (as `sso-operator public-jwk` prints it); the broker
+/// signs client assertions with the private key, RSA (PKCS#1 PEM) or EC
+/// P-256 (PKCS#8 PEM), for the code exchange and for the refresh. A key the
+/// OP does not have for the client is refused at the token endpoint.
+#[tokio::test]
+async fn private_key_jwt_logs_in_and_refreshes_at_the_real_op() {
+    use sso_operator::{api::ClientAuthMethod, oidc::assertion::ClientKey};
+    const RSA: &str = include_str!("fixtures/client-key-rsa-pkcs1.pem");
+    const EC: &str = include_str!("fixtures/client-key-ec.pem");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    drop(holder);
+    let base = format!("http://127.0.0.1:{port}");
+    let jwk = |pem: &str| ClientKey::from_pem(pem).unwrap().public_jwk();
+    // (provider key, client at the OP, the key the OP knows, the key the broker holds)
+    let cases = [
+        ("default/rsa", "pkj-rsa", RSA, RSA),
+        ("default/ec", "pkj-ec", EC, EC),
+        ("default/wrong", "pkj-wrong", EC, RSA),
+    ];
+    let clients: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(key, id, known, _)| {
+            serde_json::json!({
+                "client_id": id,
+                "redirect_uris": [format!("{base}/oauth/callback/{key}")],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [jwk(known)]},
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+            })
+        })
+        .collect();
+    let clients = serde_json::Value::from(clients).to_string();
+    let op = Op::start(&[("OP_CLIENTS", &clients)]);
+    let issuer = op.issuer.clone();
+    let tb = TestBroker::start_refreshing(port, 1, move |base| {
+        config(
+            cases
+                .iter()
+                .map(|(key, id, _, held)| {
+                    let mut p = provider(key, &issuer, base, OP_PATHS, id, Some(held));
+                    p.client_auth_method = ClientAuthMethod::PrivateKeyJwt;
+                    p
+                })
+                .collect(),
+        )
+    })
+    .await;
+
+    for key in ["default/rsa", "default/ec"] {
+        let client = browser();
+        let landing = walk(
+            &client,
+            &tb.url(&format!("/oauth/start?provider={key}&rd=/ok")),
+            "alice",
+            &tb.url("/oauth/callback/"),
+        )
+        .await;
+        assert_eq!(
+            (landing.status, landing.location.clone()),
+            (302, Some(tb.url("/ok"))),
+            "{key}: {:?}",
+            landing.reason()
+        );
+        // Due for refresh after a second: the refresh signs a new assertion.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{key}");
+        assert!(r.headers().contains_key("set-cookie"), "{key}: refreshed");
+        assert_eq!(tb.broker.metrics.refreshes(key, "refreshed"), 1, "{key}");
+    }
+    let landing = walk(
+        &browser(),
+        &tb.url("/oauth/start?provider=default/wrong&rd=/ok"),
+        "alice",
+        &tb.url("/oauth/callback/"),
+    )
+    .await;
+    assert_ne!(
+        landing.status, 302,
+        "a key the OP does not know logs nobody in"
+    );
+    assert_eq!(landing.reason(), Some("token_error"), "{landing:?}");
+}

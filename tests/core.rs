@@ -59,6 +59,26 @@ fn fail(reason: &str, message: &str) -> Failure {
     Failure::new(reason, message)
 }
 
+const RSA_KEY: &str = include_str!("fixtures/client-key-rsa.pem");
+const EC_KEY: &str = include_str!("fixtures/client-key-ec.pem");
+
+/// Puts a PEM private key where `clientSecretRef` points.
+fn put_client_key(i: &mut Inputs, pem: &str) {
+    i.secrets
+        .get_mut("corp-oidc")
+        .unwrap()
+        .insert("clientSecret".into(), pem.as_bytes().to_vec());
+}
+
+/// Makes the discovered provider accept `private_key_jwt` with `algs`.
+fn accept_private_key_jwt(i: &mut Inputs, algs: &[&str]) {
+    let mut e = endpoints();
+    e.token_endpoint_auth_methods =
+        Some(vec!["client_secret_basic".into(), "private_key_jwt".into()]);
+    e.token_endpoint_auth_signing_algs = Some(algs.iter().map(|a| a.to_string()).collect());
+    i.discovery.as_mut().unwrap().endpoints = Ok(e);
+}
+
 /// A previously programmed entry for `idp()` at generation 2.
 fn previous() -> ProgrammedProvider {
     let mut i = Inputs::good();
@@ -144,12 +164,70 @@ const CASES: &[Case] = &[
         message: Some("\"redirect_uri\""),
     },
     Case {
-        name: "private_key_jwt not supported yet",
-        setup: |i| i.idp.spec.client_auth_method = ClientAuthMethod::PrivateKeyJwt,
+        name: "private_key_jwt at a provider that does not list it",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::PrivateKeyJwt;
+            put_client_key(i, RSA_KEY);
+        },
+        expect: &[
+            (t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD),
+            (t::SECRET_RESOLVED, "True", r::RESOLVED),
+        ],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("not private_key_jwt"),
+    },
+    Case {
+        name: "private_key_jwt with an RSA key",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::PrivateKeyJwt;
+            put_client_key(i, RSA_KEY);
+            accept_private_key_jwt(i, &["RS256", "ES256"]);
+        },
+        expect: &[
+            (t::CONFIG_VALID, "True", r::VALID),
+            (t::SECRET_RESOLVED, "True", r::RESOLVED),
+            (t::READY, "True", r::READY),
+        ],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    Case {
+        name: "private_key_jwt with a client secret instead of a key",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::PrivateKeyJwt;
+            accept_private_key_jwt(i, &["RS256"]);
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("is not a private key for private_key_jwt: not a PEM private key"),
+    },
+    Case {
+        name: "private_key_jwt with a key type the provider does not accept",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::PrivateKeyJwt;
+            put_client_key(i, EC_KEY);
+            accept_private_key_jwt(i, &["RS256", "PS256"]);
+        },
         expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD)],
         phase: phases::ERROR,
         prog: Prog::Remove,
-        message: Some("private_key_jwt"),
+        message: Some(
+            "signs ES256, but the provider accepts client assertions signed with [RS256, PS256]",
+        ),
+    },
+    Case {
+        name: "private_key_jwt without clientSecretRef",
+        setup: |i| {
+            i.idp.spec.client_auth_method = ClientAuthMethod::PrivateKeyJwt;
+            i.idp.spec.client_secret_ref = None;
+        },
+        expect: &[(t::CONFIG_VALID, "False", r::UNSUPPORTED_AUTH_METHOD)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("private_key_jwt needs spec.clientSecretRef"),
     },
     Case {
         name: "public client without PKCE",

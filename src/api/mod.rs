@@ -119,8 +119,9 @@ pub struct IdentityProviderSpec {
     )]
     pub client_id_from: Option<SecretKeyRef>,
 
-    /// The client secret: a key of a Secret in the same namespace. Required
-    /// unless `clientAuthMethod` is `none`. Rotating the Secret's value takes
+    /// The client secret: a key of a Secret in the same namespace (for
+    /// `private_key_jwt`, the PEM private key). Required unless
+    /// `clientAuthMethod` is `none`. Rotating the Secret's value takes
     /// effect in the broker within seconds, with no restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
@@ -225,7 +226,8 @@ pub enum ClientAuthMethod {
     #[serde(rename = "client_secret_post")]
     ClientSecretPost,
     /// A JWT signed with a private key held in the client secret's Secret key
-    /// (PEM). Not supported by this version of the broker yet.
+    /// (PEM: PKCS#8 RSA or EC P-256, or PKCS#1 RSA; RS256 or ES256). Register
+    /// the public key that `sso-operator public-jwk` prints at the provider.
     #[serde(rename = "private_key_jwt")]
     PrivateKeyJwt,
     /// A public client: no client secret, PKCE required.

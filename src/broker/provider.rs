@@ -38,7 +38,10 @@ use super::{
 use crate::{
     api::ClientAuthMethod,
     config::ProgrammedProvider,
-    oidc::discovery::{self, HttpSettings, is_allowed_alg},
+    oidc::{
+        assertion::{ASSERTION_TYPE, ClientKey},
+        discovery::{self, HttpSettings, is_allowed_alg},
+    },
 };
 
 /// Clock skew tolerated on `exp` and `iat`.
@@ -142,6 +145,8 @@ pub struct ProviderRuntime {
     http: reqwest::Client,
     settings: HttpSettings,
     pub jwks: Arc<JwksCache>,
+    /// The key that signs client assertions (`private_key_jwt`).
+    client_key: Option<ClientKey>,
     /// When the last refresh found the IdP unavailable.
     refresh_failed_at: std::sync::Mutex<Option<Instant>>,
 }
@@ -175,11 +180,21 @@ impl ProviderRuntime {
             }
             _ => Arc::new(JwksCache::new(cfg.endpoints.jwks_uri.clone())),
         };
+        let client_key = match cfg.client_auth_method {
+            ClientAuthMethod::PrivateKeyJwt => {
+                let pem = cfg.client_secret.as_deref().ok_or(
+                    "clientAuthMethod private_key_jwt without a private key in the config",
+                )?;
+                Some(ClientKey::from_pem(pem).map_err(|e| format!("client private key: {e}"))?)
+            }
+            _ => None,
+        };
         Ok(Self {
             cfg,
             http,
             settings: settings.clone(),
             jwks,
+            client_key,
             refresh_failed_at: std::sync::Mutex::new(None),
         })
     }
@@ -248,12 +263,28 @@ impl ProviderRuntime {
             ClientAuthMethod::ClientSecretBasic => client.set_auth_type(AuthType::BasicAuth),
             _ => client.set_auth_type(AuthType::RequestBody),
         };
-        if self.cfg.client_auth_method != ClientAuthMethod::None {
-            if let Some(secret) = &self.cfg.client_secret {
-                client = client.set_client_secret(ClientSecret::new(secret.clone()));
-            }
+        // With private_key_jwt the Secret holds the private key, which
+        // signs an assertion (see `client_assertion`) and is never sent.
+        let sends_secret = matches!(
+            self.cfg.client_auth_method,
+            ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost
+        );
+        if sends_secret && let Some(secret) = &self.cfg.client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.clone()));
         }
         Ok(client)
+    }
+
+    /// A fresh signed client assertion for the token endpoint when the
+    /// provider uses `private_key_jwt`.
+    fn client_assertion(&self) -> Result<Option<String>, Refusal> {
+        let Some(key) = &self.client_key else {
+            return Ok(None);
+        };
+        let now = jiff::Timestamp::now().as_second();
+        key.assertion(&self.cfg.client_id, &self.cfg.endpoints.token_endpoint, now)
+            .map(Some)
+            .map_err(|e| Refusal::new(Reason::TokenError, format!("client assertion: {e}")))
     }
 
     /// Exchanges the authorization code at the token endpoint.
@@ -262,6 +293,11 @@ impl ProviderRuntime {
         let mut request = client.exchange_code(AuthorizationCode::new(code.to_string()));
         if let Some(v) = verifier {
             request = request.set_pkce_verifier(PkceCodeVerifier::new(v));
+        }
+        if let Some(a) = self.client_assertion()? {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", a);
         }
         let response = request
             .request_async(&self.http)
@@ -298,10 +334,16 @@ impl ProviderRuntime {
         }
         let client = self.token_client().map_err(RefreshFailure::Unavailable)?;
         let token = oauth2::RefreshToken::new(refresh_token.to_string());
-        let result = client
-            .exchange_refresh_token(&token)
-            .request_async(&self.http)
-            .await;
+        let mut request = client.exchange_refresh_token(&token);
+        if let Some(a) = self
+            .client_assertion()
+            .map_err(RefreshFailure::Unavailable)?
+        {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", a);
+        }
+        let result = request.request_async(&self.http).await;
         match result {
             Ok(response) => {
                 *self.refresh_failed_at.lock().expect("not poisoned") = None;

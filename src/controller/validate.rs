@@ -17,8 +17,11 @@ use crate::{
         conditions::{phases, reasons, types},
     },
     config::{ProgrammedProvider, Unavailable},
-    oidc::discovery::{
-        DiscoveryOutcome, DiscoveryRequest, Failure, ProviderEndpoints, check_endpoint_url,
+    oidc::{
+        assertion::ClientKey,
+        discovery::{
+            DiscoveryOutcome, DiscoveryRequest, Failure, ProviderEndpoints, check_endpoint_url,
+        },
     },
 };
 
@@ -134,6 +137,8 @@ pub struct Env {
 pub struct Resolved {
     pub client_id: String,
     pub client_secret: Option<String>,
+    /// The JWS algorithm of the `private_key_jwt` key in `client_secret`.
+    pub client_key_alg: Option<&'static str>,
     pub ca_bundle: Option<String>,
 }
 
@@ -211,10 +216,10 @@ pub fn check_spec(spec: &IdentityProviderSpec) -> Result<(), Failure> {
         ));
     }
     match spec.client_auth_method {
-        ClientAuthMethod::PrivateKeyJwt => {
+        ClientAuthMethod::PrivateKeyJwt if spec.client_secret_ref.is_none() => {
             return Err(Failure::new(
                 reasons::UNSUPPORTED_AUTH_METHOD,
-                "clientAuthMethod private_key_jwt is not supported by this version of sso-operator; use client_secret_basic or client_secret_post",
+                "clientAuthMethod private_key_jwt needs spec.clientSecretRef naming the Secret key that holds the client's PEM private key",
             ));
         }
         ClientAuthMethod::None if spec.pkce != PkceMode::S256 => {
@@ -368,8 +373,23 @@ pub fn resolve_secrets(
         }
         (None, None) => String::new(),
     };
+    let mut client_key_alg = None;
     let client_secret = match (&spec.client_secret_ref, spec.client_auth_method) {
         (_, ClientAuthMethod::None) | (None, _) => None,
+        (Some(r), ClientAuthMethod::PrivateKeyJwt) => {
+            let v = secret_value(ns, r, secrets, "spec.clientSecretRef")?;
+            let key = ClientKey::from_pem(&v).map_err(|e| {
+                Failure::new(
+                    reasons::SECRET_INVALID,
+                    format!(
+                        "key {:?} of Secret {ns}/{} (from spec.clientSecretRef) is not a private key for private_key_jwt: {e}",
+                        r.key, r.name
+                    ),
+                )
+            })?;
+            client_key_alg = Some(key.alg());
+            Some(v)
+        }
         (Some(r), _) => {
             let v = secret_value(ns, r, secrets, "spec.clientSecretRef")?;
             check_credential(ns, r, "spec.clientSecretRef", &v)?;
@@ -380,6 +400,7 @@ pub fn resolve_secrets(
     Ok(Resolved {
         client_id,
         client_secret,
+        client_key_alg,
         ca_bundle,
     })
 }
@@ -454,6 +475,7 @@ fn resolve_ca(
 fn check_against_provider(
     spec: &IdentityProviderSpec,
     e: &ProviderEndpoints,
+    client_key_alg: Option<&str>,
 ) -> Result<(), Failure> {
     let method = spec.client_auth_method.as_str();
     // Absent means the spec default, client_secret_basic.
@@ -469,6 +491,17 @@ fn check_against_provider(
                 supported.join(", ")
             ),
         ));
+    }
+    if let (Some(alg), Some(algs)) = (client_key_alg, &e.token_endpoint_auth_signing_algs) {
+        if !algs.iter().any(|a| a == alg) {
+            return Err(Failure::new(
+                reasons::UNSUPPORTED_AUTH_METHOD,
+                format!(
+                    "the client's private key signs {alg}, but the provider accepts client assertions signed with [{}]; use a key of a type it accepts (RSA signs RS256, EC P-256 signs ES256)",
+                    algs.join(", ")
+                ),
+            ));
+        }
     }
     if spec.pkce == PkceMode::S256 {
         if let Some(methods) = &e.code_challenge_methods {
@@ -635,10 +668,10 @@ pub fn validate(
 
     // ConfigValid: the spec, then the spec against what the provider supports.
     let endpoints = discovery.and_then(|d| d.endpoints.as_ref().ok());
-    let config_cond = match spec_check
-        .as_ref()
-        .map(|_| endpoints.map(|e| check_against_provider(spec, e)))
-    {
+    let config_cond = match spec_check.as_ref().map(|_| {
+        let alg = resolved.as_ref().ok().and_then(|r| r.client_key_alg);
+        endpoints.map(|e| check_against_provider(spec, e, alg))
+    }) {
         Err(f) => CondResult::fail(types::CONFIG_VALID, f),
         Ok(Some(Err(f))) => CondResult::fail(types::CONFIG_VALID, &f),
         Ok(_) => CondResult::ok(types::CONFIG_VALID, reasons::VALID, "the spec is valid"),

@@ -78,6 +78,10 @@ pub struct ProviderEndpoints {
     /// `token_endpoint_auth_methods_supported`; `None` when not advertised
     /// (the spec default is `client_secret_basic`).
     pub token_endpoint_auth_methods: Option<Vec<String>>,
+    /// `token_endpoint_auth_signing_alg_values_supported` (for
+    /// `private_key_jwt`); `None` when not advertised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_algs: Option<Vec<String>>,
     /// `code_challenge_methods_supported`; `None` when not advertised.
     pub code_challenge_methods: Option<Vec<String>>,
     /// Whether the endpoints came from a discovery document (false when all
@@ -411,6 +415,7 @@ pub fn endpoints_from_document(
         jwks_uri: required("jwks_uri", &overrides.jwks, "jwks")?,
         end_session_endpoint: optional("end_session_endpoint", &overrides.end_session)?,
         token_endpoint_auth_methods: list("token_endpoint_auth_methods_supported"),
+        token_endpoint_auth_signing_algs: list("token_endpoint_auth_signing_alg_values_supported"),
         code_challenge_methods: list("code_challenge_methods_supported"),
         discovered: true,
     })
@@ -444,6 +449,7 @@ pub fn endpoints_from_overrides(
         jwks_uri: need("jwks", &o.jwks)?,
         end_session_endpoint: opt("endSession", &o.end_session)?,
         token_endpoint_auth_methods: None,
+        token_endpoint_auth_signing_algs: None,
         code_challenge_methods: None,
         discovered: false,
     })

@@ -151,6 +151,7 @@ pub fn provider(
             jwks_uri: format!("{issuer}{jwks}"),
             end_session_endpoint: Some(format!("{issuer}{end}")),
             token_endpoint_auth_methods: None,
+            token_endpoint_auth_signing_algs: None,
             code_challenge_methods: Some(vec!["S256".into()]),
             discovered: true,
         },

@@ -90,6 +90,7 @@ pub fn endpoints() -> ProviderEndpoints {
             "client_secret_basic".into(),
             "client_secret_post".into(),
         ]),
+        token_endpoint_auth_signing_algs: None,
         code_challenge_methods: Some(vec!["S256".into()]),
         discovered: true,
     }

@@ -68,6 +68,7 @@ pub fn provider(namespace: &str, name: &str) -> ProgrammedProvider {
             jwks_uri: format!("{ISSUER}/jwks"),
             end_session_endpoint: Some(format!("{ISSUER}/session/end")),
             token_endpoint_auth_methods: None,
+            token_endpoint_auth_signing_algs: None,
             code_challenge_methods: Some(vec!["S256".into()]),
             discovered: true,
         },
