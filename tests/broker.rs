@@ -10,6 +10,7 @@ use common::{
         KEY_A, KEY_B, OP_PATHS, TestBroker, browser, config, confirm_op_logout, op_clients,
         provider, walk,
     },
+    free_port,
     op::Op,
 };
 use sso_operator::broker::{
@@ -23,9 +24,7 @@ const KEY: &str = "default/demo";
 async fn setup(op_env: &[(&str, &str)]) -> (Op, TestBroker) {
     // The OP must know the broker's redirect URI before it starts, and the
     // broker the OP's issuer: reserve the broker's port first.
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
-    drop(holder);
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let clients = op_clients(&base, KEY);
     let mut env: Vec<(&str, &str)> = vec![("OP_CLIENTS", &clients)];
@@ -469,9 +468,7 @@ async fn key_rotation_keeps_sessions_until_the_old_key_is_dropped() {
 
 #[tokio::test]
 async fn two_providers_one_broken_the_healthy_one_keeps_working() {
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
-    drop(holder);
+    let port = free_port();
     // A port nothing listens on: the "down" provider's IdP.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_issuer = format!("http://{}", dead.local_addr().unwrap());
@@ -587,9 +584,7 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
 /// confidential client), and revoking the token at the OP ends it.
 #[tokio::test]
 async fn sessions_refresh_at_the_real_op_and_end_when_the_op_revokes() {
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
-    drop(holder);
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let clients = op_clients(&base, KEY);
     let op = Op::start(&[("OP_CLIENTS", &clients)]);
@@ -647,9 +642,7 @@ async fn sessions_refresh_at_the_real_op_and_end_when_the_op_revokes() {
 /// the rotated token) must still work.
 #[tokio::test]
 async fn a_burst_with_one_due_cookie_refreshes_once_at_a_rotating_op() {
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
-    drop(holder);
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let clients = serde_json::json!([{
         "client_id": "spa",
@@ -701,9 +694,7 @@ async fn private_key_jwt_logs_in_and_refreshes_at_the_real_op() {
     use sso_operator::{api::ClientAuthMethod, oidc::assertion::ClientKey};
     const RSA: &str = include_str!("fixtures/client-key-rsa-pkcs1.pem");
     const EC: &str = include_str!("fixtures/client-key-ec.pem");
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
-    drop(holder);
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let jwk = |pem: &str| ClientKey::from_pem(pem).unwrap().public_jwk();
     // (provider key, client at the OP, the key the OP knows, the key the broker holds)
