@@ -194,10 +194,10 @@ pub fn admission_errors(schema: &Value, object: &Value) -> Vec<String> {
     {
         errors.push("metadata.name: Required value".into());
     }
-    if errors.is_empty() {
-        if let Err(errs) = kube::core::cel::Validator::new().validate(schema, object, None) {
-            errors.extend(errs.iter().map(|e| e.to_string()));
-        }
+    if errors.is_empty()
+        && let Err(errs) = kube::core::cel::Validator::new().validate(schema, object, None)
+    {
+        errors.extend(errs.iter().map(|e| e.to_string()));
     }
     errors
 }
@@ -236,41 +236,41 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
         ));
         return;
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
-            errors.push(format!(
-                "{at}: Unsupported value: {value}: supported values: {}",
-                list.join(", ")
-            ));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
+        errors.push(format!(
+            "{at}: Unsupported value: {value}: supported values: {}",
+            list.join(", ")
+        ));
     }
     match value {
         Value::String(s) => {
             let len = s.chars().count() as u64;
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-                if len > max {
-                    errors.push(format!(
-                        "{at}: Too long: may not be more than {max} characters"
-                    ));
-                }
+            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+                && len > max
+            {
+                errors.push(format!(
+                    "{at}: Too long: may not be more than {max} characters"
+                ));
             }
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-                if len < min {
-                    errors.push(format!(
-                        "{at}: Invalid value: must be at least {min} characters"
-                    ));
-                }
+            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+                && len < min
+            {
+                errors.push(format!(
+                    "{at}: Invalid value: must be at least {min} characters"
+                ));
             }
         }
         Value::Array(items) => {
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if items.len() as u64 > max {
-                    errors.push(format!(
-                        "{at}: Too many: {}: must have at most {max} items",
-                        items.len()
-                    ));
-                }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                errors.push(format!(
+                    "{at}: Too many: {}: must have at most {max} items",
+                    items.len()
+                ));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, v) in items.iter().enumerate() {
@@ -279,13 +279,13 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
             }
         }
         Value::Object(map) => {
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-                if map.len() as u64 > max {
-                    errors.push(format!(
-                        "{at}: Too many: {}: must have at most {max} properties",
-                        map.len()
-                    ));
-                }
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                errors.push(format!(
+                    "{at}: Too many: {}: must have at most {max} properties",
+                    map.len()
+                ));
             }
             for req in schema
                 .get("required")

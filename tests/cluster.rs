@@ -67,10 +67,10 @@ async fn wait_for<F: Fn(&IdentityProvider) -> bool>(
     f: F,
 ) -> IdentityProvider {
     for _ in 0..60 {
-        if let Ok(idp) = api.get(name).await {
-            if f(&idp) {
-                return idp;
-            }
+        if let Ok(idp) = api.get(name).await
+            && f(&idp)
+        {
+            return idp;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -590,20 +590,20 @@ impl ProviderRuntime {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
-        if let Some(expected) = same_sub {
-            if sub != expected {
-                return Err(Refusal::new(
-                    Reason::InvalidSubject,
-                    format!(
-                        "the refreshed ID token is for subject {sub:?}, the session for {expected:?}"
-                    ),
-                ));
-            }
+        if let Some(expected) = same_sub
+            && sub != expected
+        {
+            return Err(Refusal::new(
+                Reason::InvalidSubject,
+                format!(
+                    "the refreshed ID token is for subject {sub:?}, the session for {expected:?}"
+                ),
+            ));
         }
-        if claims::needs_userinfo(&id_claims, &self.cfg.claims) {
-            if let Some(info) = self.userinfo(access_token, &sub).await? {
-                claims::merge_userinfo(&mut id_claims, info);
-            }
+        if claims::needs_userinfo(&id_claims, &self.cfg.claims)
+            && let Some(info) = self.userinfo(access_token, &sub).await?
+        {
+            claims::merge_userinfo(&mut id_claims, info);
         }
         let identity = claims::map_claims(&id_claims, &self.cfg.claims)?;
         claims::check_verified_email(&identity, &self.cfg)?;
@@ -839,16 +839,16 @@ pub fn check_claims(
             ),
         ));
     }
-    if let Some(azp) = azp {
-        if azp != cfg.client_id {
-            return Err(Refusal::new(
-                Reason::InvalidAzp,
-                format!(
-                    "the ID token was issued to {azp:?} (azp), not this client {:?}",
-                    cfg.client_id
-                ),
-            ));
-        }
+    if let Some(azp) = azp
+        && azp != cfg.client_id
+    {
+        return Err(Refusal::new(
+            Reason::InvalidAzp,
+            format!(
+                "the ID token was issued to {azp:?} (azp), not this client {:?}",
+                cfg.client_id
+            ),
+        ));
     }
     // exp, iat: bounded skew.
     let Some(exp) = num(claims, "exp") else {

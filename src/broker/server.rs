@@ -160,11 +160,11 @@ impl Broker {
         let mut unavailable = config.unavailable.clone();
         for (key, cfg) in &config.providers {
             let previous = old.providers.get(key);
-            if let Some(p) = previous {
-                if &p.cfg == cfg {
-                    providers.insert(key.clone(), p.clone());
-                    continue;
-                }
+            if let Some(p) = previous
+                && &p.cfg == cfg
+            {
+                providers.insert(key.clone(), p.clone());
+                continue;
             }
             match ProviderRuntime::new(cfg.clone(), &self.settings.http, previous.map(|p| &**p)) {
                 Ok(rt) => {
@@ -660,16 +660,16 @@ async fn finish_login(
             ),
         ));
     }
-    if let Some(iss) = &q.iss {
-        if iss != &provider.cfg.issuer {
-            return Err(Refusal::new(
-                Reason::IssuerMismatch,
-                format!(
-                    "the authorization response came from issuer {iss:?}, not {:?} (mix-up defence, RFC 9207)",
-                    provider.cfg.issuer
-                ),
-            ));
-        }
+    if let Some(iss) = &q.iss
+        && iss != &provider.cfg.issuer
+    {
+        return Err(Refusal::new(
+            Reason::IssuerMismatch,
+            format!(
+                "the authorization response came from issuer {iss:?}, not {:?} (mix-up defence, RFC 9207)",
+                provider.cfg.issuer
+            ),
+        ));
     }
     let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
         return Err(Refusal::new(

@@ -112,24 +112,25 @@ impl ProgramSet {
     pub async fn load(&self, client: &Client, ns: &str, name: &str) {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         match api.get_opt(name).await {
-            Ok(Some(s)) => match s.data.as_ref().and_then(|d| {
-                d.get(BROKER_CONFIG_KEY)
-                    .or_else(|| d.get(BROKER_CONFIG_PLAIN_KEY))
-            }) {
-                Some(bytes) => match BrokerConfig::decode(&bytes.0) {
-                    Ok(cfg) => {
-                        info!(
-                            providers = cfg.providers.len(),
-                            "loaded the broker config as last known good"
-                        );
-                        self.replace(cfg);
+            Ok(Some(s)) => {
+                if let Some(bytes) = s.data.as_ref().and_then(|d| {
+                    d.get(BROKER_CONFIG_KEY)
+                        .or_else(|| d.get(BROKER_CONFIG_PLAIN_KEY))
+                }) {
+                    match BrokerConfig::decode(&bytes.0) {
+                        Ok(cfg) => {
+                            info!(
+                                providers = cfg.providers.len(),
+                                "loaded the broker config as last known good"
+                            );
+                            self.replace(cfg);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "broker config Secret {ns}/{name} is not valid; starting empty")
+                        }
                     }
-                    Err(e) => {
-                        warn!(error = %e, "broker config Secret {ns}/{name} is not valid; starting empty")
-                    }
-                },
-                None => {}
-            },
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 warn!(error = %e, "cannot read broker config Secret {ns}/{name}; starting empty")

@@ -492,29 +492,28 @@ fn check_against_provider(
             ),
         ));
     }
-    if let (Some(alg), Some(algs)) = (client_key_alg, &e.token_endpoint_auth_signing_algs) {
-        if !algs.iter().any(|a| a == alg) {
-            return Err(Failure::new(
-                reasons::UNSUPPORTED_AUTH_METHOD,
-                format!(
-                    "the client's private key signs {alg}, but the provider accepts client assertions signed with [{}]; use a key of a type it accepts (RSA signs RS256, EC P-256 signs ES256)",
-                    algs.join(", ")
-                ),
-            ));
-        }
+    if let (Some(alg), Some(algs)) = (client_key_alg, &e.token_endpoint_auth_signing_algs)
+        && !algs.iter().any(|a| a == alg)
+    {
+        return Err(Failure::new(
+            reasons::UNSUPPORTED_AUTH_METHOD,
+            format!(
+                "the client's private key signs {alg}, but the provider accepts client assertions signed with [{}]; use a key of a type it accepts (RSA signs RS256, EC P-256 signs ES256)",
+                algs.join(", ")
+            ),
+        ));
     }
-    if spec.pkce == PkceMode::S256 {
-        if let Some(methods) = &e.code_challenge_methods {
-            if !methods.iter().any(|m| m == "S256") {
-                return Err(Failure::new(
-                    reasons::UNSUPPORTED_PKCE,
-                    format!(
-                        "the provider advertises code_challenge_methods_supported [{}] without S256; set spec.pkce: Disabled",
-                        methods.join(", ")
-                    ),
-                ));
-            }
-        }
+    if spec.pkce == PkceMode::S256
+        && let Some(methods) = &e.code_challenge_methods
+        && !methods.iter().any(|m| m == "S256")
+    {
+        return Err(Failure::new(
+            reasons::UNSUPPORTED_PKCE,
+            format!(
+                "the provider advertises code_challenge_methods_supported [{}] without S256; set spec.pkce: Disabled",
+                methods.join(", ")
+            ),
+        ));
     }
     Ok(())
 }

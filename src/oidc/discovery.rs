@@ -476,7 +476,7 @@ pub fn summarize_jwks(url: &str, doc: &serde_json::Value) -> Result<JwksSummary,
     let usable_keys = set
         .keys()
         .iter()
-        .filter(|k| is_usable_signing_key(*k))
+        .filter(|k| is_usable_signing_key(k))
         .count();
     if usable_keys == 0 {
         return Err(Failure::new(
@@ -494,10 +494,10 @@ pub fn summarize_jwks(url: &str, doc: &serde_json::Value) -> Result<JwksSummary,
 
 /// An asymmetric key usable for signatures with an algorithm we accept.
 pub fn is_usable_signing_key(key: &openidconnect::core::CoreJsonWebKey) -> bool {
-    if let Some(use_) = key.key_use() {
-        if !use_.allows_signature() {
-            return false;
-        }
+    if let Some(use_) = key.key_use()
+        && !use_.allows_signature()
+    {
+        return false;
     }
     if matches!(key.key_type(), CoreJsonWebKeyType::Symmetric) {
         return false;
