@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 use url::Url;
@@ -28,28 +28,28 @@ struct Cli {
     command: Cmd,
 }
 
+/// The login both commands perform.
+#[derive(Args)]
+struct Target {
+    /// Where the login starts (the broker's /oauth/start?..., or the
+    /// protected URL at Apache).
+    #[arg(long)]
+    start: String,
+    /// URL prefix of the relying party's callback.
+    #[arg(long)]
+    callback: String,
+    #[arg(long, default_value = "alice")]
+    user: String,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// One login; prints the Cookie header for the relying party.
-    Login {
-        /// Where the login starts (the broker's /oauth/start?..., or the
-        /// protected URL at Apache).
-        #[arg(long)]
-        start: String,
-        /// URL prefix of the relying party's callback.
-        #[arg(long)]
-        callback: String,
-        #[arg(long, default_value = "alice")]
-        user: String,
-    },
+    Login(Target),
     /// Login round trips for `--seconds` with `--concurrency` workers.
     Logins {
-        #[arg(long)]
-        start: String,
-        #[arg(long)]
-        callback: String,
-        #[arg(long, default_value = "alice")]
-        user: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
         #[arg(long, default_value_t = 10.0)]
@@ -230,13 +230,9 @@ fn summary(mut v: Vec<f64>) -> serde_json::Value {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match Cli::parse().command {
-        Cmd::Login {
-            start,
-            callback,
-            user,
-        } => match login(&client(), &start, &callback, &user).await {
+        Cmd::Login(t) => match login(&client(), &t.start, &t.callback, &t.user).await {
             Ok((_, jar)) => {
-                let rp = Url::parse(&callback).expect("callback URL");
+                let rp = Url::parse(&t.callback).expect("callback URL");
                 println!("{}", jar.header(&rp).unwrap_or_default());
                 std::process::ExitCode::SUCCESS
             }
@@ -246,15 +242,13 @@ async fn main() -> std::process::ExitCode {
             }
         },
         Cmd::Logins {
-            start,
-            callback,
-            user,
+            target,
             concurrency,
             seconds,
         } => {
             let client = client();
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-            let shared = Arc::new((start, callback, user));
+            let shared = Arc::new(target);
             let began = Instant::now();
             let mut workers = Vec::new();
             for _ in 0..concurrency {
@@ -264,7 +258,7 @@ async fn main() -> std::process::ExitCode {
                     let mut errors = Vec::new();
                     while Instant::now() < deadline {
                         let t0 = Instant::now();
-                        match login(&client, &shared.0, &shared.1, &shared.2).await {
+                        match login(&client, &shared.start, &shared.callback, &shared.user).await {
                             Ok((t, _)) => done.push((t0.elapsed(), t)),
                             Err(e) => errors.push(e),
                         }

@@ -58,9 +58,20 @@ async fn login(
     name: &str,
     rd: &str,
 ) -> common::broker::Landing {
+    login_at(tb, client, KEY, name, rd).await
+}
+
+/// A full login as `name` through `provider`, landing on `rd`.
+async fn login_at(
+    tb: &TestBroker,
+    client: &reqwest::Client,
+    provider: &str,
+    name: &str,
+    rd: &str,
+) -> common::broker::Landing {
     walk(
         client,
-        &tb.url(&format!("/oauth/start?provider={KEY}&rd={rd}")),
+        &tb.url(&format!("/oauth/start?provider={provider}&rd={rd}")),
         name,
         &tb.url("/oauth/callback/"),
     )
@@ -568,13 +579,7 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
     );
 
     // The healthy one, chosen by its bare name, logs in.
-    let landing = walk(
-        &client,
-        &tb.url("/oauth/start?provider=demo&rd=/x"),
-        "nora",
-        &tb.url("/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&tb, &client, "demo", "nora", "/x").await;
     assert_eq!(landing.status, 302, "{landing:?}");
     let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
     assert_eq!(r.headers()["x-auth-request-user"], "nora");
@@ -735,13 +740,7 @@ async fn private_key_jwt_logs_in_and_refreshes_at_the_real_op() {
 
     for key in ["default/rsa", "default/ec"] {
         let client = browser();
-        let landing = walk(
-            &client,
-            &tb.url(&format!("/oauth/start?provider={key}&rd=/ok")),
-            "alice",
-            &tb.url("/oauth/callback/"),
-        )
-        .await;
+        let landing = login_at(&tb, &client, key, "alice", "/ok").await;
         assert_eq!(
             (landing.status, landing.location.clone()),
             (302, Some(tb.url("/ok"))),
@@ -755,13 +754,7 @@ async fn private_key_jwt_logs_in_and_refreshes_at_the_real_op() {
         assert!(r.headers().contains_key("set-cookie"), "{key}: refreshed");
         assert_eq!(tb.broker.metrics.refreshes(key, "refreshed"), 1, "{key}");
     }
-    let landing = walk(
-        &browser(),
-        &tb.url("/oauth/start?provider=default/wrong&rd=/ok"),
-        "alice",
-        &tb.url("/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&tb, &browser(), "default/wrong", "alice", "/ok").await;
     assert_ne!(
         landing.status, 302,
         "a key the OP does not know logs nobody in"
