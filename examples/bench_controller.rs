@@ -163,12 +163,14 @@ async fn round(
             let ns = idp.metadata.namespace.as_deref().unwrap_or_default();
             let key = format!("{ns}/{}", idp.metadata.name.as_deref().unwrap_or_default());
             let secrets = &secrets[ns];
-            let discovery = match validate::discovery_request(&idp.spec, ns, secrets) {
-                Some(req) => Some(cache.get(&req).await),
+            let facts = validate::Facts::new(&idp.spec, ns, secrets);
+            let discovery = match facts.discovery_request() {
+                Some(req) => Some(cache.get(req).await),
                 None => None,
             };
             let previous = programs.get(&key);
-            let v = validate::validate(idp, secrets, discovery.as_deref(), previous.as_ref(), &env);
+            let v =
+                validate::validate_with(idp, &facts, discovery.as_deref(), previous.as_ref(), &env);
             programs.set(&key, &v.programming);
             programs.set_unavailable(&key, validate::unavailable_entry(idp, &v));
             let new = status::build_status(idp.status.as_ref(), &v, 1, jiff::Timestamp::now());

@@ -10,10 +10,13 @@ use url::Url;
 
 use crate::{
     Error,
-    api::{Condition, IdentityProvider, conditions::reasons},
+    api::{
+        Condition, IdentityProvider,
+        conditions::{Status, reasons},
+    },
     controller::{
         status::merge_conditions,
-        validate::{Env, SecretData, Validation, discovery_request, validate},
+        validate::{Env, Facts, SecretData, Validation, validate_with},
     },
     manifest::{self, Document},
     oidc::discovery::{CacheTtl, DiscoveryCache, HttpSettings},
@@ -52,7 +55,7 @@ impl ProviderReport {
         self.admission_errors.is_empty()
             && self.validation.is_some()
             && self.conditions.iter().all(|c| {
-                c.status == "True"
+                c.status == Status::True
                     || c.reason == reasons::NOT_CHECKED
                     || c.reason == reasons::DISABLED
             })
@@ -194,11 +197,12 @@ async fn check_one(
     idp.metadata.generation.get_or_insert(1);
     let empty = SecretData::new();
     let ns_secrets = secrets.get(&ns).unwrap_or(&empty);
-    let discovery = match (opts.live, discovery_request(&idp.spec, &ns, ns_secrets)) {
-        (true, Some(req)) => Some(cache.get(&req).await),
+    let facts = Facts::new(&idp.spec, &ns, ns_secrets);
+    let discovery = match (opts.live, facts.discovery_request()) {
+        (true, Some(req)) => Some(cache.get(req).await),
         _ => None,
     };
-    let v = validate(&idp, ns_secrets, discovery.as_deref(), None, env);
+    let v = validate_with(&idp, &facts, discovery.as_deref(), None, env);
     report.conditions = merge_conditions(
         &[],
         &v.conditions,

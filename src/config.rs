@@ -69,6 +69,16 @@ pub struct ProgrammedProvider {
 }
 
 impl ProgrammedProvider {
+    /// What this provider's ID tokens must say, for a login that sent
+    /// `nonce` (`None` on a refresh).
+    pub fn expected<'a>(&'a self, nonce: Option<&'a str>) -> crate::oidc::verify::Expected<'a> {
+        crate::oidc::verify::Expected {
+            issuer: &self.issuer,
+            client_id: &self.client_id,
+            nonce,
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }

@@ -69,8 +69,8 @@ fn files_fingerprint(paths: &[PathBuf]) -> u64 {
     h.finish()
 }
 
-/// Runs until the process ends.
-pub async fn run(opts: DevOptions) -> Result<(), Error> {
+/// Runs until the process ends, serving the broker on `listener`.
+pub async fn run(opts: DevOptions, listener: tokio::net::TcpListener) -> Result<(), Error> {
     let broker = Broker::new(BrokerSettings {
         public_url: opts.public_url.clone(),
         cookie_domain: None,
@@ -92,9 +92,6 @@ pub async fn run(opts: DevOptions) -> Result<(), Error> {
         public_url: opts.public_url.clone(),
         http: opts.http.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", opts.listen)))?;
     let app = broker
         .router()
         .merge(metrics::router(broker.metrics.clone()));

@@ -6,10 +6,13 @@
 //! - [`oidc`]: discovery and JWKS, shared with the broker.
 //! - [`check`]: `sso-operator check`, the same validation from files.
 //! - [`config`]: the broker configuration the controller writes.
+//! - [`cli`]: the `sso-operator` command line, one module per subcommand.
 
 pub mod api;
 pub mod broker;
 pub mod check;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod dev;

@@ -7,13 +7,9 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{apiserver::*, *};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Client,
-    client::Body,
-    runtime::{controller::Action, reflector, watcher},
-};
+use kube::runtime::{controller::Action, reflector, watcher};
 use serde_json::{Value, json};
 use sso_operator::{
     api::{IdentityProvider, IdentityProviderStatus},
@@ -36,8 +32,7 @@ fn idp_json() -> Value {
 }
 
 fn context() -> (Arc<Context>, ApiServer) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, api) = mock_client();
     let discovery = Arc::new(DiscoveryCache::new(
         HttpSettings {
             connect_timeout: Duration::from_secs(2),
@@ -56,7 +51,7 @@ fn context() -> (Arc<Context>, ApiServer) {
         Arc::new(ProgramSet::default()),
         env(),
     );
-    (Arc::new(ctx), ApiServer(handle))
+    (Arc::new(ctx), api)
 }
 
 /// `idp()` pointed at the test issuer's good scenario.
@@ -369,9 +364,7 @@ fn secret_changes_map_to_the_providers_that_use_them() {
 
 #[tokio::test]
 async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let mut api = ApiServer(handle);
-    let client = Client::new(service, "default");
+    let (client, mut api) = mock_client();
     let programs = Arc::new(ProgramSet::default());
 
     // Two providers exist; three are programmed (one was deleted meanwhile).
@@ -472,9 +465,7 @@ async fn last_known_good_reads_a_plain_json_config() {
 }
 
 async fn last_known_good_from(key: &str, encode: fn(&BrokerConfig) -> Vec<u8>) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let mut api = ApiServer(handle);
-    let client = Client::new(service, "default");
+    let (client, mut api) = mock_client();
     let good = sso_operator::controller::validate::validate(
         &idp(),
         &secrets(),

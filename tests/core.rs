@@ -769,7 +769,7 @@ fn every_case() {
         }
         for (ty, status, reason) in case.expect {
             let c = v.condition(ty);
-            if (c.status, c.reason.as_str()) != (*status, *reason) {
+            if (c.status.as_str(), c.reason.as_str()) != (*status, *reason) {
                 failures.push(format!(
                     "{}: {ty} is {} {} ({}), want {status} {reason}",
                     case.name, c.status, c.reason, c.message

@@ -3,6 +3,61 @@
 //! Every string the controller writes into a condition comes from here, so a
 //! reason is typed once and a test can name it exactly.
 
+/// A condition's `status`: the three values Kubernetes conditions allow.
+/// Typed so no code spells `"True"` by hand; it still compares equal to the
+/// string it serializes as, which is what `status.conditions[].status` holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+
+    /// Whether a condition's status string is `True`.
+    pub fn is_true(status: &str) -> bool {
+        status == Status::True.as_str()
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Status {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<Status> for &str {
+    fn eq(&self, other: &Status) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Status> for String {
+    fn eq(&self, other: &Status) -> bool {
+        self == other.as_str()
+    }
+}
+
 /// Condition types, in the order they are evaluated.
 pub mod types {
     pub const CONFIG_VALID: &str = "ConfigValid";

@@ -1,11 +1,7 @@
-//! One programmed provider as the broker runs it: the authorization URL,
-//! the code exchange, ID-token verification with a JWKS cache that refetches
-//! (rate-limited) on an unknown `kid`, and userinfo.
-//!
-//! Signature cryptography is openidconnect's (`JsonWebKey::verify_signature`);
-//! the header and claim checks are written out here so each refusal carries
-//! its own reason, and so one sloppy non-security claim from an IdP (a
-//! string where a boolean belongs) cannot make a whole token unparseable.
+//! One programmed provider as the broker runs it: the OAuth client (the
+//! authorization URL, the code exchange and refresh), ID-token verification
+//! through its JWKS cache ([`crate::oidc::jwks`]; the checks themselves are
+//! [`crate::oidc::verify`]), and userinfo.
 
 use std::{
     sync::Arc,
@@ -22,13 +18,8 @@ use oauth2::{
         BasicTokenType,
     },
 };
-use openidconnect::{
-    JsonWebKey as _, JsonWebKeyAlgorithm, JsonWebKeyId, JsonWebKeyUse as _, JwsSigningAlgorithm,
-    core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm},
-};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
 use url::Url;
 
 use super::{
@@ -40,21 +31,11 @@ use crate::{
     config::ProgrammedProvider,
     oidc::{
         assertion::{ASSERTION_TYPE, ClientKey},
-        discovery::{self, HttpSettings, is_allowed_alg},
+        discovery::{self, HttpSettings},
+        jwks::{Fetch, JwksCache},
+        verify::{Jws, check_claims},
     },
 };
-
-/// Clock skew tolerated on `exp` and `iat`.
-pub const CLOCK_SKEW_SECS: i64 = 60;
-/// Keys are refetched at least this often even when every `kid` is known,
-/// so a key the IdP retired stops verifying.
-pub const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
-/// At most one refetch for an unknown `kid` per provider in this interval,
-/// so forged tokens with random `kid`s cannot make the broker hammer the
-/// IdP.
-pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
-/// Largest ID token accepted.
-const MAX_ID_TOKEN_LEN: usize = 64 * 1024;
 
 /// Token endpoint answer fields beyond OAuth 2.0's: the raw ID token.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -108,36 +89,6 @@ pub enum RefreshFailure {
 /// A failed refresh attempt backs off this long per provider, so an IdP
 /// outage costs one token request per interval, not one per request.
 pub const REFRESH_BACKOFF: Duration = Duration::from_secs(30);
-
-#[derive(Default)]
-struct JwksState {
-    keys: Option<CoreJsonWebKeySet>,
-    fetched_at: Option<Instant>,
-    /// Last refetch forced by an unknown `kid`.
-    last_forced: Option<Instant>,
-    fetches: u64,
-}
-
-/// The provider's signing keys, fetched on demand and shared across config
-/// reloads while the JWKS URL and CA stay the same.
-pub struct JwksCache {
-    uri: String,
-    state: Mutex<JwksState>,
-}
-
-impl JwksCache {
-    pub fn new(uri: String) -> Self {
-        Self {
-            uri,
-            state: Mutex::new(JwksState::default()),
-        }
-    }
-
-    /// How many times the JWKS was fetched.
-    pub async fn fetches(&self) -> u64 {
-        self.state.lock().await.fetches
-    }
-}
 
 /// A provider ready to serve logins.
 pub struct ProviderRuntime {
@@ -411,64 +362,6 @@ impl ProviderRuntime {
         }
     }
 
-    async fn fetch_jwks(&self) -> Result<CoreJsonWebKeySet, Refusal> {
-        let doc = discovery::get_json(&self.http, "JWKS", &self.jwks.uri, &self.settings)
-            .await
-            .map_err(|f| Refusal::new(Reason::JwksUnavailable, f.message))?;
-        serde_json::from_value(doc).map_err(|e| {
-            Refusal::new(
-                Reason::JwksUnavailable,
-                format!("JWKS at {} is not a valid key set: {e}", self.jwks.uri),
-            )
-        })
-    }
-
-    /// The current keys; fetched when absent or older than
-    /// [`JWKS_MAX_AGE`]. A failed periodic refresh keeps the old keys.
-    async fn keys(&self) -> Result<CoreJsonWebKeySet, Refusal> {
-        let mut st = self.jwks.state.lock().await;
-        let stale = st.fetched_at.is_none_or(|t| t.elapsed() >= JWKS_MAX_AGE);
-        if stale {
-            st.fetches += 1;
-            match self.fetch_jwks().await {
-                Ok(keys) => {
-                    st.keys = Some(keys);
-                    st.fetched_at = Some(Instant::now());
-                }
-                Err(e) if st.keys.is_none() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(provider = %self.cfg.key(), error = %e, "JWKS refresh failed; keeping the previous keys")
-                }
-            }
-        }
-        Ok(st.keys.clone().expect("keys present"))
-    }
-
-    /// Refetches for an unknown `kid`, at most once per
-    /// [`JWKS_REFETCH_INTERVAL`]. Returns the new keys when it refetched.
-    async fn refetch_for_unknown_kid(&self) -> Option<CoreJsonWebKeySet> {
-        let mut st = self.jwks.state.lock().await;
-        if st
-            .last_forced
-            .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL)
-        {
-            return None;
-        }
-        st.last_forced = Some(Instant::now());
-        st.fetches += 1;
-        match self.fetch_jwks().await {
-            Ok(keys) => {
-                st.keys = Some(keys.clone());
-                st.fetched_at = Some(Instant::now());
-                Some(keys)
-            }
-            Err(e) => {
-                tracing::warn!(provider = %self.cfg.key(), error = %e, "JWKS refetch for an unknown kid failed");
-                None
-            }
-        }
-    }
-
     /// Verifies an ID token: header, signature, then every claim check.
     /// `nonce` is what the login sent; `None` for an ID token from a
     /// refresh, which carries no fresh nonce (OpenID Connect Core 12.2).
@@ -480,18 +373,24 @@ impl ProviderRuntime {
         now: i64,
     ) -> Result<Map<String, Value>, Refusal> {
         let jws = Jws::parse(raw)?;
-        let keys = self.keys().await?;
+        let key = self.cfg.key();
+        let fetch = Fetch {
+            http: &self.http,
+            settings: &self.settings,
+            provider: &key,
+        };
+        let keys = self.jwks.keys(&fetch).await?;
         match jws.verify(&keys) {
             Err(r) if r.reason == Reason::UnknownKey => {
-                match self.refetch_for_unknown_kid().await {
+                match self.jwks.refetch_for_unknown_kid(&fetch).await {
                     Some(fresh) => jws.verify(&fresh)?,
                     None => return Err(r),
                 }
             }
             other => other?,
         }
-        check_claims(&jws.claims, &self.cfg, nonce, now)?;
-        Ok(jws.claims)
+        check_claims(jws.claims(), &self.cfg.expected(nonce), now)?;
+        Ok(jws.into_claims())
     }
 
     /// Calls userinfo; its `sub` must equal the ID token's.
@@ -623,282 +522,5 @@ fn clip(s: &str, max: usize) -> String {
         s
     } else {
         format!("{}…", s.chars().take(max).collect::<String>())
-    }
-}
-
-/// A parsed, not yet verified, compact JWS.
-struct Jws {
-    alg: CoreJwsSigningAlgorithm,
-    kid: Option<JsonWebKeyId>,
-    signing_input: String,
-    signature: Vec<u8>,
-    claims: Map<String, Value>,
-}
-
-fn malformed(msg: impl Into<String>) -> Refusal {
-    Refusal::new(Reason::MalformedIdToken, msg)
-}
-
-impl Jws {
-    fn parse(raw: &str) -> Result<Self, Refusal> {
-        if raw.len() > MAX_ID_TOKEN_LEN {
-            return Err(malformed("the ID token is larger than 64 KiB"));
-        }
-        let parts: Vec<&str> = raw.split('.').collect();
-        if parts.len() != 3 {
-            return Err(malformed(format!(
-                "the ID token has {} parts; a signed JWT has 3 (encrypted ID tokens are not supported)",
-                parts.len()
-            )));
-        }
-        let decode = |what: &str, s: &str| {
-            B64.decode(s)
-                .map_err(|_| malformed(format!("the ID token {what} is not base64url")))
-        };
-        let header: Map<String, Value> = serde_json::from_slice(&decode("header", parts[0])?)
-            .map_err(|_| malformed("the ID token header is not a JSON object"))?;
-        let claims: Map<String, Value> = serde_json::from_slice(&decode("payload", parts[1])?)
-            .map_err(|_| malformed("the ID token payload is not a JSON object"))?;
-        let signature = decode("signature", parts[2])?;
-        let alg_text = header.get("alg").and_then(Value::as_str).unwrap_or("");
-        let alg: CoreJwsSigningAlgorithm =
-            serde_json::from_value(Value::String(alg_text.to_string())).map_err(|_| {
-                Refusal::new(
-                    Reason::DisallowedAlg,
-                    format!("the ID token is signed with unknown algorithm {alg_text:?}"),
-                )
-            })?;
-        if !is_allowed_alg(&alg) {
-            return Err(Refusal::new(
-                Reason::DisallowedAlg,
-                format!(
-                    "the ID token uses alg {alg_text:?}; only asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted, never \"none\" or HMAC"
-                ),
-            ));
-        }
-        if header.contains_key("crit") {
-            return Err(malformed("the ID token has critical header parameters"));
-        }
-        if let Some(typ) = header.get("typ") {
-            let ok = typ.as_str().is_some_and(|t| {
-                t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt")
-            });
-            if !ok {
-                return Err(malformed(format!(
-                    "the token's typ {typ} is not an ID token"
-                )));
-            }
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(JsonWebKeyId::new(k.clone())),
-            Some(_) => return Err(malformed("the ID token kid is not a string")),
-        };
-        let signing_input = format!("{}.{}", parts[0], parts[1]);
-        Ok(Self {
-            alg,
-            kid,
-            signing_input,
-            signature,
-            claims,
-        })
-    }
-
-    /// Keys that may verify this token: matching `kid` (when the token has
-    /// one), a key type for the alg, signature use, and a compatible alg.
-    fn candidates<'a>(&self, keys: &'a CoreJsonWebKeySet) -> Vec<&'a CoreJsonWebKey> {
-        keys.keys()
-            .iter()
-            .filter(|k| self.kid.is_none() || k.key_id() == self.kid.as_ref())
-            .filter(|k| k.key_use().is_none_or(|u| u.allows_signature()))
-            .filter(|k| self.alg.key_type().as_ref() == Some(k.key_type()))
-            .filter(|k| match k.signing_alg() {
-                JsonWebKeyAlgorithm::Unspecified => true,
-                JsonWebKeyAlgorithm::Algorithm(a) => *a == self.alg,
-                JsonWebKeyAlgorithm::Unsupported => false,
-            })
-            .collect()
-    }
-
-    fn verify(&self, keys: &CoreJsonWebKeySet) -> Result<(), Refusal> {
-        let candidates = self.candidates(keys);
-        let key = match candidates.as_slice() {
-            [] => {
-                return Err(Refusal::new(
-                    Reason::UnknownKey,
-                    match &self.kid {
-                        Some(kid) => format!(
-                            "no key with kid {:?} for {} in the provider's JWKS, even after refetching it",
-                            kid.as_str(),
-                            alg_name(&self.alg)
-                        ),
-                        None => format!(
-                            "the ID token names no kid and no {} key in the provider's JWKS fits",
-                            alg_name(&self.alg)
-                        ),
-                    },
-                ));
-            }
-            [one] => *one,
-            many => {
-                return Err(Refusal::new(
-                    Reason::AmbiguousKey,
-                    format!(
-                        "the ID token names no kid and {} keys in the provider's JWKS fit; refusing to guess",
-                        many.len()
-                    ),
-                ));
-            }
-        };
-        key.verify_signature(&self.alg, self.signing_input.as_bytes(), &self.signature)
-            .map_err(|e| {
-                Refusal::new(
-                    Reason::InvalidSignature,
-                    format!("the ID token signature does not verify: {e}"),
-                )
-            })
-    }
-}
-
-/// The whole ID-token path with no network: parse, verify against `keys`,
-/// then every claim check. For the fuzz targets; the broker itself goes
-/// through [`ProviderRuntime::verify_id_token`], which also refetches keys.
-#[doc(hidden)]
-pub fn verify_id_token_offline(
-    raw: &str,
-    keys: &CoreJsonWebKeySet,
-    cfg: &ProgrammedProvider,
-    nonce: Option<&str>,
-    now: i64,
-) -> Result<Map<String, Value>, Refusal> {
-    let jws = Jws::parse(raw)?;
-    jws.verify(keys)?;
-    check_claims(&jws.claims, cfg, nonce, now)?;
-    Ok(jws.claims)
-}
-
-fn alg_name(alg: &CoreJwsSigningAlgorithm) -> String {
-    serde_json::to_value(alg)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{alg:?}"))
-}
-
-fn num(claims: &Map<String, Value>, name: &str) -> Option<i64> {
-    match claims.get(name)? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        _ => None,
-    }
-}
-
-/// The claim checks of OpenID Connect Core 3.1.3.7, in order, each with its
-/// own reason.
-pub fn check_claims(
-    claims: &Map<String, Value>,
-    cfg: &ProgrammedProvider,
-    nonce: Option<&str>,
-    now: i64,
-) -> Result<(), Refusal> {
-    // iss: exactly the issuer, byte for byte.
-    match claims.get("iss").and_then(Value::as_str) {
-        Some(iss) if iss == cfg.issuer => {}
-        other => {
-            return Err(Refusal::new(
-                Reason::InvalidIssuer,
-                format!(
-                    "the ID token's iss is {:?}; expected exactly {:?}",
-                    other.unwrap_or("(none)"),
-                    cfg.issuer
-                ),
-            ));
-        }
-    }
-    // aud: contains the client ID.
-    let auds: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    if !auds.contains(&cfg.client_id.as_str()) {
-        return Err(Refusal::new(
-            Reason::InvalidAudience,
-            format!(
-                "the ID token is for audience {:?}, not this client {:?}",
-                auds, cfg.client_id
-            ),
-        ));
-    }
-    // azp: required with several audiences, and when present it must be us.
-    let azp = claims.get("azp").and_then(Value::as_str);
-    if auds.len() > 1 && azp.is_none() {
-        return Err(Refusal::new(
-            Reason::InvalidAzp,
-            format!(
-                "the ID token has {} audiences and no azp claim saying it was issued to this client",
-                auds.len()
-            ),
-        ));
-    }
-    if let Some(azp) = azp
-        && azp != cfg.client_id
-    {
-        return Err(Refusal::new(
-            Reason::InvalidAzp,
-            format!(
-                "the ID token was issued to {azp:?} (azp), not this client {:?}",
-                cfg.client_id
-            ),
-        ));
-    }
-    // exp, iat: bounded skew.
-    let Some(exp) = num(claims, "exp") else {
-        return Err(malformed("the ID token has no numeric exp claim"));
-    };
-    // Saturating: `exp` and `iat` are whatever the IdP sent, to i64's ends.
-    if now.saturating_sub(CLOCK_SKEW_SECS) >= exp {
-        return Err(Refusal::new(
-            Reason::TokenExpired,
-            format!(
-                "the ID token expired {} s ago (clock skew allowed: {CLOCK_SKEW_SECS} s)",
-                now.saturating_sub(exp)
-            ),
-        ));
-    }
-    let Some(iat) = num(claims, "iat") else {
-        return Err(malformed("the ID token has no numeric iat claim"));
-    };
-    if iat > now.saturating_add(CLOCK_SKEW_SECS) {
-        return Err(Refusal::new(
-            Reason::IssuedInFuture,
-            format!(
-                "the ID token was issued {} s in the future (clock skew allowed: {CLOCK_SKEW_SECS} s); check the clocks",
-                iat.saturating_sub(now)
-            ),
-        ));
-    }
-    // nonce: what this login sent.
-    match (nonce, claims.get("nonce").and_then(Value::as_str)) {
-        (None, _) => {}
-        (Some(sent), Some(n)) if n == sent => {}
-        (Some(_), Some(_)) => {
-            return Err(Refusal::new(
-                Reason::InvalidNonce,
-                "the ID token's nonce is not the one this login sent (a replayed or injected token)",
-            ));
-        }
-        (Some(_), None) => {
-            return Err(Refusal::new(
-                Reason::InvalidNonce,
-                "the ID token has no nonce; this login sent one",
-            ));
-        }
-    }
-    // sub: present.
-    match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(()),
-        _ => Err(Refusal::new(
-            Reason::MissingSub,
-            "the ID token has no sub claim",
-        )),
     }
 }

@@ -33,7 +33,7 @@ use crate::{
     api::{FIELD_MANAGER, IdentityProvider, IdentityProviderStatus, conditions::phases},
     controller::{
         program::ProgramSet,
-        validate::{Env, SecretData, discovery_request, referenced_secrets, validate},
+        validate::{Env, Facts, SecretData, referenced_secrets, validate_with},
     },
     metrics::Metrics,
     oidc::discovery::DiscoveryCache,
@@ -89,19 +89,7 @@ impl Backoffs {
     }
 }
 
-/// A clock, injectable so tests fix time.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> jiff::Timestamp;
-}
-
-/// The real clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
+pub use crate::clock::{Clock, SystemClock};
 
 /// Everything reconcile needs, built once.
 pub struct Context {
@@ -185,12 +173,13 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         let generation = idp.metadata.generation.unwrap_or_default();
 
         let secrets = fetch_secrets(&ctx.client, &ns, &referenced_secrets(&idp.spec)).await?;
-        let discovery = match discovery_request(&idp.spec, &ns, &secrets) {
-            Some(req) => Some(ctx.discovery.get(&req).await),
+        let facts = Facts::new(&idp.spec, &ns, &secrets);
+        let discovery = match facts.discovery_request() {
+            Some(req) => Some(ctx.discovery.get(req).await),
             None => None,
         };
         let previous = ctx.programs.get(&key);
-        let v = validate(&idp, &secrets, discovery.as_deref(), previous.as_ref(), &ctx.env);
+        let v = validate_with(&idp, &facts, discovery.as_deref(), previous.as_ref(), &ctx.env);
         ctx.programs.set(&key, &v.programming);
         ctx.programs
             .set_unavailable(&key, validate::unavailable_entry(&idp, &v));

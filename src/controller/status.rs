@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 
 use crate::{
-    api::{Condition, IdentityProviderStatus},
+    api::{Condition, IdentityProviderStatus, conditions::Status},
     controller::validate::{CondResult, Programming, Validation},
 };
 
@@ -104,14 +104,14 @@ pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<Transition> {
     new.iter()
         .filter(|n| match old.iter().find(|o| o.type_ == n.type_) {
             Some(o) => o.status != n.status || o.reason != n.reason,
-            None => n.status != "True" || n.type_ == crate::api::conditions::types::READY,
+            None => n.status != Status::True || n.type_ == crate::api::conditions::types::READY,
         })
         .map(|n| Transition {
             type_: n.type_.clone(),
             status: n.status.clone(),
             reason: n.reason.clone(),
             message: n.message.clone(),
-            warning: n.status != "True",
+            warning: n.status != Status::True,
         })
         .collect()
 }

@@ -1,4 +1,9 @@
-//! OpenID Connect pieces shared by the controller and the broker.
+//! OpenID Connect pieces shared by the controller and the broker:
+//! discovery and JWKS checks ([`discovery`]), the broker's JWKS cache
+//! ([`jwks`]), pure ID-token verification ([`verify`]) and client assertions
+//! for `private_key_jwt` ([`assertion`]).
 
 pub mod assertion;
 pub mod discovery;
+pub mod jwks;
+pub mod verify;

@@ -1,0 +1,98 @@
+//! How the broker answers: HTML pages with security headers, redirects,
+//! refusals (an [`IntoResponse`] that logs, counts and renders the error
+//! page), and the one layer that marks every answer `no-store`.
+
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::{error::Refusal, metrics::BrokerMetrics, pages};
+
+/// Sets `Cache-Control: no-store` on every response: logins, sessions and
+/// forward-auth answers are per user and must never be cached by a proxy.
+pub async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Appends `Set-Cookie` headers.
+pub fn with_cookies(
+    mut resp: Response,
+    cookies: impl IntoIterator<Item = HeaderValue>,
+) -> Response {
+    let h = resp.headers_mut();
+    for c in cookies {
+        h.append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn page_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// An HTML page.
+pub fn page(status: StatusCode, html: String) -> Response {
+    let mut resp = (status, html).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    page_headers(h);
+    resp
+}
+
+/// A `302 Found` to `location` (to `/` when it cannot be a header value).
+pub fn redirect(location: &str) -> Response {
+    let mut resp = StatusCode::FOUND.into_response();
+    let h = resp.headers_mut();
+    let to = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
+    h.insert(header::LOCATION, to);
+    page_headers(h);
+    resp
+}
+
+/// `401` for forward-auth and API requests without a valid session.
+pub fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "unauthorized").into_response()
+}
+
+/// A refusal shown to the user: logged once, counted by reason, rendered
+/// as the error page with a link to try again.
+pub struct Refused<'a> {
+    pub refusal: Refusal,
+    pub metrics: &'a BrokerMetrics,
+    /// The provider the request was for, for the log line.
+    pub provider: Option<&'a str>,
+    /// Where "try again" leads.
+    pub retry: Option<&'a str>,
+}
+
+impl IntoResponse for Refused<'_> {
+    fn into_response(self) -> Response {
+        let r = self.refusal;
+        self.metrics.failure(r.reason);
+        tracing::warn!(
+            reason = r.reason.code(),
+            provider = self.provider.unwrap_or(""),
+            "{}",
+            r.message
+        );
+        page(r.reason.status(), pages::error_page(&r, self.retry))
+    }
+}

@@ -1,0 +1,321 @@
+//! The login: the provider chooser, the start (state, nonce, PKCE, 302 to
+//! the IdP) and the callback (every check, then the session cookie).
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse as _, Response},
+};
+use serde::Deserialize;
+use tracing::info;
+
+use super::encode_query;
+use crate::broker::{
+    Broker,
+    cookies::{self, ID_TOKEN_COOKIE, LOGIN_PATH, LOGOUT_PATH, SESSION_COOKIE, SESSION_PATH},
+    error::{Reason, Refusal},
+    login::{self, LoginError, LoginState},
+    metrics::ProviderLabel,
+    pages,
+    provider::random_token,
+    respond::{Refused, page, redirect, with_cookies},
+    session::{self, Session},
+};
+
+/// Purpose under which the ID token for the logout hint is sealed.
+pub(super) const ID_TOKEN_PURPOSE: &str = "id_token_hint";
+
+#[derive(Deserialize)]
+pub struct RdQuery {
+    rd: Option<String>,
+}
+
+fn refused<'a>(
+    b: &'a Broker,
+    refusal: Refusal,
+    provider: Option<&'a str>,
+    retry: &'a str,
+) -> Response {
+    Refused {
+        refusal,
+        metrics: &b.metrics,
+        provider,
+        retry: Some(retry),
+    }
+    .into_response()
+}
+
+pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) -> Response {
+    let rd = match b.check_rd(q.rd.as_deref()) {
+        Ok(rd) => rd,
+        Err(r) => return refused(&b, r, None, "/oauth/login"),
+    };
+    let table = b.table();
+    let mut choices: Vec<pages::Choice> = table
+        .providers
+        .iter()
+        .map(|(key, p)| pages::Choice {
+            key: key.clone(),
+            display_name: p.cfg.display_name.clone(),
+            href: format!(
+                "/oauth/start?{}",
+                encode_query(&[("provider", key), ("rd", &rd)])
+            ),
+        })
+        .collect();
+    choices.sort_by(|a, b| a.display_name.cmp(&b.display_name).then(a.key.cmp(&b.key)));
+    let unavailable: Vec<(String, String)> = table
+        .unavailable
+        .values()
+        .map(|u| {
+            (
+                u.display_name.clone(),
+                if u.disabled {
+                    "disabled".to_string()
+                } else {
+                    format!("not ready ({})", u.reason)
+                },
+            )
+        })
+        .collect();
+    page(StatusCode::OK, pages::login_page(&choices, &unavailable))
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    provider: Option<String>,
+    rd: Option<String>,
+}
+
+pub async fn start(
+    State(b): State<Arc<Broker>>,
+    Query(q): Query<StartQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let rd = match b.check_rd(q.rd.as_deref()) {
+        Ok(rd) => rd,
+        Err(r) => return refused(&b, r, q.provider.as_deref(), "/oauth/login"),
+    };
+    let table = b.table();
+    let requested = match q.provider.as_deref() {
+        Some(p) if !p.is_empty() => p.to_string(),
+        _ => {
+            // One provider: go straight there; several: let the user choose.
+            if table.providers.len() == 1 && table.unavailable.is_empty() {
+                table.providers.keys().next().cloned().unwrap_or_default()
+            } else {
+                return redirect(&format!("/oauth/login?{}", encode_query(&[("rd", &rd)])));
+            }
+        }
+    };
+    let retry = format!("/oauth/login?{}", encode_query(&[("rd", &rd)]));
+    let provider = match table.resolve(&requested) {
+        Ok(p) => p,
+        Err(r) => return refused(&b, r, Some(&requested), &retry),
+    };
+    let ring = match b.ring_or_refuse() {
+        Ok(ring) => ring,
+        Err(r) => return refused(&b, r, Some(&requested), &retry),
+    };
+    let state = random_token(16);
+    let nonce = random_token(16);
+    let (challenge, verifier) = if provider.cfg.pkce {
+        let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
+        (Some(c.as_str().to_string()), Some(v.secret().clone()))
+    } else {
+        (None, None)
+    };
+    let login_state = LoginState {
+        provider: provider.cfg.key(),
+        state: state.clone(),
+        nonce: nonce.clone(),
+        verifier,
+        rd,
+        created: b.now(),
+    };
+    let mut set = vec![b.cookies.set(
+        &login::cookie_name(&state),
+        &login::seal(&ring, &login_state),
+        LOGIN_PATH,
+        login::LOGIN_TTL_SECS,
+    )];
+    // Drop the oldest logins in flight beyond the limit (abandoned tabs).
+    let mut in_flight: Vec<(i64, &str)> = cookies::all(&headers)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(login::LOGIN_COOKIE_PREFIX))
+        .map(|(k, v)| (login::created_at(&ring, v).unwrap_or(0), k))
+        .collect();
+    if in_flight.len() >= login::MAX_LOGINS_IN_FLIGHT {
+        in_flight.sort();
+        let excess = in_flight.len() + 1 - login::MAX_LOGINS_IN_FLIGHT;
+        for (_, name) in in_flight.into_iter().take(excess) {
+            set.push(b.cookies.clear(name, LOGIN_PATH));
+        }
+    }
+    b.metrics
+        .logins_started
+        .get_or_create(&ProviderLabel {
+            provider: provider.cfg.key(),
+        })
+        .inc();
+    let url = provider.authorize_url(&state, &nonce, challenge.as_deref());
+    with_cookies(redirect(url.as_str()), set)
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    iss: Option<String>,
+}
+
+pub async fn callback(
+    State(b): State<Arc<Broker>>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(q): Query<CallbackQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let key = format!("{namespace}/{name}");
+    let retry = format!("/oauth/start?{}", encode_query(&[("provider", &key)]));
+    let mut set = Vec::new();
+    let result = finish_login(&b, &key, &q, &headers, &mut set).await;
+    b.metrics
+        .callback_duration
+        .observe(started.elapsed().as_secs_f64());
+    let resp = match result {
+        Ok((location, user)) => {
+            b.metrics
+                .logins
+                .get_or_create(&ProviderLabel {
+                    provider: key.clone(),
+                })
+                .inc();
+            info!(provider = %key, user = %user, "login");
+            redirect(&location)
+        }
+        Err(refusal) => refused(&b, refusal, Some(&key), &retry),
+    };
+    with_cookies(resp, set)
+}
+
+/// The callback's work. Cookies to set go to `set` whatever the outcome
+/// (the login cookie is always cleared). Returns the redirect target and
+/// the user.
+async fn finish_login(
+    b: &Broker,
+    key: &str,
+    q: &CallbackQuery,
+    headers: &HeaderMap,
+    set: &mut Vec<HeaderValue>,
+) -> Result<(String, String), Refusal> {
+    let ring = b.ring_or_refuse()?;
+    let now = b.now();
+    let state = q.state.as_deref().unwrap_or("");
+    if !login::is_valid_state(state) {
+        return Err(Refusal::new(
+            Reason::StateMismatch,
+            "the callback has no valid state parameter; start the login again",
+        ));
+    }
+    let cookie_name = login::cookie_name(state);
+    let Some(sealed) = cookies::get(headers, &cookie_name) else {
+        return Err(Refusal::new(
+            Reason::StateMismatch,
+            "this browser has no login in progress for this state: the login already finished, cookies are blocked, or the link did not come from this browser's login",
+        ));
+    };
+    set.push(b.cookies.clear(&cookie_name, LOGIN_PATH));
+    let login_state = login::open(&ring, sealed, state, key, now).map_err(|e| match e {
+        LoginError::Mismatch => Refusal::new(
+            Reason::StateMismatch,
+            "the login cookie does not match this state and provider",
+        ),
+        LoginError::Expired => Refusal::new(
+            Reason::LoginExpired,
+            format!(
+                "the login took longer than {} minutes; start again",
+                login::LOGIN_TTL_SECS / 60
+            ),
+        ),
+    })?;
+    let provider = b.table().resolve(key)?;
+    if let Some(error) = &q.error {
+        return Err(Refusal::new(
+            Reason::IdpError,
+            format!(
+                "{} answered error \"{}\"{}",
+                provider.cfg.display_name,
+                error,
+                q.error_description
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    if let Some(iss) = &q.iss
+        && iss != &provider.cfg.issuer
+    {
+        return Err(Refusal::new(
+            Reason::IssuerMismatch,
+            format!(
+                "the authorization response came from issuer {iss:?}, not {:?} (mix-up defence, RFC 9207)",
+                provider.cfg.issuer
+            ),
+        ));
+    }
+    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
+        return Err(Refusal::new(
+            Reason::InvalidRequest,
+            "the callback has neither a code nor an error",
+        ));
+    };
+    let tokens = provider
+        .exchange(code, login_state.verifier.clone())
+        .await?;
+    let identity = provider
+        .identity(
+            &tokens.id_token,
+            &tokens.access_token,
+            Some(&login_state.nonce),
+            None,
+            now,
+        )
+        .await?;
+    let lifetime = b.settings.session_lifetime;
+    let sess = Session {
+        provider: key.to_string(),
+        sub: identity.sub.clone(),
+        user: identity.user.clone(),
+        email: identity.email.clone(),
+        groups: identity.groups.clone(),
+        groups_truncated: false,
+        issued_at: now,
+        expires_at: now + lifetime,
+        validated_at: now,
+        refresh_token: tokens
+            .refresh_token
+            .filter(|_| b.settings.session_refresh > 0),
+    };
+    let sealed = session::seal(&ring, sess, &provider.cfg.allowed_groups).map_err(|_| {
+        Refusal::new(
+            Reason::SessionTooLarge,
+            "the identity does not fit in a session cookie even without groups",
+        )
+    })?;
+    set.push(
+        b.cookies
+            .set(SESSION_COOKIE, &sealed, SESSION_PATH, lifetime),
+    );
+    // The ID token for the logout hint, when it fits; only sent to logout.
+    let hint = ring.seal(ID_TOKEN_PURPOSE, tokens.id_token.as_bytes());
+    if hint.len() <= session::MAX_SESSION_BYTES {
+        set.push(b.cookies.set(ID_TOKEN_COOKIE, &hint, LOGOUT_PATH, lifetime));
+    }
+    Ok((login_state.rd, identity.user))
+}

@@ -1,0 +1,56 @@
+//! Argument groups shared by several subcommands (`#[command(flatten)]`).
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+use url::Url;
+
+use crate::oidc::discovery::HttpSettings;
+
+/// Where the operator runs: the broker's public URL and the operator's
+/// namespace (`controller`, `broker`).
+#[derive(Args, Clone, Debug)]
+pub struct Operator {
+    /// The broker's public base URL (https in production); redirect URIs
+    /// are computed from it.
+    #[arg(long, env = "SSO_PUBLIC_URL")]
+    pub public_url: Url,
+    /// The operator's namespace: where the broker config, session keys and
+    /// leader Lease live.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sso-operator")]
+    pub namespace: String,
+}
+
+/// Manifest files and the namespace of those that set none (`check`, `dev`).
+#[derive(Args, Clone, Debug)]
+pub struct Manifests {
+    /// Namespace for manifests that do not set one.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+/// How the operator talks to identity providers.
+#[derive(Args, Clone, Debug)]
+pub struct ProviderHttp {
+    /// Timeout of each request to an identity provider, in seconds.
+    #[arg(long, alias = "timeout", default_value_t = 10)]
+    pub provider_timeout: u64,
+}
+
+impl ProviderHttp {
+    pub fn settings(&self) -> HttpSettings {
+        HttpSettings {
+            timeout: Duration::from_secs(self.provider_timeout),
+            ..HttpSettings::default()
+        }
+    }
+}
+
+/// The address of `/metrics`, `/healthz` and `/readyz` (`controller`,
+/// `broker`).
+#[derive(Args, Clone, Debug)]
+pub struct Serve {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+}

@@ -1,0 +1,63 @@
+//! What every long-running subcommand does the same way: logging, the
+//! Kubernetes client, the metrics server, listening, and waiting for
+//! SIGTERM.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use super::CliError;
+use crate::{metrics, telemetry};
+
+/// Starts logging (once per process).
+pub fn init_logging(json: bool) {
+    telemetry::init(json);
+}
+
+/// The Kubernetes client from the in-cluster service account or the
+/// kubeconfig.
+pub async fn kube_client(hint: &str) -> Result<kube::Client, CliError> {
+    kube::Client::try_default().await.map_err(|e| {
+        CliError::CannotStart(format!(
+            "no Kubernetes configuration (in-cluster or kubeconfig): {e}{hint}"
+        ))
+    })
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` in the background; a failure
+/// is logged and does not stop the command.
+pub fn spawn_metrics<E: metrics::Exposition>(addr: SocketAddr, metrics: Arc<E>) {
+    tokio::spawn(async move {
+        if let Err(e) = metrics::serve(addr, metrics).await {
+            tracing::error!(error = %e, %addr, "metrics server failed");
+        }
+    });
+}
+
+/// Binds a listening socket.
+pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::CannotStart(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Resolves on SIGTERM or Ctrl-C: servers stop accepting and finish the
+/// requests in flight.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
