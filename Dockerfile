@@ -7,6 +7,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crds ./crds
+# A workspace member and dev-dependency: cargo reads its manifest to resolve
+# the lock file, though the release binary does not use it.
+COPY tests/support ./tests/support
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
  && cp target/x86_64-unknown-linux-musl/release/sso-operator /sso-operator
 

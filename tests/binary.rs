@@ -3,7 +3,7 @@
 //! through it; `broker` from a config file and a key file, reloading both
 //! when they change.
 
-mod common;
+use sso_test_support as common;
 
 use std::{
     io::{BufRead, BufReader},

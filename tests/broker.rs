@@ -3,7 +3,7 @@
 //! userinfo, logout, the email and group rules, and every way a cookie or a
 //! callback can be wrong.
 
-mod common;
+use sso_test_support as common;
 
 use common::{
     broker::{

@@ -2,7 +2,7 @@
 //! one misbehaving-provider fault at a time: each is refused for its own
 //! stated reason (status, `data-reason`, metric), and the good case logs in.
 
-mod common;
+use sso_test_support as common;
 
 use common::{
     badop::{BadOp, Fault},

@@ -6,7 +6,7 @@
 //! protected page; then logout, and the protected page asks for login
 //! again. Screenshots land in `test-output/browser/`.
 
-mod common;
+use sso_test_support as common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! `sso-operator check`, run as the binary a CI pipeline would run.
 
-mod common;
+use sso_test_support as common;
 
 use std::{path::Path, process::Command};
 

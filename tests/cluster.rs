@@ -10,7 +10,7 @@
 //! The controller runs in the test process, so the test issuer on
 //! 127.0.0.1 is reachable from it.
 
-mod common;
+use sso_test_support as common;
 
 use std::{sync::Arc, time::Duration};
 

@@ -2,7 +2,7 @@
 //! exact requests reconcile makes — Secret reads, the status patch (URL,
 //! field manager, body), Events — and the ones it must not make.
 
-mod common;
+use sso_test_support as common;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,7 +1,7 @@
 //! Table-driven tests of the pure validation core: every condition reason
 //! reached by a real input, asserted by exact type, status and reason.
 
-mod common;
+use sso_test_support as common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Discovery and JWKS against a misbehaving issuer the tests serve
 //! themselves: each way of being wrong must yield its own reason.
 
-mod common;
+use sso_test_support as common;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,7 +1,7 @@
 //! Inputs found by the fuzz targets (`scripts/fuzz.sh`) or written to
 //! pin the same edge, each once a crash: now refused with a reason.
 
-mod common;
+use sso_test_support as common;
 
 use common::broker::provider;
 use serde_json::{Map, Value, json};

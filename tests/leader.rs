@@ -2,7 +2,7 @@
 //! losing a race on conflict, never taking a live lease, taking over an
 //! expired one, and the runner stopping its work when it cannot renew.
 
-mod common;
+use sso_test_support as common;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! mode. `soak` is ignored by default: `scripts/soak.sh` runs it for ten
 //! minutes against the release binary and checks RSS and open files.
 
-mod common;
+use sso_test_support as common;
 
 use std::{
     collections::BTreeMap,

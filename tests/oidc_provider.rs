@@ -1,7 +1,7 @@
 //! Discovery, JWKS and `check --live` against a real, certified OpenID
 //! provider (npm `oidc-provider`) started on 127.0.0.1.
 
-mod common;
+use sso_test_support as common;
 
 use std::{process::Command, time::Duration};
 

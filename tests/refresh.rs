@@ -4,7 +4,7 @@
 //! the new identity fails a check, and keeps serving when the IdP is down,
 //! slow or answers garbage.
 
-mod common;
+use sso_test_support as common;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,7 +1,7 @@
 //! Status merge: timestamps kept unless a condition flips, sorted
 //! conditions, no write when only time changed, Events on transitions.
 
-mod common;
+use sso_test_support as common;
 
 use common::*;
 use sso_operator::{

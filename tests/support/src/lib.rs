@@ -1,5 +1,4 @@
 //! Fixtures shared by the integration tests.
-#![allow(dead_code)]
 
 pub mod apiserver;
 pub mod badop;

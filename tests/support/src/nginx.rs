@@ -3,7 +3,6 @@
 //! the broker's `/oauth/auth`, the identity headers passed to the app, 401
 //! sent to the login page. Plus the app: an upstream that echoes the
 //! request headers it received as JSON.
-#![allow(dead_code)]
 
 use std::{
     net::SocketAddr,

@@ -1,7 +1,6 @@
 //! A TCP proxy in front of an IdP that can make it go down, hang, or
 //! answer garbage, on command. Every mode change drops the connections in
 //! flight, so pooled keep-alive connections see the new mode at once.
-#![allow(dead_code)]
 
 use std::{
     net::SocketAddr,

@@ -1,6 +1,5 @@
 //! The kube-rs mock apiserver (tower-test): each `expect` takes the next
 //! request the code under test makes, checks it, and answers.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

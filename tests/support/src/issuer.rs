@@ -1,7 +1,6 @@
 //! A misbehaving OpenID issuer the tests serve themselves, one scenario per
 //! path prefix: issuer `{base}/{scenario}`. Plain http on 127.0.0.1, or https
 //! on `localhost` with a private CA the tests control.
-#![allow(dead_code)]
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

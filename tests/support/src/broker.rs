@@ -1,7 +1,6 @@
 //! Runs the broker in-process on a free loopback port, and an HTTP client
 //! that walks a login through it like a browser would (cookie jar, one
 //! redirect at a time), filling in the real OP's login and consent forms.
-#![allow(dead_code)]
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -1,6 +1,5 @@
 //! Starts the real OpenID provider (npm `oidc-provider`, tests/op/server.mjs)
 //! on a free loopback port for one test, and stops it when dropped.
-#![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader},
@@ -15,12 +14,12 @@ pub struct Op {
     pub port: u16,
 }
 
-use super::free_port;
+use crate::free_port;
 
 impl Op {
     /// Starts the provider with extra environment (e.g. `OP_ISSUER_PATH`).
     pub fn start(env: &[(&str, &str)]) -> Op {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/op");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../op");
         assert!(
             std::path::Path::new(dir)
                 .join("node_modules/oidc-provider")

@@ -3,7 +3,6 @@
 //! authorization response) and nothing else, so the broker must refuse for
 //! that thing's own reason. `/authorize` answers at once with a code (no
 //! login form): logins through it are fast and browserless.
-#![allow(dead_code)]
 
 use std::{
     collections::HashMap,
