@@ -14,10 +14,23 @@ use std::{
 
 use common::{
     KillOnDrop,
-    broker::{OP_PATHS, browser, config, op_clients, provider, walk},
+    broker::{OP_PATHS, broker_from_files, browser, config, get, login_at, op_clients, provider},
     free_port,
     op::Op,
 };
+
+/// The broker's forward-auth answer for `client`'s session.
+async fn forward_auth(client: &reqwest::Client, base: &str) -> reqwest::Response {
+    client
+        .get(format!("{base}/oauth/auth"))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn spawn_args(args: &[String]) -> (KillOnDrop, mpsc::Receiver<String>) {
+    spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
 
 /// Starts the binary; returns it and a channel of its stdout lines.
 fn spawn(args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
@@ -96,39 +109,15 @@ async fn dev_serves_a_browser_login_from_a_manifest_folder() {
     );
 
     let client = browser();
-    let page = client
-        .get(format!("{base}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get(&client, format!("{base}/")).await.body;
     assert!(page.contains("Sign in with Local demo"), "{page}");
-    let landing = walk(
-        &client,
-        &format!("{base}/oauth/start?provider=default/demo&rd=/"),
-        "olga",
-        &format!("{base}/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&client, &base, "default/demo", "olga", "/").await;
     assert_eq!(landing.status, 302, "{landing:?}");
-    let r = client
-        .get(format!("{base}/oauth/auth"))
-        .send()
-        .await
-        .unwrap();
+    let r = forward_auth(&client, &base).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-request-user"], "olga");
     // Metrics ride on the same port in dev.
-    let m = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get(&client, format!("{base}/metrics")).await.body;
     assert!(
         m.contains("sso_broker_logins_total{provider=\"default/demo\"} 1"),
         "{m}"
@@ -176,19 +165,9 @@ async fn broker_reloads_its_config_and_keys_files_without_a_restart() {
     std::fs::write(&keys_path, "0123456789abcdef0123456789abcdef-key-1\n").unwrap();
     let listen = format!("127.0.0.1:{port}");
     let maddr = format!("127.0.0.1:{metrics_port}");
-    let (_broker, _rx) = spawn(&[
-        "broker",
-        "--listen",
-        &listen,
-        "--public-url",
-        &base,
-        "--config-file",
-        cfg_path.to_str().unwrap(),
-        "--session-keys-file",
-        keys_path.to_str().unwrap(),
-        "--metrics-addr",
-        &maddr,
-    ]);
+    let (_broker, _rx) = spawn_args(&broker_from_files(
+        &listen, &base, &cfg_path, &keys_path, &maddr,
+    ));
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -200,14 +179,7 @@ async fn broker_reloads_its_config_and_keys_files_without_a_restart() {
         }
     })
     .await;
-    let page = client
-        .get(format!("{base}/oauth/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get(&client, format!("{base}/oauth/login")).await.body;
     assert!(page.contains("data-provider=\"team/one\""));
     assert!(!page.contains("data-provider=\"team/two\""));
 
@@ -224,14 +196,7 @@ async fn broker_reloads_its_config_and_keys_files_without_a_restart() {
     two.providers.insert(p2.key(), p2);
     std::fs::write(&cfg_path, two.to_json()).unwrap();
     wait_until("team/two to appear", async || {
-        let page = client
-            .get(format!("{base}/oauth/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = get(&client, format!("{base}/oauth/login")).await.body;
         page.contains("data-provider=\"team/two\"")
     })
     .await;
@@ -239,25 +204,11 @@ async fn broker_reloads_its_config_and_keys_files_without_a_restart() {
     // A broken file keeps the previous providers (and is counted).
     std::fs::write(&cfg_path, "{ not json").unwrap();
     wait_until("the invalid reload to be counted", async || {
-        let m = client
-            .get(format!("http://{maddr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = get(&client, format!("http://{maddr}/metrics")).await.body;
         m.contains("sso_broker_config_reloads_total{result=\"invalid\"} 1")
     })
     .await;
-    let page = client
-        .get(format!("{base}/oauth/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get(&client, format!("{base}/oauth/login")).await.body;
     assert!(
         page.contains("data-provider=\"team/one\"") && page.contains("data-provider=\"team/two\"")
     );
@@ -265,14 +216,7 @@ async fn broker_reloads_its_config_and_keys_files_without_a_restart() {
     // Short keys are refused; the old ring keeps serving.
     std::fs::write(&keys_path, "short\n").unwrap();
     wait_until("the invalid keys to be counted", async || {
-        let m = client
-            .get(format!("http://{maddr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = get(&client, format!("http://{maddr}/metrics")).await.body;
         m.contains("sso_broker_config_reloads_total{result=\"invalid_keys\"} 1")
     })
     .await;
@@ -353,19 +297,7 @@ async fn check_writes_a_broker_config_the_broker_serves() {
     std::fs::write(&keys, "0123456789abcdef0123456789abcdef\n").unwrap();
     let listen = format!("127.0.0.1:{port}");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let (_broker, _rx) = spawn(&[
-        "broker",
-        "--listen",
-        &listen,
-        "--public-url",
-        &base,
-        "--config-file",
-        out.to_str().unwrap(),
-        "--session-keys-file",
-        keys.to_str().unwrap(),
-        "--metrics-addr",
-        &metrics,
-    ]);
+    let (_broker, _rx) = spawn_args(&broker_from_files(&listen, &base, &out, &keys, &metrics));
     let client = browser();
     wait_until("the broker is ready", async || {
         client
@@ -375,19 +307,9 @@ async fn check_writes_a_broker_config_the_broker_serves() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let landing = walk(
-        &client,
-        &format!("{base}/oauth/start?provider=default/demo&rd=/"),
-        "alice",
-        &format!("{base}/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&client, &base, "default/demo", "alice", "/").await;
     assert_eq!(landing.status, 302, "{landing:?}");
-    let r = client
-        .get(format!("{base}/oauth/auth"))
-        .send()
-        .await
-        .unwrap();
+    let r = forward_auth(&client, &base).await;
     assert_eq!(r.headers()["x-auth-request-user"], "alice");
 }
 

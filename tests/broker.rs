@@ -7,18 +7,33 @@ use sso_test_support as common;
 
 use common::{
     broker::{
-        KEY_A, KEY_B, OP_PATHS, TestBroker, browser, config, confirm_op_logout, op_clients,
-        provider, walk,
+        KEY_A, KEY_B, OP_PATHS, TestBroker, browser, config, confirm_op_logout, get, login_at,
+        op_clients, provider,
     },
     free_port,
     op::Op,
 };
-use sso_operator::broker::{
-    seal::KeyRing,
-    session::{self, Session},
+use sso_operator::{
+    broker::{
+        seal::KeyRing,
+        session::{self, Session},
+    },
+    config::BrokerConfig,
 };
 
 const KEY: &str = "default/demo";
+
+/// One provider, `KEY`, at the real OP's client `demo`.
+fn demo(issuer: &str, base: &str) -> BrokerConfig {
+    config(vec![provider(
+        KEY,
+        issuer,
+        base,
+        OP_PATHS,
+        "demo",
+        Some("demo-secret"),
+    )])
+}
 
 /// A broker whose one provider is the real OP (client `demo`).
 async fn setup(op_env: &[(&str, &str)]) -> (Op, TestBroker) {
@@ -31,17 +46,7 @@ async fn setup(op_env: &[(&str, &str)]) -> (Op, TestBroker) {
     env.extend_from_slice(op_env);
     let op = Op::start(&env);
     let issuer = op.issuer.clone();
-    let tb = start_on(port, move |base| {
-        config(vec![provider(
-            KEY,
-            &issuer,
-            base,
-            OP_PATHS,
-            "demo",
-            Some("demo-secret"),
-        )])
-    })
-    .await;
+    let tb = start_on(port, move |base| demo(&issuer, base)).await;
     (op, tb)
 }
 
@@ -58,24 +63,7 @@ async fn login(
     name: &str,
     rd: &str,
 ) -> common::broker::Landing {
-    login_at(tb, client, KEY, name, rd).await
-}
-
-/// A full login as `name` through `provider`, landing on `rd`.
-async fn login_at(
-    tb: &TestBroker,
-    client: &reqwest::Client,
-    provider: &str,
-    name: &str,
-    rd: &str,
-) -> common::broker::Landing {
-    walk(
-        client,
-        &tb.url(&format!("/oauth/start?provider={provider}&rd={rd}")),
-        name,
-        &tb.url("/oauth/callback/"),
-    )
-    .await
+    login_at(client, &tb.base, KEY, name, rd).await
 }
 
 /// Starts a login at `provider` (the browser gets its login cookie) and
@@ -220,11 +208,11 @@ async fn unverified_or_unstated_email_is_refused_with_its_reason() {
 async fn two_hundred_groups_keep_the_cookie_under_4kb() {
     let (_op, tb) = setup(&[]).await;
     let client = browser();
-    let r = client
-        .get(tb.url(&format!("/oauth/start?provider={KEY}&rd=/")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &client,
+        tb.url(&format!("/oauth/start?provider={KEY}&rd=/")),
+    )
+    .await;
     drop(r);
     let landing = login(&tb, &client, "manygroups-frank", "/").await;
     assert_eq!(landing.status, 302, "{landing:?}");
@@ -242,37 +230,14 @@ async fn group_and_domain_rules_decide_access_and_apply_to_live_sessions() {
     let client = browser();
     let landing = login(&tb, &client, "gina", "/").await;
     assert_eq!(landing.status, 302);
-    assert_eq!(
-        client
-            .get(tb.url("/oauth/auth"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&client, tb.url("/oauth/auth")).await.status, 200);
 
     // Tighten the rule: only the admin group. The live session loses access
     // at once; a new login as a non-admin is refused; an admin gets in.
-    let mut cfg = config(vec![provider(
-        KEY,
-        &op.issuer,
-        &tb.base,
-        OP_PATHS,
-        "demo",
-        Some("demo-secret"),
-    )]);
+    let mut cfg = demo(&op.issuer, &tb.base);
     cfg.providers.get_mut(KEY).unwrap().allowed_groups = vec!["admins".into()];
     tb.broker.apply_config(&cfg);
-    assert_eq!(
-        client
-            .get(tb.url("/oauth/auth"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(get(&client, tb.url("/oauth/auth")).await.status, 403);
     let fresh = browser();
     let landing = login(&tb, &fresh, "henry", "/").await;
     assert_eq!(landing.status, 403);
@@ -300,27 +265,21 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
 
     // A callback with no login in progress (forged, or a link from another
     // browser).
-    let r = client
-        .get(tb.url(&format!(
+    let r = get(
+        &client,
+        tb.url(&format!(
             "/oauth/callback/{KEY}?code=abc&state=AAAAAAAAAAAAAAAAAAAAAA"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("data-reason=\"state_mismatch\"")
-    );
+        )),
+    )
+    .await;
+    assert_eq!((r.status, r.reason()), (400, Some("state_mismatch")));
     // Malformed state.
-    let r = client
-        .get(tb.url(&format!("/oauth/callback/{KEY}?code=abc&state=../../etc")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let r = get(
+        &client,
+        tb.url(&format!("/oauth/callback/{KEY}?code=abc&state=../../etc")),
+    )
+    .await;
+    assert_eq!(r.status, 400);
 
     // Replay: a completed callback URL used again.
     let landing = login(&tb, &client, "kim", "/").await;
@@ -331,30 +290,22 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
 
     // The callback for a state started at another provider path.
     let state = start_login(&client, &tb, KEY).await;
-    let r = client
-        .get(tb.url(&format!(
+    let r = get(
+        &client,
+        tb.url(&format!(
             "/oauth/callback/default/other?code=x&state={state}"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        400,
-        "the login cookie is scoped to its provider"
-    );
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 400, "the login cookie is scoped to its provider");
 
     // The IdP's error is shown with its description.
     let state = start_login(&client, &tb, KEY).await;
-    let r = client
-        .get(tb.url(&format!(
+    let r = get(&client, tb.url(&format!(
             "/oauth/callback/{KEY}?error=access_denied&error_description=User%20said%20no&state={state}"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let body = r.text().await.unwrap();
+        ))).await;
+    assert_eq!(r.status, 401);
+    let body = r.body;
     assert!(
         body.contains("idp_error")
             && body.contains("User said no")
@@ -455,26 +406,10 @@ async fn key_rotation_keeps_sessions_until_the_old_key_is_dropped() {
     assert_eq!(login(&tb, &client, "lena", "/").await.status, 302);
     // New key first, old key still accepted.
     tb.broker.set_keys(KeyRing::new(&[KEY_B, KEY_A]).unwrap());
-    assert_eq!(
-        client
-            .get(tb.url("/oauth/auth"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&client, tb.url("/oauth/auth")).await.status, 200);
     // Old key removed: the old session no longer opens.
     tb.broker.set_keys(KeyRing::new(&[KEY_B]).unwrap());
-    assert_eq!(
-        client
-            .get(tb.url("/oauth/auth"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(get(&client, tb.url("/oauth/auth")).await.status, 401);
 }
 
 #[tokio::test]
@@ -518,14 +453,7 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
 
     // The chooser lists the programmed providers as links and the others
     // greyed out with why.
-    let page = client
-        .get(tb.url("/oauth/login?rd=/x"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get(&client, tb.url("/oauth/login?rd=/x")).await.body;
     assert!(page.contains("data-provider=\"default/demo\""));
     assert!(page.contains("data-provider=\"default/down\""));
     assert!(!page.contains("data-provider=\"default/off\""));
@@ -546,40 +474,24 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
         ("default/bad", 503, "provider_not_ready"),
         ("default/nope", 404, "unknown_provider"),
     ] {
-        let r = client
-            .get(tb.url(&format!("/oauth/start?provider={p}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), status, "{p}");
-        assert!(
-            r.text()
-                .await
-                .unwrap()
-                .contains(&format!("data-reason=\"{reason}\"")),
-            "{p}"
-        );
+        let r = get(&client, tb.url(&format!("/oauth/start?provider={p}"))).await;
+        assert_eq!(r.status, status, "{p}");
+        assert!(r.body.contains(&format!("data-reason=\"{reason}\"")), "{p}");
     }
 
     // The down provider: the callback's code exchange cannot reach it.
     let state = start_login(&client, &tb, "default/down").await;
-    let r = client
-        .get(tb.url(&format!(
+    let r = get(
+        &client,
+        tb.url(&format!(
             "/oauth/callback/default/down?code=c&state={state}"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 502);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("data-reason=\"token_unreachable\"")
-    );
+        )),
+    )
+    .await;
+    assert_eq!((r.status, r.reason()), (502, Some("token_unreachable")));
 
     // The healthy one, chosen by its bare name, logs in.
-    let landing = login_at(&tb, &client, "demo", "nora", "/x").await;
+    let landing = login_at(&client, &tb.base, "demo", "nora", "/x").await;
     assert_eq!(landing.status, 302, "{landing:?}");
     let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
     assert_eq!(r.headers()["x-auth-request-user"], "nora");
@@ -594,17 +506,7 @@ async fn sessions_refresh_at_the_real_op_and_end_when_the_op_revokes() {
     let clients = op_clients(&base, KEY);
     let op = Op::start(&[("OP_CLIENTS", &clients)]);
     let issuer = op.issuer.clone();
-    let tb = TestBroker::start_refreshing(port, 1, move |base| {
-        config(vec![provider(
-            KEY,
-            &issuer,
-            base,
-            OP_PATHS,
-            "demo",
-            Some("demo-secret"),
-        )])
-    })
-    .await;
+    let tb = TestBroker::start_refreshing(port, 1, move |base| demo(&issuer, base)).await;
     let client = browser();
     assert_eq!(login(&tb, &client, "alice", "/").await.status, 302);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -740,7 +642,7 @@ async fn private_key_jwt_logs_in_and_refreshes_at_the_real_op() {
 
     for key in ["default/rsa", "default/ec"] {
         let client = browser();
-        let landing = login_at(&tb, &client, key, "alice", "/ok").await;
+        let landing = login_at(&client, &tb.base, key, "alice", "/ok").await;
         assert_eq!(
             (landing.status, landing.location.clone()),
             (302, Some(tb.url("/ok"))),
@@ -754,7 +656,7 @@ async fn private_key_jwt_logs_in_and_refreshes_at_the_real_op() {
         assert!(r.headers().contains_key("set-cookie"), "{key}: refreshed");
         assert_eq!(tb.broker.metrics.refreshes(key, "refreshed"), 1, "{key}");
     }
-    let landing = login_at(&tb, &browser(), "default/wrong", "alice", "/ok").await;
+    let landing = login_at(&browser(), &tb.base, "default/wrong", "alice", "/ok").await;
     assert_ne!(
         landing.status, 302,
         "a key the OP does not know logs nobody in"

@@ -6,7 +6,7 @@ use sso_test_support as common;
 
 use common::{
     badop::{BadOp, Fault},
-    broker::{Landing, TestBroker, browser, config, provider, walk},
+    broker::{Landing, TestBroker, browser, config, login_at, provider},
 };
 use sso_operator::{
     api::ClientAuthMethod,
@@ -35,13 +35,7 @@ async fn setup_with(edit: impl FnOnce(&mut ProgrammedProvider)) -> (BadOp, TestB
 
 async fn login(tb: &TestBroker) -> (reqwest::Client, Landing) {
     let client = browser();
-    let landing = walk(
-        &client,
-        &tb.url(&format!("/oauth/start?provider={KEY}&rd=/done")),
-        "unused",
-        &tb.url("/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&client, &tb.base, KEY, "unused", "/done").await;
     (client, landing)
 }
 

@@ -30,11 +30,7 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "Chromium is not installed: run scripts/test.sh (or scripts/browser-deps.sh) first"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
     let op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "default/demo"))]);
     let issuer = op.issuer.clone();

@@ -54,6 +54,36 @@ fn context() -> (Arc<Context>, ApiServer) {
     (Arc::new(ctx), api)
 }
 
+/// Reconciles `idp` up to its status write: the Secret is read, the
+/// status patched. Returns the reconcile and the patch it sent.
+async fn reconcile_to_status_write(
+    ctx: &Arc<Context>,
+    api: &mut ApiServer,
+    idp: &IdentityProvider,
+) -> (
+    tokio::task::JoinHandle<Result<Action, sso_operator::Error>>,
+    Seen,
+) {
+    let task = tokio::spawn(reconcile(Arc::new(idp.clone()), ctx.clone()));
+    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
+        .await;
+    let patch = api
+        .expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
+        .await;
+    (task, patch)
+}
+
+/// Answers the reconcile's read of the client Secret with 404.
+async fn answer_secret_not_found(api: &mut ApiServer) {
+    api.expect(
+        Method::GET,
+        SECRET_PATH,
+        StatusCode::NOT_FOUND,
+        not_found("secrets", "corp-oidc"),
+    )
+    .await;
+}
+
 /// `idp()` pointed at the test issuer's good scenario.
 async fn live_idp() -> IdentityProvider {
     let base = issuer::serve_http().await;
@@ -71,13 +101,7 @@ const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
 async fn ready_provider_status_patch_event_and_program() {
     let (ctx, mut api) = context();
     let idp = live_idp().await;
-    let task = tokio::spawn(reconcile(Arc::new(idp.clone()), ctx.clone()));
-
-    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
-        .await;
-    let patch = api
-        .expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
-        .await;
+    let (task, patch) = reconcile_to_status_write(&ctx, &mut api, &idp).await;
     // Server-side apply under the controller's field manager, forced.
     assert!(
         patch
@@ -156,12 +180,7 @@ async fn ready_provider_status_patch_event_and_program() {
 async fn unchanged_status_is_not_written_again() {
     let (ctx, mut api) = context();
     let mut idp = live_idp().await;
-    let task = tokio::spawn(reconcile(Arc::new(idp.clone()), ctx.clone()));
-    api.expect(Method::GET, SECRET_PATH, StatusCode::OK, secret_json())
-        .await;
-    let patch = api
-        .expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
-        .await;
+    let (task, patch) = reconcile_to_status_write(&ctx, &mut api, &idp).await;
     api.expect(Method::POST, EVENTS_PATH, StatusCode::OK, json!({}))
         .await;
     task.await.unwrap().unwrap();
@@ -188,13 +207,7 @@ async fn missing_secret_reports_and_backs_off() {
     let (ctx, mut api) = context();
     let idp = live_idp().await;
     let task = tokio::spawn(reconcile(Arc::new(idp.clone()), ctx.clone()));
-    api.expect(
-        Method::GET,
-        SECRET_PATH,
-        StatusCode::NOT_FOUND,
-        not_found("secrets", "corp-oidc"),
-    )
-    .await;
+    answer_secret_not_found(&mut api).await;
     let patch = api
         .expect(Method::PATCH, STATUS_PATH, StatusCode::OK, idp_json())
         .await;
@@ -241,13 +254,7 @@ async fn missing_secret_reports_and_backs_off() {
     let mut again = idp.clone();
     again.status = Some(status);
     let task = tokio::spawn(reconcile(Arc::new(again.clone()), ctx.clone()));
-    api.expect(
-        Method::GET,
-        SECRET_PATH,
-        StatusCode::NOT_FOUND,
-        not_found("secrets", "corp-oidc"),
-    )
-    .await;
+    answer_secret_not_found(&mut api).await;
     api.expect_silence().await;
     assert_eq!(
         task.await.unwrap().unwrap(),
@@ -375,14 +382,7 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
     writer.apply_watcher_event(&watcher::Event::InitApply(idp()));
     writer.apply_watcher_event(&watcher::Event::InitApply(other.clone()));
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let good = sso_operator::controller::validate::validate(
-        &idp(),
-        &secrets(),
-        Some(&discovery()),
-        None,
-        &env(),
-    );
-    let entry = good.programming.entry().unwrap().clone();
+    let entry = programmed_entry();
     for name in ["corp", "other", "deleted"] {
         let mut e = entry.clone();
         e.name = name.into();
@@ -400,14 +400,7 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
         "sso-operator-broker-config".into(),
         metrics.clone(),
     ));
-    let seen = api
-        .expect(
-            Method::PATCH,
-            "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config?",
-            StatusCode::OK,
-            json!({}),
-        )
-        .await;
+    let seen = expect_config_write(&mut api).await;
     assert!(
         seen.uri
             .contains("fieldManager=sso-operator.dev%2Fcontroller")
@@ -438,14 +431,7 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
         "team-a/other",
         &sso_operator::controller::validate::Programming::Remove
     ));
-    let seen = api
-        .expect(
-            Method::PATCH,
-            "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config?",
-            StatusCode::OK,
-            json!({}),
-        )
-        .await;
+    let seen = expect_config_write(&mut api).await;
     let cfg = written_config(&seen);
     assert_eq!(cfg.providers.keys().collect::<Vec<_>>(), ["team-a/corp"]);
     api.expect_silence().await;
@@ -466,18 +452,9 @@ async fn last_known_good_reads_a_plain_json_config() {
 
 async fn last_known_good_from(key: &str, encode: fn(&BrokerConfig) -> Vec<u8>) {
     let (client, mut api) = mock_client();
-    let good = sso_operator::controller::validate::validate(
-        &idp(),
-        &secrets(),
-        Some(&discovery()),
-        None,
-        &env(),
-    );
     let mut cfg = BrokerConfig::default();
-    cfg.providers.insert(
-        "team-a/corp".into(),
-        good.programming.entry().unwrap().clone(),
-    );
+    cfg.providers
+        .insert("team-a/corp".into(), programmed_entry());
     let programs = Arc::new(ProgramSet::default());
     let load = {
         let programs = programs.clone();
@@ -500,6 +477,17 @@ async fn last_known_good_from(key: &str, encode: fn(&BrokerConfig) -> Vec<u8>) {
 }
 
 /// The broker config carried by a Secret apply request.
+/// Answers the controller's server-side apply of the broker config Secret.
+async fn expect_config_write(api: &mut ApiServer) -> Seen {
+    api.expect(
+        Method::PATCH,
+        "/api/v1/namespaces/sso-system/secrets/sso-operator-broker-config?",
+        StatusCode::OK,
+        json!({}),
+    )
+    .await
+}
+
 fn written_config(seen: &Seen) -> BrokerConfig {
     let secret: Secret = serde_json::from_value(seen.body.clone()).unwrap();
     BrokerConfig::decode(&secret.data.unwrap()[BROKER_CONFIG_KEY].0).unwrap()

@@ -59,6 +59,24 @@ fn fail(reason: &str, message: &str) -> Failure {
     Failure::new(reason, message)
 }
 
+/// Discovery succeeded; the JWKS fetch failed.
+fn jwks_fails(i: &mut Inputs, reason: &str, message: &str) {
+    i.discovery = Some(DiscoveryOutcome {
+        endpoints: Ok(endpoints()),
+        jwks: Some(Err(fail(reason, message))),
+        fetched_at: fixed_time(),
+    });
+}
+
+/// Discovery answered with a failure before any JWKS was fetched.
+fn discovery_fails(i: &mut Inputs, reason: &str, message: &str) {
+    i.discovery = Some(DiscoveryOutcome {
+        endpoints: Err(fail(reason, message)),
+        jwks: None,
+        fetched_at: fixed_time(),
+    });
+}
+
 const RSA_KEY: &str = include_str!("fixtures/client-key-rsa.pem");
 const EC_KEY: &str = include_str!("fixtures/client-key-ec.pem");
 
@@ -503,13 +521,7 @@ const CASES: &[Case] = &[
     // --- DiscoverySucceeded
     Case {
         name: "discovery unreachable, never programmed",
-        setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::UNREACHABLE, "connection refused")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            })
-        },
+        setup: |i| discovery_fails(i, r::UNREACHABLE, "connection refused"),
         expect: &[
             (t::DISCOVERY_SUCCEEDED, "False", r::UNREACHABLE),
             (t::JWKS_VALID, "Unknown", r::UNABLE_TO_VALIDATE),
@@ -523,11 +535,7 @@ const CASES: &[Case] = &[
     Case {
         name: "discovery unreachable keeps the last known good entry",
         setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            });
+            discovery_fails(i, r::UNREACHABLE, "HTTP 503");
             i.previous = Some(previous());
         },
         expect: &[
@@ -542,11 +550,7 @@ const CASES: &[Case] = &[
     Case {
         name: "JWKS unreachable keeps the last known good entry",
         setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Ok(endpoints()),
-                jwks: Some(Err(fail(r::UNREACHABLE, "timed out"))),
-                fetched_at: fixed_time(),
-            });
+            jwks_fails(i, r::UNREACHABLE, "timed out");
             i.previous = Some(previous());
         },
         expect: &[
@@ -561,11 +565,7 @@ const CASES: &[Case] = &[
     Case {
         name: "issuer mismatch is not transient: the entry is removed",
         setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::ISSUER_MISMATCH, "reports issuer \"https://other\"")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            });
+            discovery_fails(i, r::ISSUER_MISMATCH, "reports issuer \"https://other\"");
             i.previous = Some(previous());
         },
         expect: &[
@@ -579,11 +579,7 @@ const CASES: &[Case] = &[
     Case {
         name: "a broken Secret is not papered over by last known good",
         setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::UNREACHABLE, "HTTP 503")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            });
+            discovery_fails(i, r::UNREACHABLE, "HTTP 503");
             i.previous = Some(previous());
             i.secrets.clear();
         },
@@ -597,13 +593,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "invalid discovery response",
-        setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::INVALID_RESPONSE, "not valid JSON")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            })
-        },
+        setup: |i| discovery_fails(i, r::INVALID_RESPONSE, "not valid JSON"),
         expect: &[
             (t::DISCOVERY_SUCCEEDED, "False", r::INVALID_RESPONSE),
             (t::READY, "False", r::INVALID_RESPONSE),
@@ -614,13 +604,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "insecure discovered endpoint",
-        setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::INSECURE_ENDPOINT, "uses http")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            })
-        },
+        setup: |i| discovery_fails(i, r::INSECURE_ENDPOINT, "uses http"),
         expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::INSECURE_ENDPOINT)],
         phase: phases::ERROR,
         prog: Prog::Remove,
@@ -628,13 +612,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "missing endpoint",
-        setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::MISSING_ENDPOINT, "has no token_endpoint")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            })
-        },
+        setup: |i| discovery_fails(i, r::MISSING_ENDPOINT, "has no token_endpoint"),
         expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::MISSING_ENDPOINT)],
         phase: phases::ERROR,
         prog: Prog::Remove,
@@ -642,13 +620,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "TLS failure",
-        setup: |i| {
-            i.discovery = Some(DiscoveryOutcome {
-                endpoints: Err(fail(r::TLS_INVALID, "UnknownIssuer")),
-                jwks: None,
-                fetched_at: fixed_time(),
-            })
-        },
+        setup: |i| discovery_fails(i, r::TLS_INVALID, "UnknownIssuer"),
         expect: &[(t::DISCOVERY_SUCCEEDED, "False", r::TLS_INVALID)],
         phase: phases::ERROR,
         prog: Prog::Remove,
@@ -852,11 +824,7 @@ fn openid_scope_is_always_first_and_unique() {
 #[test]
 fn last_known_good_takes_a_rotated_secret() {
     let mut i = Inputs::good();
-    i.discovery = Some(DiscoveryOutcome {
-        endpoints: Err(fail(r::UNREACHABLE, "down")),
-        jwks: None,
-        fetched_at: fixed_time(),
-    });
+    discovery_fails(&mut i, r::UNREACHABLE, "down");
     i.secrets
         .get_mut("corp-oidc")
         .unwrap()

@@ -38,6 +38,18 @@ fn conflict() -> Value {
            "message": "the object has been modified"})
 }
 
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/sso/leases/sso-operator-controller";
+
+/// Answers the Lease GET with `status` and `body`.
+async fn on_get(server: &mut ApiServer, status: StatusCode, body: Value) -> Seen {
+    server.expect(Method::GET, LEASE, status, body).await
+}
+
+/// Answers the Lease PUT with `status` and `body`.
+async fn on_put(server: &mut ApiServer, status: StatusCode, body: Value) -> Seen {
+    server.expect(Method::PUT, LEASE, status, body).await
+}
+
 fn api() -> (Api<Lease>, ApiServer) {
     let (client, server) = mock_client();
     (Api::namespaced(client, "sso"), server)
@@ -48,14 +60,12 @@ async fn acquires_a_missing_lease_by_creating_it() {
     let (api, mut server) = api();
     let now = Timestamp::now();
     let round = tokio::spawn(async move { leader::try_acquire_or_renew(&api, &cfg(), now).await });
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::NOT_FOUND,
-            not_found("leases", "sso-operator-controller"),
-        )
-        .await;
+    on_get(
+        &mut server,
+        StatusCode::NOT_FOUND,
+        not_found("leases", "sso-operator-controller"),
+    )
+    .await;
     let seen = server
         .expect(
             Method::POST,
@@ -79,22 +89,8 @@ async fn renews_its_own_lease_with_the_resource_version_it_read() {
     let now = Timestamp::now();
     let round = tokio::spawn(async move { leader::try_acquire_or_renew(&api, &cfg(), now).await });
     let earlier = now - jiff::SignedDuration::from_secs(2);
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-a", earlier, 3),
-        )
-        .await;
-    let seen = server
-        .expect(
-            Method::PUT,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-a", now, 3),
-        )
-        .await;
+    on_get(&mut server, StatusCode::OK, lease_json("pod-a", earlier, 3)).await;
+    let seen = on_put(&mut server, StatusCode::OK, lease_json("pod-a", now, 3)).await;
     assert_eq!(seen.body["metadata"]["resourceVersion"], "42");
     let spec = &seen.body["spec"];
     assert_eq!(spec["holderIdentity"], "pod-a");
@@ -113,22 +109,8 @@ async fn loses_a_race_on_conflict_without_an_error() {
     let (api, mut server) = api();
     let now = Timestamp::now();
     let round = tokio::spawn(async move { leader::try_acquire_or_renew(&api, &cfg(), now).await });
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-a", now, 1),
-        )
-        .await;
-    server
-        .expect(
-            Method::PUT,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::CONFLICT,
-            conflict(),
-        )
-        .await;
+    on_get(&mut server, StatusCode::OK, lease_json("pod-a", now, 1)).await;
+    on_put(&mut server, StatusCode::CONFLICT, conflict()).await;
     assert!(
         !round.await.unwrap().unwrap(),
         "not leader, and not an error"
@@ -137,14 +119,7 @@ async fn loses_a_race_on_conflict_without_an_error() {
     // Same for a create race.
     let (api, mut server) = self::api();
     let round = tokio::spawn(async move { leader::try_acquire_or_renew(&api, &cfg(), now).await });
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::NOT_FOUND,
-            not_found("leases", "x"),
-        )
-        .await;
+    on_get(&mut server, StatusCode::NOT_FOUND, not_found("leases", "x")).await;
     server
         .expect(Method::POST, PATH, StatusCode::CONFLICT, conflict())
         .await;
@@ -157,14 +132,7 @@ async fn never_writes_a_live_lease_held_by_another() {
     let now = Timestamp::now();
     let round = tokio::spawn(async move { leader::try_acquire_or_renew(&api, &cfg(), now).await });
     let recent = now - jiff::SignedDuration::from_secs(5);
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-b", recent, 7),
-        )
-        .await;
+    on_get(&mut server, StatusCode::OK, lease_json("pod-b", recent, 7)).await;
     assert!(!round.await.unwrap().unwrap());
     server.expect_silence().await;
 }
@@ -175,22 +143,8 @@ async fn takes_over_an_expired_lease() {
     let now = Timestamp::now();
     let round = tokio::spawn(async move { leader::try_acquire_or_renew(&api, &cfg(), now).await });
     let stale = now - jiff::SignedDuration::from_secs(20);
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-b", stale, 7),
-        )
-        .await;
-    let seen = server
-        .expect(
-            Method::PUT,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-a", now, 8),
-        )
-        .await;
+    on_get(&mut server, StatusCode::OK, lease_json("pod-b", stale, 7)).await;
+    let seen = on_put(&mut server, StatusCode::OK, lease_json("pod-a", now, 8)).await;
     let spec = &seen.body["spec"];
     assert_eq!(spec["holderIdentity"], "pod-a");
     assert_eq!(spec["leaseTransitions"], 8);
@@ -213,35 +167,14 @@ async fn the_runner_starts_work_only_when_leading_and_stops_it_when_renewals_fai
     }));
     let now = Timestamp::now();
     // Round 1: someone else holds a live lease: no work.
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-b", now, 0),
-        )
-        .await;
+    on_get(&mut server, StatusCode::OK, lease_json("pod-b", now, 0)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(started.try_recv().is_err(), "no work before leading");
     assert!(!*leading.borrow());
     // Round 2: the lease expired: take over, work starts.
     let stale = now - jiff::SignedDuration::from_secs(30);
-    server
-        .expect(
-            Method::GET,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-b", stale, 0),
-        )
-        .await;
-    server
-        .expect(
-            Method::PUT,
-            &format!("{PATH}/sso-operator-controller"),
-            StatusCode::OK,
-            lease_json("pod-a", now, 1),
-        )
-        .await;
+    on_get(&mut server, StatusCode::OK, lease_json("pod-b", stale, 0)).await;
+    on_put(&mut server, StatusCode::OK, lease_json("pod-a", now, 1)).await;
     tokio::time::timeout(Duration::from_secs(2), started.recv())
         .await
         .expect("work started")

@@ -23,7 +23,7 @@ use std::{
 use common::{
     KillOnDrop,
     badop::BadOp,
-    broker::{Landing, TestBroker, browser, config, provider, walk},
+    broker::{Landing, TestBroker, broker_from_files, browser, config, login_at, provider},
     faultproxy::{FaultProxy, Mode},
     free_port,
 };
@@ -94,13 +94,7 @@ fn why(landing: &Landing) -> String {
 /// One full login through `key` and a forward-auth check of its session.
 async fn login_once(base: &str, key: &str) -> Result<reqwest::Client, String> {
     let client = browser();
-    let landing = walk(
-        &client,
-        &format!("{base}/oauth/start?provider={key}&rd=/done"),
-        "unused",
-        &format!("{base}/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&client, &base, key, "unused", "/done").await;
     if landing.status != 302 || landing.location.as_deref() != Some(&format!("{base}/done")) {
         return Err(why(&landing));
     }
@@ -425,19 +419,13 @@ async fn run_soak(seconds: u64) -> Vec<(u64, u64, usize)> {
     std::fs::write(&keys_path, "soak-session-key-0123456789abcdef0123\n").unwrap();
     let child = KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_sso-operator"))
-            .args([
-                "broker",
-                "--listen",
+            .args(broker_from_files(
                 &format!("127.0.0.1:{port}"),
-                "--public-url",
                 &base,
-                "--config-file",
-                cfg_path.to_str().unwrap(),
-                "--session-keys-file",
-                keys_path.to_str().unwrap(),
-                "--metrics-addr",
+                &cfg_path,
+                &keys_path,
                 &format!("127.0.0.1:{}", free_port()),
-            ])
+            ))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()

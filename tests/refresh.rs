@@ -10,14 +10,14 @@ use std::{sync::Arc, time::Duration};
 
 use common::{
     badop::{BadOp, Fault},
-    broker::{KEY_A, TestBroker, config, provider, walk},
+    broker::{KEY_A, TestBroker, config, login_at, provider},
     nginx::{Nginx, echo_upstream},
 };
 use reqwest::cookie::{CookieStore as _, Jar};
 use serde_json::json;
 use sso_operator::{
     broker::{error::Reason, seal::KeyRing, session},
-    config::ProgrammedProvider,
+    config::{BrokerConfig, ProgrammedProvider},
 };
 
 const KEY: &str = "team/bad";
@@ -27,15 +27,23 @@ const EVERY: i64 = 1;
 /// Long enough for a session validated now to be due (whole seconds).
 const DUE: Duration = Duration::from_millis(1100);
 
+/// The broker config with one provider, `KEY`, at the misbehaving OP.
+fn bad_op_config(
+    issuer: &str,
+    base: &str,
+    edit: impl FnOnce(&mut ProgrammedProvider),
+) -> BrokerConfig {
+    let mut p = provider(KEY, issuer, base, PATHS, "client", Some("secret"));
+    edit(&mut p);
+    config(vec![p])
+}
+
 async fn setup_with(edit: impl FnOnce(&mut ProgrammedProvider)) -> (BadOp, TestBroker) {
     let op = BadOp::start().await;
     let op2 = op.clone();
-    let tb = TestBroker::start_refreshing(0, EVERY, move |base| {
-        let mut p = provider(KEY, &op2.issuer, base, PATHS, "client", Some("secret"));
-        edit(&mut p);
-        config(vec![p])
-    })
-    .await;
+    let tb =
+        TestBroker::start_refreshing(0, EVERY, move |base| bad_op_config(&op2.issuer, base, edit))
+            .await;
     (op, tb)
 }
 
@@ -76,13 +84,7 @@ impl Browser {
 
 async fn login(tb: &TestBroker) -> Browser {
     let b = Browser::new();
-    let landing = walk(
-        &b.client,
-        &tb.url(&format!("/oauth/start?provider={KEY}&rd=/done")),
-        "unused",
-        &tb.url("/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&b.client, &tb.base, KEY, "unused", "/done").await;
     assert_eq!(landing.status, 302, "login: {landing:?}");
     b
 }
@@ -355,17 +357,7 @@ async fn a_refresh_without_an_id_token_keeps_the_identity() {
 async fn refresh_off_keeps_no_refresh_token_and_never_asks() {
     let op = BadOp::start().await;
     let op2 = op.clone();
-    let tb = TestBroker::start(move |base| {
-        config(vec![provider(
-            KEY,
-            &op2.issuer,
-            base,
-            PATHS,
-            "client",
-            Some("secret"),
-        )])
-    })
-    .await;
+    let tb = TestBroker::start(move |base| bad_op_config(&op2.issuer, base, |_| {})).await;
     let b = login(&tb).await;
     assert_eq!(open(&b.session(&tb)).refresh_token, None);
     tokio::time::sleep(DUE).await;
@@ -377,35 +369,18 @@ async fn refresh_off_keeps_no_refresh_token_and_never_asks() {
 /// browser on the protected page's answer, and the app sees the new claims.
 #[tokio::test]
 async fn the_refreshed_cookie_reaches_the_browser_through_nginx() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
     let op = BadOp::start().await;
     let op2 = op.clone();
     let tb = TestBroker::start_refreshing_behind(&public, EVERY, move |base| {
-        config(vec![provider(
-            KEY,
-            &op2.issuer,
-            base,
-            PATHS,
-            "client",
-            Some("secret"),
-        )])
+        bad_op_config(&op2.issuer, base, |_| {})
     })
     .await;
     let app = echo_upstream().await;
     let nginx = Nginx::start(port, tb.addr, app);
     let b = Browser::new();
-    let landing = walk(
-        &b.client,
-        &format!("{public}/oauth/start?provider={KEY}&rd=/app/"),
-        "unused",
-        &format!("{public}/oauth/callback/"),
-    )
-    .await;
+    let landing = login_at(&b.client, &public, KEY, "unused", "/app/").await;
     assert_eq!(landing.status, 302, "{landing:?}");
     let page = |b: &Browser| {
         let url = format!("{public}/app/page");

@@ -571,14 +571,7 @@ async fn token(
         }
         (None, None) => {}
     }
-    let access = random();
-    let sub = i
-        .user
-        .get("sub")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    i.tokens.insert(access.clone(), sub.clone());
+    let (access, sub) = new_access_token(&mut i);
     let refresh = random();
     i.refresh.insert(refresh.clone(), sub);
     let mut body = json!({
@@ -589,6 +582,20 @@ async fn token(
         body["id_token"] = json!(id_token(&i, grant.nonce.as_deref()));
     }
     Json(body).into_response()
+}
+
+/// A fresh access token for the current user (userinfo answers for it);
+/// with the user's subject.
+fn new_access_token(i: &mut Inner) -> (String, String) {
+    let access = random();
+    let sub = i
+        .user
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    i.tokens.insert(access.clone(), sub.clone());
+    (access, sub)
 }
 
 /// `grant_type=refresh_token`: a new access token and ID token (no nonce)
@@ -602,14 +609,7 @@ fn refresh_grant(i: &mut Inner, form: &HashMap<String, String>) -> Response {
             "refresh token revoked or unknown",
         );
     }
-    let access = random();
-    let sub = i
-        .user
-        .get("sub")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    i.tokens.insert(access.clone(), sub.clone());
+    let (access, sub) = new_access_token(i);
     let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300});
     if i.rotate_refresh {
         i.refresh.remove(&presented);

@@ -188,6 +188,32 @@ pub fn op_clients(base: &str, key: &str) -> String {
     .to_string()
 }
 
+/// Arguments of `sso-operator broker` serving from a config file and a
+/// session-keys file, without a cluster.
+pub fn broker_from_files(
+    listen: &str,
+    public_url: &str,
+    config: &std::path::Path,
+    keys: &std::path::Path,
+    metrics: &str,
+) -> Vec<String> {
+    [
+        "broker",
+        "--listen",
+        listen,
+        "--public-url",
+        public_url,
+        "--config-file",
+        config.to_str().unwrap(),
+        "--session-keys-file",
+        keys.to_str().unwrap(),
+        "--metrics-addr",
+        metrics,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 /// A client like a browser: cookie jar, no automatic redirects.
 pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -250,6 +276,18 @@ impl Landing {
     }
 }
 
+/// One GET, redirects not followed: its status, `Location` and body.
+pub async fn get(client: &reqwest::Client, url: impl AsRef<str>) -> Landing {
+    let url = url.as_ref();
+    let resp = client.get(url).send().await.unwrap();
+    Landing {
+        status: resp.status().as_u16(),
+        location: location(&resp, url),
+        url: url.to_string(),
+        body: resp.text().await.unwrap_or_default(),
+    }
+}
+
 /// Walks from `url` through redirects and the real OP's login and consent
 /// forms (logging in as `login`) until the broker's callback has answered.
 /// Stops at the first response of `stop_prefix` (normally the broker
@@ -309,9 +347,27 @@ pub async fn walk(client: &reqwest::Client, url: &str, login: &str, stop_prefix:
     panic!("too many redirects, last at {url}");
 }
 
+/// A full login at the broker at `base` as `user` through `provider`,
+/// asking to land on `rd`: the broker's answer to the callback.
+pub async fn login_at(
+    client: &reqwest::Client,
+    base: &str,
+    provider: &str,
+    user: &str,
+    rd: &str,
+) -> Landing {
+    walk(
+        client,
+        &format!("{base}/oauth/start?provider={provider}&rd={rd}"),
+        user,
+        &format!("{base}/oauth/callback/"),
+    )
+    .await
+}
+
 /// Posts the OP's logout confirmation page found at `url`.
 pub async fn confirm_op_logout(client: &reqwest::Client, url: &str) -> Landing {
-    let page = client.get(url).send().await.unwrap().text().await.unwrap();
+    let page = get(client, url).await.body;
     let action = form_action(&page).expect("logout form");
     let mut fields = hidden_inputs(&page);
     fields.push(("logout".into(), "yes".into()));

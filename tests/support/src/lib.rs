@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use kube::api::ObjectMeta;
 use sso_operator::{
     api::{IdentityProvider, IdentityProviderSpec, SecretKeyRef},
-    controller::validate::{Env, SecretData},
+    config::ProgrammedProvider,
+    controller::validate::{Env, SecretData, validate},
     oidc::discovery::{DiscoveryOutcome, JwksSummary, ProviderEndpoints},
 };
 
@@ -115,4 +116,14 @@ pub fn env() -> Env {
     Env {
         public_url: "https://sso.example.com".parse().unwrap(),
     }
+}
+
+/// The broker entry the core programs for `idp()` with its Secrets and a
+/// good discovery.
+pub fn programmed_entry() -> ProgrammedProvider {
+    validate(&idp(), &secrets(), Some(&discovery()), None, &env())
+        .programming
+        .entry()
+        .expect("good inputs program")
+        .clone()
 }
