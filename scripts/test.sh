@@ -2,7 +2,8 @@
 # Runs every test. Installs what the tests need first (Node.js for the real
 # OpenID provider and its npm packages; Chromium, nginx and playwright-core
 # for the end-to-end browser test; helm and kubernetes-validate for the
-# chart tests), so it works on a fresh machine.
+# chart tests; etcd + kube-apiserver built from their Go modules for the
+# cluster tests), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,9 @@ bash scripts/browser-deps.sh
 
 echo "==> installing helm and kubernetes-validate for the chart tests (into .tools/)"
 bash scripts/helm-deps.sh
+
+echo "==> building the test control plane (etcd + kube-apiserver, Go; ~8 min the first time)"
+bash scripts/controlplane.sh
 
 echo "==> cargo test"
 cargo test --locked --all-targets

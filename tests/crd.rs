@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use sso_operator::{api::IdentityProvider, manifest};
+use sso_test_support::crd_cases::{self, base, object, with};
 
 #[test]
 fn committed_crd_matches_the_types() {
@@ -98,35 +99,6 @@ fn all_rules(schema: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-fn object(spec: Value) -> Value {
-    json!({
-        "apiVersion": "sso-operator.dev/v1alpha1",
-        "kind": "IdentityProvider",
-        "metadata": {"name": "corp", "namespace": "team-a"},
-        "spec": spec,
-    })
-}
-
-fn base() -> Value {
-    json!({
-        "issuer": "https://idp.example.com",
-        "clientID": "c",
-        "clientSecretRef": {"name": "s", "key": "k"},
-    })
-}
-
-fn with(patch: Value) -> Value {
-    let mut s = base();
-    for (k, v) in patch.as_object().unwrap() {
-        if v.is_null() {
-            s.as_object_mut().unwrap().remove(k);
-        } else {
-            s[k] = v.clone();
-        }
-    }
-    s
-}
-
 /// The CEL rules each spec violates (evaluated by kube's CEL interpreter).
 fn failing_rules(spec: Value) -> Vec<(String, String)> {
     let schema = manifest::crd_schema();
@@ -141,85 +113,12 @@ fn failing_rules(spec: Value) -> Vec<(String, String)> {
 
 #[test]
 fn every_cel_rule_accepts_and_rejects() {
-    let accepted = [
-        base(),
-        with(json!({"issuer": "http://127.0.0.1:9000/realms/x"})),
-        with(json!({"issuer": "http://localhost:8080"})),
-        with(json!({"issuer": "http://[::1]:8080"})),
-        with(json!({"issuer": "http://127.0.0.1"})),
-        with(json!({"issuer": "https://login.example.com/tenant/v2.0"})),
-        with(json!({"clientID": null, "clientIDFrom": {"name": "s", "key": "id"}})),
-        with(json!({"clientAuthMethod": "none", "clientSecretRef": null})),
-        with(json!({"clientAuthMethod": "none", "clientSecretRef": null, "pkce": "S256"})),
-        with(json!({"authorizeParams": {"prompt": "login", "hd": "example.com"}})),
-        with(json!({"tls": {"caBundle": "pem"}})),
-        with(json!({"tls": {"caBundleSecretRef": {"name": "ca", "key": "ca.crt"}}})),
-    ];
+    let accepted = crd_cases::accepted();
     for spec in accepted {
         let f = failing_rules(spec.clone());
         assert!(f.is_empty(), "{spec} should be accepted, failed {f:?}");
     }
-    // (spec, message fragment of the rule that must reject it)
-    let rejected = [
-        (
-            with(json!({"issuer": "http://idp.example.com"})),
-            "issuer must be an https URL",
-        ),
-        (
-            with(json!({"issuer": "ftp://idp.example.com"})),
-            "issuer must be an https URL",
-        ),
-        (
-            with(json!({"issuer": "http://127.0.0.1.nip.example"})),
-            "issuer must be an https URL",
-        ),
-        (
-            with(json!({"issuer": "http://localhost.evil.example/"})),
-            "issuer must be an https URL",
-        ),
-        (
-            with(json!({"issuer": "not a url"})),
-            "issuer must be an https URL",
-        ),
-        (
-            with(json!({"issuer": "https://idp.example.com/?x=1"})),
-            "must not contain a query or fragment",
-        ),
-        (
-            with(json!({"issuer": "https://idp.example.com/#f"})),
-            "must not contain a query or fragment",
-        ),
-        (
-            with(json!({"clientIDFrom": {"name": "s", "key": "id"}})),
-            "exactly one of clientID and clientIDFrom",
-        ),
-        (
-            with(json!({"clientID": null})),
-            "exactly one of clientID and clientIDFrom",
-        ),
-        (
-            with(json!({"clientSecretRef": null})),
-            "clientSecretRef is required unless clientAuthMethod is none",
-        ),
-        (
-            with(json!({"clientAuthMethod": "none", "clientSecretRef": null, "pkce": "Disabled"})),
-            "requires pkce S256",
-        ),
-        (
-            with(json!({"authorizeParams": {"state": "x"}})),
-            "authorizeParams must not set",
-        ),
-        (
-            with(json!({"authorizeParams": {"redirect_uri": "https://evil"}})),
-            "authorizeParams must not set",
-        ),
-        (
-            with(
-                json!({"tls": {"caBundle": "x", "caBundleSecretRef": {"name": "ca", "key": "k"}}}),
-            ),
-            "at most one of caBundle",
-        ),
-    ];
+    let rejected = crd_cases::rejected();
     let mut covered = BTreeSet::new();
     for (spec, fragment) in rejected {
         let f = failing_rules(spec.clone());

@@ -14,7 +14,7 @@ use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
-    runtime::reflector::Store,
+    runtime::reflector::{self, Store},
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -167,6 +167,29 @@ fn config_secret_from(ns: &str, name: &str, gzipped: Vec<u8>) -> Secret {
 
 /// Writes the broker config whenever it changes (debounced), and prunes
 /// entries of deleted providers.
+/// Waits until the store has its first complete list.
+///
+/// `Store::wait_until_ready` wakes only the last of several concurrent
+/// waiters (kube-runtime 5's `DelayedInit` keeps one waker in a oneshot
+/// channel), and the controller's own applier waits on the same store: a
+/// writer that only awaited it once was never woken, and the broker config
+/// Secret was never written. Found by the real API server tests; the mock
+/// tests build their store by hand and have no second waiter. Polling again
+/// every 200 ms sees the memoized result once anyone was woken.
+pub async fn wait_until_ready<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(ready) =
+            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            return ready;
+        }
+    }
+}
+
 pub async fn run_writer(
     client: Client,
     programs: Arc<ProgramSet>,
@@ -177,7 +200,7 @@ pub async fn run_writer(
 ) {
     let api: Api<Secret> = Api::namespaced(client, &ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    if store.wait_until_ready().await.is_err() {
+    if wait_until_ready(&store).await.is_err() {
         return;
     }
     let mut last_written: Option<BrokerConfig> = None;
@@ -222,5 +245,40 @@ pub async fn run_writer(
         let _ = tokio::time::timeout(Duration::from_secs(10), programs.changed()).await;
         // Debounce bursts (many providers reconciled together).
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::{reflector, watcher};
+
+    use crate::api::IdentityProvider;
+
+    /// Two tasks wait for one store, as the broker config writer and the
+    /// controller's applier do: both get through once the store is ready.
+    #[tokio::test]
+    async fn every_waiter_sees_the_store_ready() {
+        let (reader, mut writer) = reflector::store::<IdentityProvider>();
+        let ours = tokio::spawn({
+            let reader = reader.clone();
+            async move { super::wait_until_ready(&reader).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A second waiter registered after ours (the applier, in production).
+        let theirs = tokio::spawn(async move { reader.wait_until_ready().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let within = |h| tokio::time::timeout(Duration::from_secs(2), h);
+        assert!(within(theirs).await.unwrap().unwrap().is_ok());
+        assert!(
+            within(ours)
+                .await
+                .expect("our waiter was woken")
+                .unwrap()
+                .is_ok()
+        );
     }
 }

@@ -3,6 +3,8 @@
 pub mod apiserver;
 pub mod badop;
 pub mod broker;
+pub mod cluster;
+pub mod crd_cases;
 pub mod faultproxy;
 pub mod issuer;
 pub mod nginx;
