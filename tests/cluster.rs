@@ -478,3 +478,224 @@ async fn two_controller_processes_elect_one_leader_and_hand_over() {
     assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
     assert_eq!(b.terminate(), Some(0));
 }
+
+/// The real `helm` (scripts/helm-deps.sh) with the control plane's admin
+/// kubeconfig.
+fn helm(cp: &cluster::ControlPlane, args: &[&str]) -> std::process::Output {
+    let root = env!("CARGO_MANIFEST_DIR");
+    Command::new(format!("{root}/.tools/bin/helm"))
+        .args(args)
+        .current_dir(root)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("HELM_CACHE_HOME", cp.dir.path().join("helm-cache"))
+        .env("HELM_CONFIG_HOME", cp.dir.path().join("helm-config"))
+        .env("HELM_DATA_HOME", cp.dir.path().join("helm-data"))
+        .output()
+        .unwrap()
+}
+
+fn helm_ok(cp: &cluster::ControlPlane, args: &[&str]) -> String {
+    let out = helm(cp, args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The arguments and environment of the chart's Deployment `name`, as its
+/// pod would run them, with the listening addresses moved to free loopback
+/// ports (nothing is scheduled here: the test runs the binary itself).
+async fn deployment_command(client: &Client, ns: &str, name: &str) -> (Vec<String>, u16) {
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+    let d = deploys.get(name).await.unwrap();
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    let port = free_port();
+    let args = c
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a != "--log-json")
+        .map(|a| {
+            if a.starts_with("--metrics-addr=") {
+                format!("--metrics-addr=127.0.0.1:{}", free_port())
+            } else if a.starts_with("--listen=") {
+                format!("--listen=127.0.0.1:{port}")
+            } else {
+                a
+            }
+        })
+        .collect();
+    (args, port)
+}
+
+/// Runs the binary with `args` as the chart's ServiceAccount `sa` would
+/// (impersonated), with the pod's downward-API environment.
+fn run_as(cp: &cluster::ControlPlane, ns: &str, sa: &str, args: &[String]) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
+        .args(args)
+        .env("KUBECONFIG", cp.kubeconfig_for_service_account(ns, sa))
+        .env("POD_NAMESPACE", ns)
+        .env("POD_NAME", format!("{sa}-pod"))
+        .env("RUST_LOG", "info,kube=warn")
+        .stdin(Stdio::null())
+        .stdout(log_file(ns))
+        .stderr(log_file(ns))
+        .spawn()
+        .unwrap();
+    Running(Some(child))
+}
+
+/// The chart installed, used, upgraded, uninstalled and installed again
+/// with the real helm; the controller and the broker run with the chart's
+/// arguments and exactly the permissions of its ServiceAccounts; a user
+/// logs in through a provider in another namespace.
+#[tokio::test]
+async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
+    use common::{
+        broker::{browser, get, login_at, op_clients},
+        op::Op,
+    };
+    let cp = cluster::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace("sso").await;
+    let team = cp.namespace("team").await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let set_url = format!("publicURL={public}");
+    helm_ok(
+        cp,
+        &[
+            "install",
+            "rel",
+            "charts/sso-operator",
+            "-n",
+            &ns,
+            "--set",
+            &set_url,
+        ],
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let keys_before = secrets.get("rel-session-keys").await.unwrap().data;
+
+    // The controller, as its Deployment runs it, as its ServiceAccount.
+    let (ctl_args, _) = deployment_command(&client, &ns, "rel-controller").await;
+    let ctl = run_as(cp, &ns, "rel-controller", &ctl_args);
+
+    // A team's provider at a real OP, with its client secret.
+    let key = format!("{team}/corp");
+    let op = Op::start(&[("OP_CLIENTS", &op_clients(&public, &key))]);
+    Api::<Secret>::namespaced(client.clone(), &team)
+        .create(
+            &PostParams::default(),
+            &secret("corp-oidc", "clientSecret", "demo-secret"),
+        )
+        .await
+        .unwrap();
+    let mut idp = provider("corp", &op.issuer);
+    idp.spec.client_id = Some("demo".into());
+    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &team);
+    idps.create(&PostParams::default(), &idp).await.unwrap();
+    wait_for("corp Ready under the chart's RBAC", async || {
+        let i = idps.get("corp").await.ok()?;
+        (phase(&i) == Some("Ready")).then_some(())
+    })
+    .await;
+
+    // The broker, as its Deployment runs it, as its ServiceAccount: it
+    // watches the config and keys Secrets by name.
+    let (mut broker_args, _) = deployment_command(&client, &ns, "rel-broker").await;
+    for a in &mut broker_args {
+        if a.starts_with("--listen=") {
+            *a = format!("--listen=127.0.0.1:{port}");
+        }
+    }
+    let broker = run_as(cp, &ns, "rel-broker", &broker_args);
+    let b = browser();
+    wait_for("the broker to offer corp", async || {
+        let page = b.get(format!("{public}/oauth/login")).send().await.ok()?;
+        page.text().await.ok()?.contains(&key).then_some(())
+    })
+    .await;
+    let landing = login_at(&b, &public, &key, "alice", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let auth = b.get(format!("{public}/oauth/auth")).send().await.unwrap();
+    assert_eq!(auth.status(), 200);
+    assert_eq!(auth.headers()["x-auth-request-user"], "alice");
+
+    // Upgrade with changed values: the controller-written config and the
+    // session keys survive; the session stays valid.
+    helm_ok(
+        cp,
+        &[
+            "upgrade",
+            "rel",
+            "charts/sso-operator",
+            "-n",
+            &ns,
+            "--set",
+            &set_url,
+            "--set",
+            "broker.sessionLifetimeSeconds=7200",
+        ],
+    );
+    assert_eq!(
+        secrets.get("rel-session-keys").await.unwrap().data,
+        keys_before
+    );
+    let cfg = broker_config_named(&secrets, "rel-broker-config").await;
+    assert!(
+        cfg.is_some_and(|c| c.providers.contains_key(&key)),
+        "config survived the upgrade"
+    );
+    assert_eq!(get(&b, format!("{public}/oauth/auth")).await.status, 200);
+
+    // Uninstall keeps both Secrets (resource-policy keep); a reinstall
+    // adopts them and everything works again.
+    assert_eq!(broker.terminate(), Some(0));
+    assert_eq!(ctl.terminate(), Some(0));
+    helm_ok(cp, &["uninstall", "rel", "-n", &ns]);
+    assert!(
+        secrets.get("rel-broker-config").await.is_ok(),
+        "kept on uninstall"
+    );
+    assert_eq!(
+        secrets.get("rel-session-keys").await.unwrap().data,
+        keys_before
+    );
+    helm_ok(
+        cp,
+        &[
+            "install",
+            "rel",
+            "charts/sso-operator",
+            "-n",
+            &ns,
+            "--set",
+            &set_url,
+        ],
+    );
+    assert_eq!(
+        secrets.get("rel-session-keys").await.unwrap().data,
+        keys_before,
+        "a reinstall reuses the session keys: nobody is logged out"
+    );
+    let ctl = run_as(cp, &ns, "rel-controller", &ctl_args);
+    let broker = run_as(cp, &ns, "rel-broker", &broker_args);
+    wait_for("the broker after the reinstall", async || {
+        let r = b.get(format!("{public}/oauth/auth")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(broker.terminate(), Some(0));
+    assert_eq!(ctl.terminate(), Some(0));
+}
+
+/// The broker config in Secret `name`, if written.
+async fn broker_config_named(secrets: &Api<Secret>, name: &str) -> Option<BrokerConfig> {
+    let s = secrets.get(name).await.ok()?;
+    BrokerConfig::decode(&s.data?.get(BROKER_CONFIG_KEY)?.0).ok()
+}

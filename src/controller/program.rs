@@ -157,7 +157,11 @@ fn config_secret_from(ns: &str, name: &str, gzipped: Vec<u8>) -> Secret {
         "metadata": {
             "name": name,
             "namespace": ns,
-            "labels": {"app.kubernetes.io/managed-by": "sso-operator", "app.kubernetes.io/component": "broker-config"},
+            // Only what the chart sets to the same value: a label the chart
+            // sets differently (app.kubernetes.io/managed-by: Helm), taken
+            // over by this forced apply, made every `helm upgrade` (Helm 4
+            // applies server-side) fail with a field-manager conflict.
+            "labels": {"app.kubernetes.io/component": "broker-config"},
         },
         "type": "Opaque",
         "data": data,
@@ -165,8 +169,6 @@ fn config_secret_from(ns: &str, name: &str, gzipped: Vec<u8>) -> Secret {
     serde_json::from_value(value).expect("valid Secret")
 }
 
-/// Writes the broker config whenever it changes (debounced), and prunes
-/// entries of deleted providers.
 /// Waits until the store has its first complete list.
 ///
 /// `Store::wait_until_ready` wakes only the last of several concurrent
@@ -190,6 +192,8 @@ where
     }
 }
 
+/// Writes the broker config whenever it changes (debounced), and prunes
+/// entries of deleted providers.
 pub async fn run_writer(
     client: Client,
     programs: Arc<ProgramSet>,
