@@ -26,6 +26,7 @@ use kube::{
     Api, Client, CustomResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 use sso_operator::{
     api::{IdentityProvider, conditions::types},
@@ -166,8 +167,8 @@ impl Drop for Running {
 }
 
 /// An append-only log file for processes of namespace `ns`.
-fn log_file(ns: &str) -> std::fs::File {
-    let path = cluster::shared().dir.path().join(format!("{ns}.log"));
+fn log_file(cp: &cluster::ControlPlane, ns: &str) -> std::fs::File {
+    let path = cp.dir.path().join(format!("{ns}.log"));
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -177,7 +178,7 @@ fn log_file(ns: &str) -> std::fs::File {
 
 /// `sso-operator controller` as a process with `kubeconfig`, reconciling
 /// namespace `ns` and writing the broker config there.
-fn controller(kubeconfig: &std::path::Path, ns: &str, extra: &[&str]) -> Running {
+fn controller(cp: &cluster::ControlPlane, ns: &str, extra: &[&str]) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
         .args([
             "controller",
@@ -193,12 +194,12 @@ fn controller(kubeconfig: &std::path::Path, ns: &str, extra: &[&str]) -> Running
             "5",
         ])
         .args(extra)
-        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECONFIG", &cp.kubeconfig)
         .env("RUST_LOG", "info,kube=warn")
         .stdin(Stdio::null())
         // Its log, beside the control plane's (kept when a test fails).
-        .stdout(log_file(ns))
-        .stderr(log_file(ns))
+        .stdout(log_file(cp, ns))
+        .stderr(log_file(cp, ns))
         .spawn()
         .unwrap();
     Running(Some(child))
@@ -247,7 +248,14 @@ async fn events_by_reason(client: &Client, ns: &str, name: &str) -> BTreeMap<Str
     let mut out = BTreeMap::new();
     for e in events.list(&ListParams::default()).await.unwrap() {
         if e.involved_object.name.as_deref() == Some(name) {
-            *out.entry(e.reason.unwrap_or_default()).or_insert(0) += e.count.unwrap_or(1);
+            // A repeated event is counted in its series (events.k8s.io/v1).
+            let n = e
+                .series
+                .as_ref()
+                .and_then(|s| s.count)
+                .or(e.count)
+                .unwrap_or(1);
+            *out.entry(e.reason.unwrap_or_default()).or_insert(0) += n;
         }
     }
     out
@@ -270,7 +278,7 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
         )
         .await
         .unwrap();
-    let run = controller(&cp.kubeconfig, &ns, &[]);
+    let run = controller(cp, &ns, &[]);
     idps.create(&PostParams::default(), &provider("corp", &issuer))
         .await
         .unwrap();
@@ -452,18 +460,10 @@ async fn two_controller_processes_elect_one_leader_and_hand_over() {
             .holder_identity
             .filter(|h| !h.is_empty())
     };
-    let a = controller(
-        &cp.kubeconfig,
-        &ns,
-        &["--leader-election", "--identity", "replica-a"],
-    );
+    let a = controller(cp, &ns, &["--leader-election", "--identity", "replica-a"]);
     let first = wait_for("a leader", async || holder().await).await;
     assert_eq!(first, "replica-a");
-    let b = controller(
-        &cp.kubeconfig,
-        &ns,
-        &["--leader-election", "--identity", "replica-b"],
-    );
+    let b = controller(cp, &ns, &["--leader-election", "--identity", "replica-b"]);
     // The second waits while the first renews.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(holder().await.as_deref(), Some("replica-a"));
@@ -542,8 +542,8 @@ fn run_as(cp: &cluster::ControlPlane, ns: &str, sa: &str, args: &[String]) -> Ru
         .env("POD_NAME", format!("{sa}-pod"))
         .env("RUST_LOG", "info,kube=warn")
         .stdin(Stdio::null())
-        .stdout(log_file(ns))
-        .stderr(log_file(ns))
+        .stdout(log_file(cp, ns))
+        .stderr(log_file(cp, ns))
         .spawn()
         .unwrap();
     Running(Some(child))
@@ -559,7 +559,10 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
         broker::{browser, get, login_at, op_clients},
         op::Op,
     };
-    let cp = cluster::shared();
+    // A control plane of its own: the chart owns the cluster-scoped CRD,
+    // and Helm refuses to adopt one another test applied without it.
+    let own = cluster::ControlPlane::start();
+    let cp = &own;
     let client = cp.client().await;
     let ns = cp.namespace("sso").await;
     let team = cp.namespace("team").await;
@@ -625,6 +628,48 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
     let auth = b.get(format!("{public}/oauth/auth")).send().await.unwrap();
     assert_eq!(auth.status(), 200);
     assert_eq!(auth.headers()["x-auth-request-user"], "alice");
+
+    // The provider flaps (its Secret goes and comes back): a second Ready
+    // Event, which the recorder counts in the first one's series.
+    let team_secrets: Api<Secret> = Api::namespaced(client.clone(), &team);
+    team_secrets
+        .delete("corp-oidc", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("corp in Error", async || {
+        let i = idps.get("corp").await.ok()?;
+        (phase(&i) == Some("Error")).then_some(())
+    })
+    .await;
+    team_secrets
+        .create(
+            &PostParams::default(),
+            &secret("corp-oidc", "clientSecret", "demo-secret"),
+        )
+        .await
+        .unwrap();
+    let events = wait_for("the second Ready event", async || {
+        let e = events_by_reason(&client, &team, "corp").await;
+        (e.get("Ready") == Some(&2)).then_some(e)
+    })
+    .await;
+    // One Event per condition transition: Ready appears (1), SecretResolved
+    // and Ready turn False (SecretNotFound twice) with Programmed
+    // (NotReady), then all three back (Resolved, Programmed, Ready 2).
+    let want: BTreeMap<String, i32> = [
+        ("Ready", 2),
+        ("SecretNotFound", 2),
+        ("NotReady", 1),
+        ("Resolved", 1),
+        ("Programmed", 1),
+    ]
+    .map(|(r, n)| (r.to_string(), n))
+    .into();
+    assert_eq!(events, want);
+
+    // Every permission the chart grants its ServiceAccounts was used.
+    let unused = unused_permissions(cp, &client, &ns).await;
+    assert!(unused.is_empty(), "granted but never used: {unused:#?}");
 
     // Upgrade with changed values: the controller-written config and the
     // session keys survive; the session stays valid.
@@ -698,4 +743,138 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
 async fn broker_config_named(secrets: &Api<Secret>, name: &str) -> Option<BrokerConfig> {
     let s = secrets.get(name).await.ok()?;
     BrokerConfig::decode(&s.data?.get(BROKER_CONFIG_KEY)?.0).ok()
+}
+
+type Permission = (String, String, String);
+
+/// (API group, resource, verb) of the requests `user` made and was allowed,
+/// from the control plane's audit log.
+fn used_by(cp: &cluster::ControlPlane, user: &str) -> std::collections::BTreeSet<Permission> {
+    let log = std::fs::read_to_string(cp.dir.path().join("audit.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["impersonatedUser"]["username"] == user)
+        .filter(|e| {
+            e["responseStatus"]["code"]
+                .as_u64()
+                .is_some_and(|c| c != 403)
+        })
+        .map(|e| {
+            let r = &e["objectRef"];
+            let resource = match r["subresource"].as_str() {
+                Some(sub) => format!("{}/{sub}", r["resource"].as_str().unwrap_or("")),
+                None => r["resource"].as_str().unwrap_or("").to_string(),
+            };
+            (
+                r["apiGroup"].as_str().unwrap_or("").to_string(),
+                resource,
+                e["verb"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Each (group, resource, verb) the chart's Roles and ClusterRoles grant a
+/// ServiceAccount that the ServiceAccount never used, by rule.
+async fn unused_permissions(cp: &cluster::ControlPlane, client: &Client, ns: &str) -> Vec<String> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    // Give the audit log a moment to be flushed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut unused = Vec::new();
+    for sa in ["rel-controller", "rel-broker"] {
+        let used = used_by(cp, &format!("system:serviceaccount:{ns}:{sa}"));
+        let mut rules = Vec::new();
+        if let Ok(r) = Api::<Role>::namespaced(client.clone(), ns).get(sa).await {
+            rules.extend(r.rules.unwrap_or_default());
+        }
+        if let Ok(r) = Api::<ClusterRole>::all(client.clone()).get(sa).await {
+            rules.extend(r.rules.unwrap_or_default());
+        }
+        assert!(!rules.is_empty(), "no rules for {sa}");
+        for rule in rules {
+            for group in rule.api_groups.clone().unwrap_or_default() {
+                for resource in rule.resources.clone().unwrap_or_default() {
+                    for verb in &rule.verbs {
+                        let p = (group.clone(), resource.clone(), verb.clone());
+                        if !used.contains(&p) {
+                            unused.push(format!("{sa}: {group}/{resource} {verb}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    unused
+}
+
+/// The team Role the README gives, applied as written (its namespace
+/// swapped for the test's): its members manage IdentityProviders and read
+/// their status, and cannot read a Secret.
+#[tokio::test]
+async fn the_readme_team_role_manages_providers_and_reads_no_secret() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let cp = cluster::shared();
+    let admin = cp.client().await;
+    install_crd(&admin).await;
+    let ns = cp.namespace("tenant").await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("name: identityprovider-editor"))
+        .expect("the README's team Role");
+    let yaml = block.replace("namespace: team-a", &format!("namespace: {ns}"));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(docs[0].clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(docs[1].clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &secret("corp-oidc", "clientSecret", "s3cr3t"),
+        )
+        .await
+        .unwrap();
+
+    let dev = cp
+        .client_with(&cp.kubeconfig_as("team-dev", "dev-1", &["team-a-developers"]))
+        .await;
+    let idps: Api<IdentityProvider> = Api::namespaced(dev.clone(), &ns);
+    idps.create(
+        &PostParams::default(),
+        &provider("corp", "https://idp.example.com"),
+    )
+    .await
+    .expect("the team creates a provider");
+    assert!(
+        idps.get_status("corp").await.is_ok(),
+        "and reads its status"
+    );
+    let forbidden =
+        |r: Result<Secret, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    let secrets: Api<Secret> = Api::namespaced(dev.clone(), &ns);
+    assert!(forbidden(secrets.get("corp-oidc").await), "no Secret read");
+    assert!(
+        matches!(secrets.list(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403),
+        "no Secret list"
+    );
+    // Nor the operator's own Secrets elsewhere.
+    let elsewhere: Api<Secret> = Api::namespaced(dev, "default");
+    assert!(forbidden(elsewhere.get("sso-operator-broker-config").await));
 }

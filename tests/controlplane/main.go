@@ -40,6 +40,15 @@ import (
 // system:masters.
 const adminToken = "sso-operator-test-admin"
 
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["admin"]
+- level: None
+`
+
 type state struct {
 	Server     string `json:"server"`
 	Kubeconfig string `json:"kubeconfig"`
@@ -98,6 +107,15 @@ func run(dir string) error {
 		return err
 	}
 
+	// Requests of the admin (the tests impersonate the chart's
+	// ServiceAccounts through it) are audited, so a test can tell which
+	// permissions an impersonated identity used. The policy sees the
+	// authenticated user, before impersonation.
+	policy := filepath.Join(dir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+		return err
+	}
+
 	etcd, err := startEtcd(filepath.Join(dir, "etcd"))
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
@@ -128,6 +146,9 @@ func run(dir string) error {
 		"--service-account-signing-key-file=" + saKey,
 		"--service-cluster-ip-range=10.96.0.0/24",
 		"--cert-dir=" + filepath.Join(dir, "certs"),
+		"--audit-policy-file=" + policy,
+		"--audit-log-path=" + filepath.Join(dir, "audit.log"),
+		"--audit-log-format=json",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v=0",
