@@ -508,11 +508,12 @@ fn helm_ok(cp: &cluster::ControlPlane, args: &[&str]) -> String {
 /// The arguments and environment of the chart's Deployment `name`, as its
 /// pod would run them, with the listening addresses moved to free loopback
 /// ports (nothing is scheduled here: the test runs the binary itself).
-async fn deployment_command(client: &Client, ns: &str, name: &str) -> (Vec<String>, u16) {
+async fn deployment_command(client: &Client, ns: &str, name: &str) -> (Vec<String>, u16, u16) {
     let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
     let d = deploys.get(name).await.unwrap();
     let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
     let port = free_port();
+    let metrics = free_port();
     let args = c
         .args
         .clone()
@@ -521,7 +522,7 @@ async fn deployment_command(client: &Client, ns: &str, name: &str) -> (Vec<Strin
         .filter(|a| a != "--log-json")
         .map(|a| {
             if a.starts_with("--metrics-addr=") {
-                format!("--metrics-addr=127.0.0.1:{}", free_port())
+                format!("--metrics-addr=127.0.0.1:{metrics}")
             } else if a.starts_with("--listen=") {
                 format!("--listen=127.0.0.1:{port}")
             } else {
@@ -529,7 +530,7 @@ async fn deployment_command(client: &Client, ns: &str, name: &str) -> (Vec<Strin
             }
         })
         .collect();
-    (args, port)
+    (args, port, metrics)
 }
 
 /// Runs the binary with `args` as the chart's ServiceAccount `sa` would
@@ -582,10 +583,9 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
         ],
     );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let keys_before = secrets.get("rel-session-keys").await.unwrap().data;
 
     // The controller, as its Deployment runs it, as its ServiceAccount.
-    let (ctl_args, _) = deployment_command(&client, &ns, "rel-controller").await;
+    let (ctl_args, _, _) = deployment_command(&client, &ns, "rel-controller").await;
     let ctl = run_as(cp, &ns, "rel-controller", &ctl_args);
 
     // A team's provider at a real OP, with its client secret.
@@ -610,7 +610,7 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
 
     // The broker, as its Deployment runs it, as its ServiceAccount: it
     // watches the config and keys Secrets by name.
-    let (mut broker_args, _) = deployment_command(&client, &ns, "rel-broker").await;
+    let (mut broker_args, _, broker_metrics) = deployment_command(&client, &ns, "rel-broker").await;
     for a in &mut broker_args {
         if a.starts_with("--listen=") {
             *a = format!("--listen=127.0.0.1:{port}");
@@ -628,6 +628,115 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
     let auth = b.get(format!("{public}/oauth/auth")).send().await.unwrap();
     assert_eq!(auth.status(), 200);
     assert_eq!(auth.headers()["x-auth-request-user"], "alice");
+
+    // Logins go on while the provider table is swapped: a second provider
+    // is created and deleted, so the controller rewrites the config Secret
+    // and the broker reloads it twice. Not one login may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let logins = tokio::spawn({
+        let (stop, public, key) = (stop.clone(), public.clone(), key.clone());
+        async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = browser();
+                let l = login_at(&c, &public, &key, "loop", "/").await;
+                if l.status == 302 && get(&c, format!("{public}/oauth/auth")).await.status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(format!("{l:?}"));
+                }
+            }
+            (ok, failed)
+        }
+    });
+    let cfg_secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut other = provider("other", &op.issuer);
+    other.spec.client_id = Some("demo".into());
+    idps.create(&PostParams::default(), &other).await.unwrap();
+    wait_for("other programmed", async || {
+        let c = broker_config_named(&cfg_secrets, "rel-broker-config").await?;
+        c.providers
+            .contains_key(&format!("{team}/other"))
+            .then_some(())
+    })
+    .await;
+    wait_for("the broker to offer other", async || {
+        let page = get(&b, format!("{public}/oauth/login")).await.body;
+        page.contains(&format!("{team}/other")).then_some(())
+    })
+    .await;
+    idps.delete("other", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the broker to drop other", async || {
+        let page = get(&b, format!("{public}/oauth/login")).await.body;
+        (!page.contains(&format!("{team}/other"))).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = logins.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} logins failed: {failed:#?}",
+        failed.len()
+    );
+    assert!(ok >= 2, "only {ok} logins ran across the swaps");
+
+    // Session keys rotate through their Secret: a new key first keeps the
+    // session; dropping the old key ends it, and a new login works.
+    let old_keys = String::from_utf8(
+        secrets.get("rel-session-keys").await.unwrap().data.unwrap()["session-keys"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    let new_key = "0123456789abcdef0123456789abcdef-rotated";
+    let set_keys = async |text: String| {
+        secrets
+            .patch(
+                "rel-session-keys",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"session-keys": text}})),
+            )
+            .await
+            .unwrap();
+    };
+    // The broker counts each key ring it loads: the first, then this one.
+    let keys_loaded = async |n: u32| {
+        let m = get(&b, format!("http://127.0.0.1:{broker_metrics}/metrics"))
+            .await
+            .body;
+        m.contains(&format!(
+            "sso_broker_config_reloads_total{{result=\"keys\"}} {n}"
+        ))
+        .then_some(())
+    };
+    keys_loaded(1)
+        .await
+        .expect("the first key ring was counted");
+    set_keys(format!("{new_key}\n{old_keys}")).await;
+    wait_for("the rotated key ring", async || keys_loaded(2).await).await;
+    let fresh = browser();
+    let l = login_at(&fresh, &public, &key, "rotated", "/").await;
+    assert_eq!(l.status, 302, "{l:?}");
+    assert_eq!(
+        get(&b, format!("{public}/oauth/auth")).await.status,
+        200,
+        "old session kept"
+    );
+    set_keys(format!("{new_key}\n")).await;
+    wait_for("the old key dropped", async || {
+        (get(&b, format!("{public}/oauth/auth")).await.status == 401).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&fresh, format!("{public}/oauth/auth")).await.status,
+        200
+    );
+    let landing = login_at(&b, &public, &key, "alice", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let keys_before = secrets.get("rel-session-keys").await.unwrap().data;
 
     // The provider flaps (its Secret goes and comes back): a second Ready
     // Event, which the recorder counts in the first one's series.

@@ -59,6 +59,7 @@ fn apply_keys_text(broker: &Broker, text: &str, origin: &str) {
         Ok(ring) => {
             info!(origin, primary = ring.primary_id(), "session keys loaded");
             broker.set_keys(ring);
+            broker.metrics.reload("keys");
         }
         Err(e) => {
             broker.metrics.reload("invalid_keys");
