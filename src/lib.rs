@@ -4,6 +4,7 @@
 //! - [`api`]: the custom resource and its condition vocabulary.
 //! - [`controller`]: the reconcile wrapper around the pure validation core.
 //! - [`oidc`]: discovery and JWKS, shared with the broker.
+//! - [`policy`]: access policies' pure core (routes, rules, tenancy).
 //! - [`check`]: `sso-operator check`, the same validation from files.
 //! - [`config`]: the broker configuration the controller writes.
 //! - [`cli`]: the `sso-operator` command line, one module per subcommand.
@@ -19,6 +20,7 @@ pub mod dev;
 pub mod manifest;
 pub mod metrics;
 pub mod oidc;
+pub mod policy;
 pub mod telemetry;
 
 /// Errors of the controller and the commands. `category()` is stable and

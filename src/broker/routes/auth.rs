@@ -207,6 +207,13 @@ mod tests {
         }
     }
 
+    async fn request(b: &Arc<Broker>, path: &str) -> Response {
+        b.router()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
     async fn auth(b: &Arc<Broker>, cookie: &str) -> Response {
         b.router()
             .oneshot(
@@ -219,10 +226,8 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn sessions_expire_on_the_brokers_clock() {
-        let clock = FixedClock::at(T0);
-        let b = Broker::with_clock(
+    fn broker(clock: &FixedClock) -> Arc<Broker> {
+        Broker::with_clock(
             BrokerSettings {
                 public_url: "https://sso.example.com".parse().unwrap(),
                 cookie_domain: None,
@@ -235,7 +240,41 @@ mod tests {
                 http: HttpSettings::default(),
             },
             Arc::new(clock.clone()),
-        );
+        )
+    }
+
+    /// Every kind of answer is `no-store`, from the one layer: pages,
+    /// redirects, refusals, the 404 fallback, JSON and forward-auth.
+    #[tokio::test]
+    async fn every_answer_is_no_store() {
+        let b = broker(&FixedClock::at(T0));
+        let mut config = BrokerConfig::default();
+        config.providers.insert("team/corp".into(), provider());
+        b.apply_config(&config);
+        b.set_keys(KeyRing::new(&[b"clock-test-key-0123456789abcdefgh"]).unwrap());
+        for (path, status) in [
+            ("/", StatusCode::OK),
+            ("/oauth/start?provider=team/corp", StatusCode::FOUND),
+            ("/oauth/start?provider=team/nope", StatusCode::NOT_FOUND),
+            (
+                "/oauth/start?rd=https://evil.example.com/",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/nothing/here", StatusCode::NOT_FOUND),
+            ("/oauth/userinfo", StatusCode::UNAUTHORIZED),
+            ("/oauth/auth", StatusCode::UNAUTHORIZED),
+            ("/oauth/logged-out", StatusCode::OK),
+        ] {
+            let r = request(&b, path).await;
+            assert_eq!(r.status(), status, "{path}");
+            assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_expire_on_the_brokers_clock() {
+        let clock = FixedClock::at(T0);
+        let b = broker(&clock);
         let ring = KeyRing::new(&[b"clock-test-key-0123456789abcdefgh"]).unwrap();
         let mut config = BrokerConfig::default();
         config.providers.insert("team/corp".into(), provider());
