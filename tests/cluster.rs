@@ -117,10 +117,21 @@ async fn the_crd_and_every_rule_and_example_on_a_real_api_server() {
     }
     // The real CEL evaluation refuses each rejected example with the
     // message the README promises.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let promised: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.matches('`').count() == 2)
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
     for (spec, fragment) in crd_cases::rejected() {
+        let message = promised
+            .iter()
+            .find(|m| m.contains(fragment))
+            .unwrap_or_else(|| panic!("the README promises no message with {fragment:?}"));
         match dry_run_create(&client, &ns, crd_cases::object(spec.clone())).await {
             Ok(()) => panic!("{spec} was admitted; expected {fragment:?}"),
-            Err(e) => assert!(e.contains(fragment), "{spec}: {e} lacks {fragment:?}"),
+            Err(e) => assert!(e.contains(message), "{spec}: {e} lacks {message:?}"),
         }
     }
     // Every example manifest, as a user would apply it.
@@ -776,9 +787,15 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
     .into();
     assert_eq!(events, want);
 
-    // Every permission the chart grants its ServiceAccounts was used.
+    // Every permission the chart grants its ServiceAccounts was used, and
+    // none of their requests was refused: take any grant away and the
+    // request that used it is refused, which fails this test.
     let unused = unused_permissions(cp, &client, &ns).await;
     assert!(unused.is_empty(), "granted but never used: {unused:#?}");
+    for sa in ["rel-controller", "rel-broker"] {
+        let denied = requests_of(cp, &format!("system:serviceaccount:{ns}:{sa}"), Some(403));
+        assert!(denied.is_empty(), "{sa} was refused: {denied:#?}");
+    }
 
     // Upgrade with changed values: the controller-written config and the
     // session keys survive; the session stays valid.
@@ -859,14 +876,26 @@ type Permission = (String, String, String);
 /// (API group, resource, verb) of the requests `user` made and was allowed,
 /// from the control plane's audit log.
 fn used_by(cp: &cluster::ControlPlane, user: &str) -> std::collections::BTreeSet<Permission> {
+    requests_of(cp, user, None)
+}
+
+/// (API group, resource, verb) of `user`'s requests: those answered with
+/// `code`, or all but the refused ones (403) when `None`.
+fn requests_of(
+    cp: &cluster::ControlPlane,
+    user: &str,
+    code: Option<u64>,
+) -> std::collections::BTreeSet<Permission> {
     let log = std::fs::read_to_string(cp.dir.path().join("audit.log")).unwrap_or_default();
     log.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["impersonatedUser"]["username"] == user)
         .filter(|e| {
-            e["responseStatus"]["code"]
-                .as_u64()
-                .is_some_and(|c| c != 403)
+            let got = e["responseStatus"]["code"].as_u64();
+            match code {
+                Some(c) => got == Some(c),
+                None => got.is_some_and(|c| c != 403),
+            }
         })
         .map(|e| {
             let r = &e["objectRef"];
