@@ -790,7 +790,7 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
     // Every permission the chart grants its ServiceAccounts was used, and
     // none of their requests was refused: take any grant away and the
     // request that used it is refused, which fails this test.
-    let unused = unused_permissions(cp, &client, &ns).await;
+    let unused = unused_permissions(cp, &client, &ns, &["rel-controller", "rel-broker"]).await;
     assert!(unused.is_empty(), "granted but never used: {unused:#?}");
     for sa in ["rel-controller", "rel-broker"] {
         let denied = requests_of(cp, &format!("system:serviceaccount:{ns}:{sa}"), Some(403));
@@ -914,19 +914,60 @@ fn requests_of(
 
 /// Each (group, resource, verb) the chart's Roles and ClusterRoles grant a
 /// ServiceAccount that the ServiceAccount never used, by rule.
-async fn unused_permissions(cp: &cluster::ControlPlane, client: &Client, ns: &str) -> Vec<String> {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+async fn unused_permissions(
+    cp: &cluster::ControlPlane,
+    client: &Client,
+    ns: &str,
+    sas: &[&str],
+) -> Vec<String> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
     // Give the audit log a moment to be flushed.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let is = |subjects: &Option<Vec<Subject>>, sa: &str| {
+        subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount" && s.name == sa && s.namespace.as_deref() == Some(ns)
+        })
+    };
     let mut unused = Vec::new();
-    for sa in ["rel-controller", "rel-broker"] {
+    for sa in sas {
         let used = used_by(cp, &format!("system:serviceaccount:{ns}:{sa}"));
+        // Every rule bound to the ServiceAccount, in any namespace.
         let mut rules = Vec::new();
-        if let Ok(r) = Api::<Role>::namespaced(client.clone(), ns).get(sa).await {
-            rules.extend(r.rules.unwrap_or_default());
+        for b in Api::<ClusterRoleBinding>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            if is(&b.subjects, sa) {
+                let r = Api::<ClusterRole>::all(client.clone())
+                    .get(&b.role_ref.name)
+                    .await
+                    .unwrap();
+                rules.extend(r.rules.unwrap_or_default());
+            }
         }
-        if let Ok(r) = Api::<ClusterRole>::all(client.clone()).get(sa).await {
-            rules.extend(r.rules.unwrap_or_default());
+        for b in Api::<RoleBinding>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            if is(&b.subjects, sa) {
+                let at = b.metadata.namespace.clone().unwrap_or_default();
+                let r = if b.role_ref.kind == "Role" {
+                    Api::<Role>::namespaced(client.clone(), &at)
+                        .get(&b.role_ref.name)
+                        .await
+                        .unwrap()
+                        .rules
+                } else {
+                    Api::<ClusterRole>::all(client.clone())
+                        .get(&b.role_ref.name)
+                        .await
+                        .unwrap()
+                        .rules
+                };
+                rules.extend(r.unwrap_or_default());
+            }
         }
         assert!(!rules.is_empty(), "no rules for {sa}");
         for rule in rules {
@@ -943,6 +984,92 @@ async fn unused_permissions(cp: &cluster::ControlPlane, client: &Client, ns: &st
         }
     }
     unused
+}
+
+/// With `rbac.secretNamespaces`, the chart grants Secret reads only in
+/// those namespaces: the controller watches Secrets there only (a
+/// cluster-wide watch would be refused), reads its own config Secret with
+/// the grant made for that case, and follows a rotation.
+#[tokio::test]
+async fn the_chart_with_secret_namespaces_reads_secrets_only_there() {
+    let own = cluster::ControlPlane::start();
+    let cp = &own;
+    let client = cp.client().await;
+    let ns = cp.namespace("sso").await;
+    let team = cp.namespace("team").await;
+    let set_ns = format!("rbac.secretNamespaces={{{team}}}");
+    helm_ok(
+        cp,
+        &[
+            "install",
+            "rel",
+            "charts/sso-operator",
+            "-n",
+            &ns,
+            "--set",
+            "publicURL=https://sso.example.com",
+            "--set",
+            &set_ns,
+        ],
+    );
+    let (ctl_args, _, _) = deployment_command(&client, &ns, "rel-controller").await;
+    let ctl = run_as(cp, &ns, "rel-controller", &ctl_args);
+    let base = issuer::serve_http().await;
+    let team_secrets: Api<Secret> = Api::namespaced(client.clone(), &team);
+    team_secrets
+        .create(
+            &PostParams::default(),
+            &secret("corp-oidc", "clientSecret", "v1"),
+        )
+        .await
+        .unwrap();
+    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &team);
+    idps.create(
+        &PostParams::default(),
+        &provider("corp", &format!("{base}/good")),
+    )
+    .await
+    .unwrap();
+    wait_for("corp Ready", async || {
+        let i = idps.get("corp").await.ok()?;
+        (phase(&i) == Some("Ready")).then_some(())
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    team_secrets
+        .patch(
+            "corp-oidc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"clientSecret": "v2"}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the rotation through the namespaced Secret watch",
+        async || {
+            broker_config_named(&secrets, "rel-broker-config")
+                .await?
+                .providers
+                .get(&format!("{team}/corp"))
+                .filter(|p| p.client_secret.as_deref() == Some("v2"))
+                .map(|_| ())
+        },
+    )
+    .await;
+    let unused = unused_permissions(cp, &client, &ns, &["rel-controller"]).await;
+    // A repeated Event's patch is exercised by the lifecycle test.
+    let unused: Vec<_> = unused
+        .into_iter()
+        .filter(|u| u != "rel-controller: events.k8s.io/events patch")
+        .collect();
+    assert!(unused.is_empty(), "granted but never used: {unused:#?}");
+    let denied = requests_of(
+        cp,
+        &format!("system:serviceaccount:{ns}:rel-controller"),
+        Some(403),
+    );
+    assert!(denied.is_empty(), "the controller was refused: {denied:#?}");
+    assert_eq!(ctl.terminate(), Some(0));
 }
 
 /// The team Role the README gives, applied as written (its namespace

@@ -27,6 +27,11 @@ pub struct Args {
     /// Only watch Secrets matching this label selector.
     #[arg(long)]
     secret_label_selector: Option<String>,
+    /// Watch Secrets only in these namespaces (comma-separated), for
+    /// installs that grant Secret reads there only (Helm:
+    /// rbac.secretNamespaces). Default: all namespaces.
+    #[arg(long, value_delimiter = ',')]
+    secret_namespaces: Vec<String>,
     #[command(flatten)]
     serve: args::Serve,
     #[command(flatten)]
@@ -67,6 +72,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         broker_config_secret: a.broker_config_secret,
         watch_namespace: a.watch_namespace,
         secret_label_selector: a.secret_label_selector,
+        secret_namespaces: a.secret_namespaces,
     };
     let work = controller::run(client.clone(), ctx, settings);
     let outcome = if a.leader_election {

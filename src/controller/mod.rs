@@ -276,6 +276,9 @@ pub struct Settings {
     pub watch_namespace: Option<String>,
     /// Label selector narrowing the Secret metadata watch.
     pub secret_label_selector: Option<String>,
+    /// Watch Secrets only in these namespaces (when the controller may read
+    /// Secrets only there); all namespaces when empty.
+    pub secret_namespaces: Vec<String>,
 }
 
 /// Runs the controller until shutdown.
@@ -286,9 +289,18 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     };
     // Secret changes, metadata only (values never enter the cache), mapped
     // to the providers that reference them.
-    let secrets: Api<PartialObjectMeta<Secret>> = match &settings.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // Where Secrets are watched: the namespaces the controller may read
+    // Secrets in, when narrowed (a cluster-wide watch would be refused).
+    let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = match (
+        &settings.watch_namespace,
+        settings.secret_namespaces.as_slice(),
+    ) {
+        (Some(ns), _) => vec![Api::namespaced(client.clone(), ns)],
+        (None, []) => vec![Api::all(client.clone())],
+        (None, namespaces) => namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect(),
     };
     // Fail fast with a clear message when the CRD is not installed.
     if let Err(e) = idps.list(&kube::api::ListParams::default().limit(1)).await {
@@ -320,12 +332,16 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     ));
 
     ctx.metrics.set_ready(true);
-    controller
-        .watches(secrets, secret_config, move |secret| {
+    let mut controller = controller;
+    for secrets in secret_apis {
+        let store = store_for_secrets.clone();
+        controller = controller.watches(secrets, secret_config.clone(), move |secret| {
             let ns = secret.namespace().unwrap_or_default();
-            let state = store_for_secrets.state();
+            let state = store.state();
             providers_for_secret(state.iter().map(|a| a.as_ref()), &ns, &secret.name_any())
-        })
+        });
+    }
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
