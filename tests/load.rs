@@ -94,7 +94,7 @@ fn why(landing: &Landing) -> String {
 /// One full login through `key` and a forward-auth check of its session.
 async fn login_once(base: &str, key: &str) -> Result<reqwest::Client, String> {
     let client = browser();
-    let landing = login_at(&client, &base, key, "unused", "/done").await;
+    let landing = login_at(&client, base, key, "unused", "/done").await;
     if landing.status != 302 || landing.location.as_deref() != Some(&format!("{base}/done")) {
         return Err(why(&landing));
     }

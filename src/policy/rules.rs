@@ -86,7 +86,7 @@ fn claim_matches(claim: Option<&Value>, values: &[String]) -> bool {
         Value::String(s) => values.iter().any(|x| x == s),
         Value::Bool(_) | Value::Number(_) => {
             let text = v.to_string();
-            values.iter().any(|x| *x == text)
+            values.contains(&text)
         }
         _ => false,
     };
