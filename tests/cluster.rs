@@ -249,8 +249,36 @@ fn phase(i: &IdentityProvider) -> Option<&str> {
 
 /// The broker config the controller wrote into `ns`, if any.
 async fn broker_config(secrets: &Api<Secret>) -> Option<BrokerConfig> {
-    let s = secrets.get(CONFIG_SECRET).await.ok()?;
-    BrokerConfig::decode(&s.data?.get(BROKER_CONFIG_KEY)?.0).ok()
+    broker_config_named(secrets, CONFIG_SECRET).await
+}
+
+/// Waits until the config in Secret `name` holds `value` as the client
+/// secret of provider `key`.
+async fn client_secret_in_config(secrets: &Api<Secret>, name: &str, key: &str, value: &str) {
+    wait_for(
+        &format!("{key}'s client secret {value:?} in {name}"),
+        async || {
+            broker_config_named(secrets, name)
+                .await?
+                .providers
+                .get(key)
+                .filter(|p| p.client_secret.as_deref() == Some(value))
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
+/// Rotates the client secret in Secret `corp-oidc`.
+async fn set_client_secret(secrets: &Api<Secret>, value: &str) {
+    secrets
+        .patch(
+            "corp-oidc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"clientSecret": value}})),
+        )
+        .await
+        .unwrap();
 }
 
 /// Events about `name`, by reason.
@@ -319,32 +347,26 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
     };
     let core = validate(&inputs, &secret_data, Some(&discovery), None, &env);
     let status = ready.status.clone().unwrap();
-    let mut want: Vec<(String, String, String, String)> = core
-        .conditions
-        .iter()
-        .map(|c| {
-            (
-                c.type_.to_string(),
-                c.status.to_string(),
-                c.reason.clone(),
-                c.message.clone(),
-            )
-        })
-        .collect();
-    want.sort();
-    let got: Vec<(String, String, String, String)> = status
-        .conditions
-        .iter()
-        .map(|c| {
-            (
-                c.type_.clone(),
-                c.status.clone(),
-                c.reason.clone(),
-                c.message.clone(),
-            )
-        })
-        .collect();
-    assert_eq!(got, want);
+    // (type, status, reason, message) of each, sorted by type.
+    let gist = |cs: &[sso_operator::api::Condition]| -> Vec<[String; 4]> {
+        cs.iter()
+            .map(|c| {
+                [
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                ]
+            })
+            .collect()
+    };
+    let want = sso_operator::controller::status::merge_conditions(
+        &[],
+        &core.conditions,
+        ready.metadata.generation.unwrap_or_default(),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    assert_eq!(gist(&status.conditions), gist(&want));
     assert_eq!(
         status.redirect_uri.as_deref(),
         Some(format!("{PUBLIC_URL}/oauth/callback/{ns}/corp").as_str())
@@ -384,32 +406,9 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
     assert_eq!(events_by_reason(&client, &ns, "corp").await, events);
 
     // The broker config carries the resolved secret; a rotation follows.
-    wait_for("the provider in the broker config", async || {
-        broker_config(&secrets)
-            .await?
-            .providers
-            .get(&format!("{ns}/corp"))
-            .filter(|p| p.client_secret.as_deref() == Some("v1"))
-            .map(|_| ())
-    })
-    .await;
-    secrets
-        .patch(
-            "corp-oidc",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"clientSecret": "v2"}})),
-        )
-        .await
-        .unwrap();
-    wait_for("the rotated secret in the broker config", async || {
-        broker_config(&secrets)
-            .await?
-            .providers
-            .get(&format!("{ns}/corp"))
-            .filter(|p| p.client_secret.as_deref() == Some("v2"))
-            .map(|_| ())
-    })
-    .await;
+    client_secret_in_config(&secrets, CONFIG_SECRET, &format!("{ns}/corp"), "v1").await;
+    set_client_secret(&secrets, "v2").await;
+    client_secret_in_config(&secrets, CONFIG_SECRET, &format!("{ns}/corp"), "v2").await;
 
     // A missing Secret is reported precisely.
     secrets
@@ -505,6 +504,15 @@ fn helm(cp: &cluster::ControlPlane, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `helm install|upgrade rel charts/sso-operator -n ns --set ...`.
+fn chart(cp: &cluster::ControlPlane, verb: &str, ns: &str, sets: &[&str]) {
+    let mut args = vec![verb, "rel", "charts/sso-operator", "-n", ns];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    helm_ok(cp, &args);
+}
+
 fn helm_ok(cp: &cluster::ControlPlane, args: &[&str]) -> String {
     let out = helm(cp, args);
     assert!(
@@ -581,18 +589,7 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let set_url = format!("publicURL={public}");
-    helm_ok(
-        cp,
-        &[
-            "install",
-            "rel",
-            "charts/sso-operator",
-            "-n",
-            &ns,
-            "--set",
-            &set_url,
-        ],
-    );
+    chart(cp, "install", &ns, &[&set_url]);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
 
     // The controller, as its Deployment runs it, as its ServiceAccount.
@@ -799,19 +796,11 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
 
     // Upgrade with changed values: the controller-written config and the
     // session keys survive; the session stays valid.
-    helm_ok(
+    chart(
         cp,
-        &[
-            "upgrade",
-            "rel",
-            "charts/sso-operator",
-            "-n",
-            &ns,
-            "--set",
-            &set_url,
-            "--set",
-            "broker.sessionLifetimeSeconds=7200",
-        ],
+        "upgrade",
+        &ns,
+        &[&set_url, "broker.sessionLifetimeSeconds=7200"],
     );
     assert_eq!(
         secrets.get("rel-session-keys").await.unwrap().data,
@@ -837,18 +826,7 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
         secrets.get("rel-session-keys").await.unwrap().data,
         keys_before
     );
-    helm_ok(
-        cp,
-        &[
-            "install",
-            "rel",
-            "charts/sso-operator",
-            "-n",
-            &ns,
-            "--set",
-            &set_url,
-        ],
-    );
+    chart(cp, "install", &ns, &[&set_url]);
     assert_eq!(
         secrets.get("rel-session-keys").await.unwrap().data,
         keys_before,
@@ -998,19 +976,11 @@ async fn the_chart_with_secret_namespaces_reads_secrets_only_there() {
     let ns = cp.namespace("sso").await;
     let team = cp.namespace("team").await;
     let set_ns = format!("rbac.secretNamespaces={{{team}}}");
-    helm_ok(
+    chart(
         cp,
-        &[
-            "install",
-            "rel",
-            "charts/sso-operator",
-            "-n",
-            &ns,
-            "--set",
-            "publicURL=https://sso.example.com",
-            "--set",
-            &set_ns,
-        ],
+        "install",
+        &ns,
+        &["publicURL=https://sso.example.com", &set_ns],
     );
     let (ctl_args, _, _) = deployment_command(&client, &ns, "rel-controller").await;
     let ctl = run_as(cp, &ns, "rel-controller", &ctl_args);
@@ -1036,26 +1006,9 @@ async fn the_chart_with_secret_namespaces_reads_secrets_only_there() {
     })
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    team_secrets
-        .patch(
-            "corp-oidc",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"clientSecret": "v2"}})),
-        )
-        .await
-        .unwrap();
-    wait_for(
-        "the rotation through the namespaced Secret watch",
-        async || {
-            broker_config_named(&secrets, "rel-broker-config")
-                .await?
-                .providers
-                .get(&format!("{team}/corp"))
-                .filter(|p| p.client_secret.as_deref() == Some("v2"))
-                .map(|_| ())
-        },
-    )
-    .await;
+    set_client_secret(&team_secrets, "v2").await;
+    // Followed through the namespaced Secret watch.
+    client_secret_in_config(&secrets, "rel-broker-config", &format!("{team}/corp"), "v2").await;
     let unused = unused_permissions(cp, &client, &ns, &["rel-controller"]).await;
     // A repeated Event's patch is exercised by the lifecycle test.
     let unused: Vec<_> = unused
