@@ -14,6 +14,7 @@
 pub mod claims;
 pub mod cookies;
 pub mod error;
+pub mod headers;
 pub mod login;
 pub mod metrics;
 pub mod pages;

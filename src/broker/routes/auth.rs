@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::broker::{
     Broker, claims,
     cookies::{self, SESSION_COOKIE, SESSION_PATH},
+    headers,
     provider::ProviderRuntime,
     refresh::{self, Outcome},
     respond::{unauthorized, with_cookies},
@@ -115,18 +116,7 @@ pub async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> R
     }
     b.metrics.forward_auth_result("ok");
     let mut resp = StatusCode::OK.into_response();
-    let h = resp.headers_mut();
-    let put = |h: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    };
-    put(h, "x-auth-request-user", &s.user);
-    if let Some(e) = &s.email {
-        put(h, "x-auth-request-email", e);
-    }
-    put(h, "x-auth-request-groups", &s.groups.join(","));
-    put(h, "x-auth-request-provider", &s.provider);
+    headers::set_identity(resp.headers_mut(), &s);
     with_cookies(resp, set)
 }
 
