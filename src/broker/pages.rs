@@ -96,6 +96,28 @@ pub fn error_page(refusal: &Refusal, retry_href: Option<&str>) -> String {
     )
 }
 
+/// The broker's home page for a browser with a valid session: who it is,
+/// through which provider, a sign-out button, and a way to sign in with
+/// another provider.
+pub fn signed_in_page(user: &str, email: Option<&str>, provider: &str, login_href: &str) -> String {
+    let email = email
+        .map(|e| format!(" <span class=\"detail\">({})</span>", escape(e)))
+        .unwrap_or_default();
+    page(
+        "Signed in",
+        "data-page=\"signed-in\"",
+        &format!(
+            "<h1>You are signed in</h1>\
+<p>as <strong data-user>{}</strong>{email} through <strong data-provider>{}</strong></p>\
+<form method=\"post\" action=\"/oauth/logout\"><button type=\"submit\" name=\"signout\">Sign out</button></form>\
+<p><a href=\"{}\">Sign in with another provider</a></p>",
+            escape(user),
+            escape(provider),
+            escape(login_href)
+        ),
+    )
+}
+
 /// Shown after logout.
 pub fn logged_out_page(login_href: &str) -> String {
     page(

@@ -261,6 +261,67 @@ mod tests {
         }
     }
 
+    /// `/` shows a signed-in browser who it is and lets it sign out; a
+    /// browser without a session gets the sign-in page.
+    #[tokio::test]
+    async fn home_shows_who_is_signed_in() {
+        let b = broker(&FixedClock::at(T0));
+        let mut config = BrokerConfig::default();
+        config.providers.insert("team/corp".into(), provider());
+        b.apply_config(&config);
+        let ring = KeyRing::new(&[b"clock-test-key-0123456789abcdefgh"]).unwrap();
+        let sealed = session::seal(
+            &ring,
+            Session {
+                provider: "team/corp".into(),
+                sub: "1".into(),
+                user: "<b>alice</b>".into(),
+                email: Some("alice@example.com".into()),
+                groups: vec![],
+                groups_truncated: false,
+                issued_at: T0,
+                expires_at: T0 + 3600,
+                validated_at: T0,
+                refresh_token: None,
+            },
+            &[],
+        )
+        .unwrap();
+        b.set_keys(ring);
+        let body = |r: Response| async move {
+            let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let anonymous = body(request(&b, "/").await).await;
+        assert!(anonymous.contains("data-page=\"login\""), "{anonymous}");
+        let home = b
+            .router()
+            .oneshot(
+                Request::get("/")
+                    .header("cookie", format!("{SESSION_COOKIE}={sealed}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(home.status(), StatusCode::OK);
+        let html = body(home).await;
+        assert!(html.contains("data-page=\"signed-in\""), "{html}");
+        assert!(
+            html.contains("&lt;b&gt;alice&lt;/b&gt;"),
+            "the user is escaped: {html}"
+        );
+        assert!(!html.contains("<b>alice"), "{html}");
+        assert!(
+            html.contains("alice@example.com") && html.contains("Corp"),
+            "{html}"
+        );
+        assert!(html.contains("action=\"/oauth/logout\""), "{html}");
+        // /oauth/login still offers the providers.
+        let login = body(request(&b, "/oauth/login").await).await;
+        assert!(login.contains("data-page=\"login\""));
+    }
+
     #[tokio::test]
     async fn sessions_expire_on_the_brokers_clock() {
         let clock = FixedClock::at(T0);

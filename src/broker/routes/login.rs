@@ -47,6 +47,27 @@ fn refused<'a>(
     .into_response()
 }
 
+/// `GET /`: who you are when signed in (a login that just finished lands
+/// here and must not look like it failed), the sign-in page otherwise.
+pub async fn home(
+    State(b): State<Arc<Broker>>,
+    query: Query<RdQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Ok((s, provider, _)) = super::auth::current_session(&b, &headers) {
+        return page(
+            StatusCode::OK,
+            pages::signed_in_page(
+                &s.user,
+                s.email.as_deref(),
+                &provider.cfg.display_name,
+                "/oauth/login",
+            ),
+        );
+    }
+    login_page(State(b), query).await
+}
+
 pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) -> Response {
     let rd = match b.check_rd(q.rd.as_deref()) {
         Ok(rd) => rd,

@@ -1,6 +1,7 @@
 //! The broker's HTTP routes:
 //!
-//! - `GET /`, `GET /oauth/login`: the provider chooser ([`login`])
+//! - `GET /`: who you are when signed in, else the provider chooser;
+//!   `GET /oauth/login`: the provider chooser ([`login`])
 //! - `GET /oauth/start?provider=<ns>/<name>|<name>&rd=<url>`: state, nonce,
 //!   PKCE, 302 to the IdP ([`login`])
 //! - `GET /oauth/callback/<ns>/<name>`: code exchange, ID-token checks,
@@ -30,7 +31,7 @@ impl Broker {
     /// The routes.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/", get(login::login_page))
+            .route("/", get(login::home))
             .route("/oauth/login", get(login::login_page))
             .route("/oauth/start", get(login::start))
             .route("/oauth/callback/{namespace}/{name}", get(login::callback))
