@@ -154,17 +154,9 @@ impl Running {
     /// Sends SIGTERM and returns the exit code.
     fn terminate(mut self) -> Option<i32> {
         let mut child = self.0.take().unwrap();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        panic!("the process did not stop within 20 s of SIGTERM");
+        common::terminate(&mut child, Duration::from_secs(20))
+            .expect("the process did not stop within 20 s of SIGTERM")
+            .code()
     }
 }
 
@@ -187,33 +179,49 @@ fn log_file(cp: &cluster::ControlPlane, ns: &str) -> std::fs::File {
         .unwrap()
 }
 
-/// `sso-operator controller` as a process with `kubeconfig`, reconciling
-/// namespace `ns` and writing the broker config there.
-fn controller(cp: &cluster::ControlPlane, ns: &str, extra: &[&str]) -> Running {
+/// The real binary with `args`, as `kubeconfig`'s identity, logging beside
+/// the control plane's log (kept when a test fails).
+fn spawn_sso(
+    cp: &cluster::ControlPlane,
+    ns: &str,
+    kubeconfig: &std::path::Path,
+    args: &[String],
+    env: &[(&str, String)],
+) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
-        .args([
-            "controller",
-            "--public-url",
-            PUBLIC_URL,
-            "--namespace",
-            ns,
-            "--watch-namespace",
-            ns,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()),
-            "--provider-timeout",
-            "5",
-        ])
-        .args(extra)
-        .env("KUBECONFIG", &cp.kubeconfig)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,kube=warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        // Its log, beside the control plane's (kept when a test fails).
         .stdout(log_file(cp, ns))
         .stderr(log_file(cp, ns))
         .spawn()
         .unwrap();
     Running(Some(child))
+}
+
+/// `sso-operator controller` as a process with the admin kubeconfig,
+/// reconciling namespace `ns` and writing the broker config there.
+fn controller(cp: &cluster::ControlPlane, ns: &str, extra: &[&str]) -> Running {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<String> = [
+        "controller",
+        "--public-url",
+        PUBLIC_URL,
+        "--namespace",
+        ns,
+        "--watch-namespace",
+        ns,
+        "--metrics-addr",
+        &metrics,
+        "--provider-timeout",
+        "5",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    spawn_sso(cp, ns, &cp.kubeconfig, &args, &[])
 }
 
 async fn wait_for<T, F>(what: &str, mut f: F) -> T
@@ -555,18 +563,17 @@ async fn deployment_command(client: &Client, ns: &str, name: &str) -> (Vec<Strin
 /// Runs the binary with `args` as the chart's ServiceAccount `sa` would
 /// (impersonated), with the pod's downward-API environment.
 fn run_as(cp: &cluster::ControlPlane, ns: &str, sa: &str, args: &[String]) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
-        .args(args)
-        .env("KUBECONFIG", cp.kubeconfig_for_service_account(ns, sa))
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", format!("{sa}-pod"))
-        .env("RUST_LOG", "info,kube=warn")
-        .stdin(Stdio::null())
-        .stdout(log_file(cp, ns))
-        .stderr(log_file(cp, ns))
-        .spawn()
-        .unwrap();
-    Running(Some(child))
+    let env = [
+        ("POD_NAMESPACE", ns.to_string()),
+        ("POD_NAME", format!("{sa}-pod")),
+    ];
+    spawn_sso(
+        cp,
+        ns,
+        &cp.kubeconfig_for_service_account(ns, sa),
+        args,
+        &env,
+    )
 }
 
 /// The chart installed, used, upgraded, uninstalled and installed again

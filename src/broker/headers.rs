@@ -22,7 +22,7 @@ pub const PROVIDER: HeaderName = HeaderName::from_static("x-auth-request-provide
 pub fn encode(value: &str, comma: bool) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
-        if b == b'%' || b < 0x20 || b >= 0x7f || (comma && b == b',') {
+        if b == b'%' || !(0x20..0x7f).contains(&b) || (comma && b == b',') {
             out.push_str(&format!("%{b:02X}"));
         } else {
             out.push(b as char);

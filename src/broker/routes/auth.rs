@@ -197,27 +197,23 @@ mod tests {
         }
     }
 
-    async fn request(b: &Arc<Broker>, path: &str) -> Response {
+    const KEY: &[u8] = b"clock-test-key-0123456789abcdefgh";
+
+    /// GET `path`, with the session cookie `cookie` when given.
+    async fn request(b: &Arc<Broker>, path: &str, cookie: Option<&str>) -> Response {
+        let mut req = Request::get(path);
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("{SESSION_COOKIE}={c}"));
+        }
         b.router()
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .oneshot(req.body(Body::empty()).unwrap())
             .await
             .unwrap()
     }
 
-    async fn auth(b: &Arc<Broker>, cookie: &str) -> Response {
-        b.router()
-            .oneshot(
-                Request::get("/oauth/auth")
-                    .header("cookie", format!("{SESSION_COOKIE}={cookie}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
-    }
-
-    fn broker(clock: &FixedClock) -> Arc<Broker> {
-        Broker::with_clock(
+    /// A broker on `clock` serving provider `team/corp`, with session keys.
+    fn serving(clock: &FixedClock) -> Arc<Broker> {
+        let b = Broker::with_clock(
             BrokerSettings {
                 public_url: "https://sso.example.com".parse().unwrap(),
                 cookie_domain: None,
@@ -230,18 +226,41 @@ mod tests {
                 http: HttpSettings::default(),
             },
             Arc::new(clock.clone()),
-        )
+        );
+        let mut config = BrokerConfig::default();
+        config.providers.insert("team/corp".into(), provider());
+        b.apply_config(&config);
+        b.set_keys(KeyRing::new(&[KEY]).unwrap());
+        b
+    }
+
+    /// A session cookie for `user` at `team/corp`, issued at T0 for an hour.
+    fn sealed(user: &str, email: Option<&str>) -> String {
+        let session = Session {
+            provider: "team/corp".into(),
+            sub: "1".into(),
+            user: user.into(),
+            email: email.map(str::to_string),
+            groups: vec![],
+            groups_truncated: false,
+            issued_at: T0,
+            expires_at: T0 + 3600,
+            validated_at: T0,
+            refresh_token: None,
+        };
+        session::seal(&KeyRing::new(&[KEY]).unwrap(), session, &[]).unwrap()
+    }
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     /// Every kind of answer is `no-store`, from the one layer: pages,
     /// redirects, refusals, the 404 fallback, JSON and forward-auth.
     #[tokio::test]
     async fn every_answer_is_no_store() {
-        let b = broker(&FixedClock::at(T0));
-        let mut config = BrokerConfig::default();
-        config.providers.insert("team/corp".into(), provider());
-        b.apply_config(&config);
-        b.set_keys(KeyRing::new(&[b"clock-test-key-0123456789abcdefgh"]).unwrap());
+        let b = serving(&FixedClock::at(T0));
         for (path, status) in [
             ("/", StatusCode::OK),
             ("/oauth/start?provider=team/corp", StatusCode::FOUND),
@@ -255,7 +274,7 @@ mod tests {
             ("/oauth/auth", StatusCode::UNAUTHORIZED),
             ("/oauth/logged-out", StatusCode::OK),
         ] {
-            let r = request(&b, path).await;
+            let r = request(&b, path, None).await;
             assert_eq!(r.status(), status, "{path}");
             assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
         }
@@ -265,45 +284,11 @@ mod tests {
     /// browser without a session gets the sign-in page.
     #[tokio::test]
     async fn home_shows_who_is_signed_in() {
-        let b = broker(&FixedClock::at(T0));
-        let mut config = BrokerConfig::default();
-        config.providers.insert("team/corp".into(), provider());
-        b.apply_config(&config);
-        let ring = KeyRing::new(&[b"clock-test-key-0123456789abcdefgh"]).unwrap();
-        let sealed = session::seal(
-            &ring,
-            Session {
-                provider: "team/corp".into(),
-                sub: "1".into(),
-                user: "<b>alice</b>".into(),
-                email: Some("alice@example.com".into()),
-                groups: vec![],
-                groups_truncated: false,
-                issued_at: T0,
-                expires_at: T0 + 3600,
-                validated_at: T0,
-                refresh_token: None,
-            },
-            &[],
-        )
-        .unwrap();
-        b.set_keys(ring);
-        let body = |r: Response| async move {
-            let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-            String::from_utf8(bytes.to_vec()).unwrap()
-        };
-        let anonymous = body(request(&b, "/").await).await;
+        let b = serving(&FixedClock::at(T0));
+        let anonymous = body(request(&b, "/", None).await).await;
         assert!(anonymous.contains("data-page=\"login\""), "{anonymous}");
-        let home = b
-            .router()
-            .oneshot(
-                Request::get("/")
-                    .header("cookie", format!("{SESSION_COOKIE}={sealed}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let cookie = sealed("<b>alice</b>", Some("alice@example.com"));
+        let home = request(&b, "/", Some(&cookie)).await;
         assert_eq!(home.status(), StatusCode::OK);
         let html = body(home).await;
         assert!(html.contains("data-page=\"signed-in\""), "{html}");
@@ -318,46 +303,26 @@ mod tests {
         );
         assert!(html.contains("action=\"/oauth/logout\""), "{html}");
         // /oauth/login still offers the providers.
-        let login = body(request(&b, "/oauth/login").await).await;
+        let login = body(request(&b, "/oauth/login", None).await).await;
         assert!(login.contains("data-page=\"login\""));
     }
 
     #[tokio::test]
     async fn sessions_expire_on_the_brokers_clock() {
         let clock = FixedClock::at(T0);
-        let b = broker(&clock);
-        let ring = KeyRing::new(&[b"clock-test-key-0123456789abcdefgh"]).unwrap();
-        let mut config = BrokerConfig::default();
-        config.providers.insert("team/corp".into(), provider());
-        b.apply_config(&config);
-        let sealed = session::seal(
-            &ring,
-            Session {
-                provider: "team/corp".into(),
-                sub: "1".into(),
-                user: "alice".into(),
-                email: None,
-                groups: vec![],
-                groups_truncated: false,
-                issued_at: T0,
-                expires_at: T0 + 3600,
-                validated_at: T0,
-                refresh_token: None,
-            },
-            &[],
-        )
-        .unwrap();
-        b.set_keys(ring);
+        let b = serving(&clock);
+        let sealed = sealed("alice", None);
+        let auth = async |cookie: &str| request(&b, "/oauth/auth", Some(cookie)).await;
 
-        let ok = auth(&b, &sealed).await;
+        let ok = auth(&sealed).await;
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.headers()["x-auth-request-user"], "alice");
         assert_eq!(ok.headers()["cache-control"], "no-store");
 
         clock.advance(3599);
-        assert_eq!(auth(&b, &sealed).await.status(), StatusCode::OK);
+        assert_eq!(auth(&sealed).await.status(), StatusCode::OK);
         clock.advance(2);
-        let expired = auth(&b, &sealed).await;
+        let expired = auth(&sealed).await;
         assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(expired.headers()["cache-control"], "no-store");
     }

@@ -26,7 +26,7 @@ pub struct Resolved {
     pub ca_bundle: Option<String>,
 }
 
-/// `SecretResolved`, from the outcome of [`resolve_secrets`].
+/// `SecretResolved`, from the resolved credentials and CA bundle.
 pub fn secret_resolved(
     spec: &IdentityProviderSpec,
     resolved: &Result<Resolved, Failure>,
@@ -66,18 +66,6 @@ pub fn referenced_secrets(spec: &IdentityProviderSpec) -> Vec<String> {
     names.sort();
     names.dedup();
     names
-}
-
-/// Resolves the client ID, client secret and CA bundle from Secrets.
-pub fn resolve_secrets(
-    ns: &str,
-    spec: &IdentityProviderSpec,
-    secrets: &SecretData,
-) -> Result<Resolved, Failure> {
-    with_ca(
-        resolve_credentials(ns, spec, secrets),
-        resolve_ca(ns, spec, secrets),
-    )
 }
 
 /// Joins resolved credentials and an already resolved CA bundle; the

@@ -160,21 +160,7 @@ impl ControlPlane {
 
     /// Stops it by PID (SIGTERM, then SIGKILL after 30 s) and waits.
     pub fn stop(&self) {
-        let mut child = self.child.lock().unwrap();
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        for _ in 0..300 {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        crate::terminate(&mut self.child.lock().unwrap(), Duration::from_secs(30));
     }
 }
 

@@ -29,6 +29,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Sends SIGTERM to `child` and waits up to `within` for it to exit; its
+/// exit status, or `None` when it had to be killed.
+pub fn terminate(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 /// A child process killed when dropped.
 pub struct KillOnDrop(pub std::process::Child);
 
