@@ -8,6 +8,8 @@
 //! every value, and `,` inside a group name, so the groups header splits
 //! unambiguously on `,` and each part percent-decodes to the name.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::session::Session;
@@ -18,33 +20,38 @@ pub const GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
 pub const PROVIDER: HeaderName = HeaderName::from_static("x-auth-request-provider");
 
 /// Percent-encodes what a header value cannot carry or could be misread:
-/// `%`, bytes below space or from DEL up, and `,` when `comma`.
-pub fn encode(value: &str, comma: bool) -> String {
-    let mut out = String::with_capacity(value.len());
+/// `%`, bytes below space or from DEL up, and `,` when `comma`. Borrows
+/// when nothing needs encoding (the common case, on the forward-auth path).
+pub fn encode(value: &str, comma: bool) -> Cow<'_, str> {
+    let needs = |b: u8| b == b'%' || !(0x20..0x7f).contains(&b) || (comma && b == b',');
+    if !value.bytes().any(needs) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
     for b in value.bytes() {
-        if b == b'%' || !(0x20..0x7f).contains(&b) || (comma && b == b',') {
+        if needs(b) {
             out.push_str(&format!("%{b:02X}"));
         } else {
             out.push(b as char);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
-fn value(text: String) -> HeaderValue {
-    HeaderValue::from_str(&text).expect("encoded values are visible ASCII or spaces")
+fn value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("encoded values are visible ASCII or spaces")
 }
 
 /// Sets the four identity headers from `s`.
 pub fn set_identity(h: &mut HeaderMap, s: &Session) {
-    h.insert(USER, value(encode(&s.user, false)));
+    h.insert(USER, value(&encode(&s.user, false)));
     h.insert(
         EMAIL,
-        value(encode(s.email.as_deref().unwrap_or(""), false)),
+        value(&encode(s.email.as_deref().unwrap_or(""), false)),
     );
-    let groups: Vec<String> = s.groups.iter().map(|g| encode(g, true)).collect();
-    h.insert(GROUPS, value(groups.join(",")));
-    h.insert(PROVIDER, value(encode(&s.provider, false)));
+    let groups: Vec<Cow<'_, str>> = s.groups.iter().map(|g| encode(g, true)).collect();
+    h.insert(GROUPS, value(&groups.join(",")));
+    h.insert(PROVIDER, value(&encode(&s.provider, false)));
 }
 
 #[cfg(test)]
