@@ -28,6 +28,9 @@ impl Op {
         );
         // A port from free_port() can be taken by someone else before node
         // binds it (ten tests start providers at once); try another then.
+        // A node process that printed nothing for a minute is tried again
+        // too: once in CI (2 cores, eleven providers starting together) one
+        // hung after its first line while the ten others started.
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
@@ -39,7 +42,10 @@ impl Op {
                         port,
                     };
                 }
-                Err(e) if e.contains("EADDRINUSE") => last = e,
+                Err(e) if e.contains("EADDRINUSE") || e.contains(NO_READY) => {
+                    eprintln!("{e}\n(starting another)");
+                    last = e
+                }
                 Err(e) => panic!("{e}"),
             }
         }
@@ -51,6 +57,7 @@ impl Op {
             .arg("server.mjs")
             .current_dir(dir)
             .env("OP_PORT", port.to_string())
+            .stdin(Stdio::null())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -81,12 +88,12 @@ impl Op {
             }
         });
         // Generous: tests/broker.rs starts ten of these at once on two cores.
-        let outcome = rx.recv_timeout(Duration::from_secs(90));
+        let outcome = rx.recv_timeout(Duration::from_secs(60));
         if let Ok(Ok(issuer)) = outcome {
             return Ok((child, issuer));
         }
         let waited = match outcome {
-            Err(_) => "did not print OP READY within 90 s",
+            Err(_) => NO_READY,
             _ => "closed its output before OP READY",
         };
         let _ = child.kill();
@@ -99,6 +106,8 @@ impl Op {
         ))
     }
 }
+
+const NO_READY: &str = "did not print OP READY within 60 s";
 
 impl Drop for Op {
     fn drop(&mut self) {
