@@ -11,7 +11,11 @@ use kube::CustomResourceExt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{Error, api::IdentityProvider, controller::validate::SecretData};
+use crate::{
+    Error,
+    api::{IdentityProvider, policy::AccessPolicy},
+    controller::validate::SecretData,
+};
 
 /// One YAML document and where it came from.
 #[derive(Clone, Debug)]
@@ -156,7 +160,20 @@ pub fn secrets(docs: &[Document], default_ns: &str) -> Result<BTreeMap<String, S
 
 /// The CRD's openAPIV3Schema as JSON.
 pub fn crd_schema() -> Value {
-    let crd = IdentityProvider::crd();
+    schema_of(IdentityProvider::crd())
+}
+
+/// The openAPIV3Schema of the CRD for `kind` (IdentityProvider or
+/// AccessPolicy), as JSON.
+pub fn crd_schema_for(kind: &str) -> Option<Value> {
+    match kind {
+        "IdentityProvider" => Some(crd_schema()),
+        "AccessPolicy" => Some(schema_of(AccessPolicy::crd())),
+        _ => None,
+    }
+}
+
+fn schema_of(crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Value {
     let schema = crd.spec.versions[0]
         .schema
         .as_ref()
@@ -165,7 +182,7 @@ pub fn crd_schema() -> Value {
     serde_json::to_value(schema).expect("schema serializes")
 }
 
-/// Checks an IdentityProvider object as admission would: structural schema
+/// Checks an object (IdentityProvider or AccessPolicy) as admission would: structural schema
 /// (types, enums, required fields, unknown fields, sizes), then the CEL
 /// rules, evaluated by kube's own CEL interpreter. Returns every problem.
 pub fn admission_errors(schema: &Value, object: &Value) -> Vec<String> {

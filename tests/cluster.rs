@@ -29,7 +29,7 @@ use kube::{
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use sso_operator::{
-    api::{IdentityProvider, conditions::types},
+    api::{IdentityProvider, conditions::types, policy::AccessPolicy},
     config::{BROKER_CONFIG_KEY, BrokerConfig},
     controller::validate::{Env, SecretData, validate},
     manifest,
@@ -39,33 +39,40 @@ use sso_operator::{
 const PUBLIC_URL: &str = "https://sso.example.com";
 const CONFIG_SECRET: &str = "sso-operator-broker-config";
 
-/// Installs the CRD (server-side apply) and waits until it is Established.
+/// Installs the CRDs (server-side apply) and waits until each is
+/// Established; returns the IdentityProvider one.
 async fn install_crd(client: &Client) -> CustomResourceDefinition {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "identityproviders.sso-operator.dev";
-    crds.patch(
-        name,
-        &PatchParams::apply("sso-operator-tests").force(),
-        &Patch::Apply(IdentityProvider::crd()),
-    )
-    .await
-    .expect("the real API server accepts the generated CRD");
-    for _ in 0..100 {
-        let crd = crds.get(name).await.unwrap();
-        let established = crd
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            return crd;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut installed = Vec::new();
+    for crd in [IdentityProvider::crd(), AccessPolicy::crd()] {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("sso-operator-tests").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the real API server refuses the generated CRD {name}: {e}"));
+        installed.push(name);
     }
-    panic!("the CRD was not Established within 10 s");
+    let mut first = None;
+    for name in installed {
+        let crd = wait_for(&format!("CRD {name} Established"), async || {
+            let crd = crds.get(&name).await.ok()?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            established.then_some(crd)
+        })
+        .await;
+        first.get_or_insert(crd);
+    }
+    first.unwrap()
 }
 
 /// Creates `object` in `ns` with server-side dry run: nothing is stored.
@@ -82,6 +89,14 @@ async fn dry_run_create(client: &Client, ns: &str, mut object: Value) -> Result<
                 serde_json::from_value(object).map_err(|e| format!("does not parse: {e}"))?;
             Api::<IdentityProvider>::namespaced(client.clone(), ns)
                 .create(&pp, &idp)
+                .await
+                .map(|_| ())
+        }
+        "AccessPolicy" => {
+            let ap: AccessPolicy =
+                serde_json::from_value(object).map_err(|e| format!("does not parse: {e}"))?;
+            Api::<AccessPolicy>::namespaced(client.clone(), ns)
+                .create(&pp, &ap)
                 .await
                 .map(|_| ())
         }
@@ -111,9 +126,9 @@ async fn the_crd_and_every_rule_and_example_on_a_real_api_server() {
     );
     let ns = cp.namespace("crd").await;
 
-    for spec in crd_cases::accepted() {
-        let r = dry_run_create(&client, &ns, crd_cases::object(spec.clone())).await;
-        assert!(r.is_ok(), "{spec} should be admitted: {r:?}");
+    for object in crd_cases::accepted() {
+        let r = dry_run_create(&client, &ns, object.clone()).await;
+        assert!(r.is_ok(), "{object} should be admitted: {r:?}");
     }
     // The real CEL evaluation refuses each rejected example with the
     // message the README promises.
@@ -124,14 +139,14 @@ async fn the_crd_and_every_rule_and_example_on_a_real_api_server() {
         .filter(|l| l.starts_with("| ") && l.matches('`').count() == 2)
         .filter_map(|l| l.split('`').nth(1))
         .collect();
-    for (spec, fragment) in crd_cases::rejected() {
+    for (object, fragment) in crd_cases::rejected() {
         let message = promised
             .iter()
             .find(|m| m.contains(fragment))
             .unwrap_or_else(|| panic!("the README promises no message with {fragment:?}"));
-        match dry_run_create(&client, &ns, crd_cases::object(spec.clone())).await {
-            Ok(()) => panic!("{spec} was admitted; expected {fragment:?}"),
-            Err(e) => assert!(e.contains(message), "{spec}: {e} lacks {message:?}"),
+        match dry_run_create(&client, &ns, object.clone()).await {
+            Ok(()) => panic!("{object} was admitted; expected {fragment:?}"),
+            Err(e) => assert!(e.contains(message), "{object}: {e} lacks {message:?}"),
         }
     }
     // Every example manifest, as a user would apply it.

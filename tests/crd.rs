@@ -6,17 +6,32 @@ use std::collections::BTreeSet;
 
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
-use sso_operator::{api::IdentityProvider, manifest};
+use sso_operator::{
+    api::{IdentityProvider, policy::AccessPolicy},
+    manifest,
+};
 use sso_test_support::crd_cases::{self, base, object, with};
 
 #[test]
-fn committed_crd_matches_the_types() {
-    let generated = serde_yaml::to_string(&IdentityProvider::crd()).unwrap();
-    let committed = include_str!("../crds/identityprovider.yaml");
-    assert!(
-        generated == committed,
-        "crds/identityprovider.yaml is stale: run `cargo run -- crd > crds/identityprovider.yaml` and commit it"
-    );
+fn committed_crds_match_the_types() {
+    for (crd, file, committed) in [
+        (
+            IdentityProvider::crd(),
+            "identityprovider",
+            include_str!("../crds/identityprovider.yaml"),
+        ),
+        (
+            AccessPolicy::crd(),
+            "accesspolicy",
+            include_str!("../crds/accesspolicy.yaml"),
+        ),
+    ] {
+        let plural = &crd.spec.names.plural;
+        assert!(
+            serde_yaml::to_string(&crd).unwrap() == committed,
+            "crds/{file}.yaml is stale: run `cargo run -- crd {plural} > crds/{file}.yaml` and commit it"
+        );
+    }
 }
 
 #[test]
@@ -74,10 +89,12 @@ fn every_spec_field_is_described() {
             walk(&format!("{path}[]"), items, missing);
         }
     }
-    let schema = manifest::crd_schema();
     let mut missing = Vec::new();
-    walk("spec", &schema["properties"]["spec"], &mut missing);
-    walk("status", &schema["properties"]["status"], &mut missing);
+    for kind in ["IdentityProvider", "AccessPolicy"] {
+        let schema = manifest::crd_schema_for(kind).unwrap();
+        walk(&format!("{kind}.spec"), &schema["properties"]["spec"], &mut missing);
+        walk(&format!("{kind}.status"), &schema["properties"]["status"], &mut missing);
+    }
     assert!(
         missing.is_empty(),
         "fields without a description: {missing:?}"
@@ -99,10 +116,11 @@ fn all_rules(schema: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The CEL rules each spec violates (evaluated by kube's CEL interpreter).
-fn failing_rules(spec: Value) -> Vec<(String, String)> {
-    let schema = manifest::crd_schema();
-    match kube::core::cel::Validator::new().validate(&schema, &object(spec), None) {
+/// The CEL rules an object violates (evaluated by kube's CEL interpreter
+/// against its kind's schema).
+fn failing_rules(object: &Value) -> Vec<(String, String)> {
+    let schema = manifest::crd_schema_for(object["kind"].as_str().unwrap()).unwrap();
+    match kube::core::cel::Validator::new().validate(&schema, object, None) {
         Ok(()) => Vec::new(),
         Err(errs) => errs
             .iter()
@@ -114,23 +132,28 @@ fn failing_rules(spec: Value) -> Vec<(String, String)> {
 #[test]
 fn every_cel_rule_accepts_and_rejects() {
     let accepted = crd_cases::accepted();
-    for spec in accepted {
-        let f = failing_rules(spec.clone());
-        assert!(f.is_empty(), "{spec} should be accepted, failed {f:?}");
+    for object in accepted {
+        let f = failing_rules(&object);
+        assert!(f.is_empty(), "{object} should be accepted, failed {f:?}");
+        let schema = manifest::crd_schema_for(object["kind"].as_str().unwrap()).unwrap();
+        let structural = manifest::admission_errors(&schema, &object);
+        assert!(structural.is_empty(), "{object}: {structural:?}");
     }
     let rejected = crd_cases::rejected();
     let mut covered = BTreeSet::new();
-    for (spec, fragment) in rejected {
-        let f = failing_rules(spec.clone());
+    for (object, fragment) in rejected {
+        let f = failing_rules(&object);
         let hit = f.iter().find(|(_, m)| m.contains(fragment));
         assert!(
             hit.is_some(),
-            "{spec} should be rejected by the rule saying {fragment:?}; failures: {f:?}"
+            "{object} should be rejected by the rule saying {fragment:?}; failures: {f:?}"
         );
         covered.insert(hit.unwrap().0.clone());
     }
     let mut rules = BTreeSet::new();
-    all_rules(&manifest::crd_schema(), &mut rules);
+    for kind in ["IdentityProvider", "AccessPolicy"] {
+        all_rules(&manifest::crd_schema_for(kind).unwrap(), &mut rules);
+    }
     let untested: Vec<_> = rules.difference(&covered).collect();
     assert!(
         untested.is_empty(),

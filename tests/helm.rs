@@ -153,22 +153,28 @@ fn renders_every_optional_feature_only_when_asked() {
 }
 
 #[test]
-fn the_crd_in_the_chart_is_the_generated_one() {
-    let chart_copy =
-        std::fs::read_to_string(format!("{ROOT}/{CHART}/files/identityprovider.yaml")).unwrap();
-    let generated = std::fs::read_to_string(format!("{ROOT}/crds/identityprovider.yaml")).unwrap();
-    assert!(
-        chart_copy == generated,
-        "charts/sso-operator/files/identityprovider.yaml differs from crds/: cp crds/identityprovider.yaml charts/sso-operator/files/"
-    );
+fn the_crds_in_the_chart_are_the_generated_ones() {
     let (_, d) = defaults();
-    let crd = &of_kind(&d, "CustomResourceDefinition")[0];
-    assert_eq!(
-        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
-        "keep"
-    );
-    let from_file: Value = serde_yaml::from_str(&generated).unwrap();
-    assert_eq!(crd["spec"], from_file["spec"], "rendered unchanged");
+    let rendered = of_kind(&d, "CustomResourceDefinition");
+    assert_eq!(rendered.len(), 2, "IdentityProvider and AccessPolicy");
+    for (file, crd) in ["identityprovider.yaml", "accesspolicy.yaml"]
+        .into_iter()
+        .zip(rendered)
+    {
+        let chart_copy =
+            std::fs::read_to_string(format!("{ROOT}/{CHART}/files/{file}")).unwrap();
+        let generated = std::fs::read_to_string(format!("{ROOT}/crds/{file}")).unwrap();
+        assert!(
+            chart_copy == generated,
+            "charts/sso-operator/files/{file} differs from crds/: cp crds/{file} charts/sso-operator/files/"
+        );
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+        let from_file: Value = serde_yaml::from_str(&generated).unwrap();
+        assert_eq!(crd["spec"], from_file["spec"], "{file} rendered unchanged");
+    }
     let (_, no_crd) = render(&[
         "--set",
         "publicURL=https://x.example.com",

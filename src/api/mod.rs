@@ -5,6 +5,7 @@
 //! platform engineer filling in a manifest.
 
 pub mod conditions;
+pub mod policy;
 
 use std::collections::BTreeMap;
 
@@ -192,6 +193,55 @@ pub struct IdentityProviderSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024))]
     pub allowed_users: Vec<String>,
+
+    /// Which namespaces' AccessPolicies may use this provider. Policies in
+    /// the provider's own namespace always may; others only as this says
+    /// (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+/// Namespaces whose AccessPolicies may use a provider, as a Gateway API
+/// listener says which namespaces may attach routes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.selector) == (has(self.from) && self.from == 'Selector')")
+        .message("set selector exactly when from is Selector")
+        .reason(kube::core::Reason::FieldValueInvalid),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// `Same` (the default): only the provider's own namespace. `All`: every
+    /// namespace. `Selector`: namespaces whose labels match `selector`.
+    #[serde(default)]
+    pub from: FromNamespaces,
+    /// With `from: Selector`, the labels a namespace must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+/// See [`AllowedNamespaces::from`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum FromNamespaces {
+    #[default]
+    Same,
+    All,
+    Selector,
+}
+
+impl AllowedNamespaces {
+    /// The form the pure tenancy check takes.
+    pub fn to_policy(&self) -> crate::policy::tenancy::AllowedNamespaces {
+        use crate::policy::tenancy::From;
+        crate::policy::tenancy::AllowedNamespaces {
+            from: match self.from {
+                FromNamespaces::Same => From::Same,
+                FromNamespaces::All => From::All,
+                FromNamespaces::Selector => From::Selector,
+            },
+            selector: self.selector.clone(),
+        }
+    }
 }
 
 fn default_true() -> bool {

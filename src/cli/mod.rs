@@ -55,8 +55,9 @@ pub enum Command {
     /// The controller's validation and the broker on this machine, from
     /// manifest files instead of a cluster (local development).
     Dev(dev::Args),
-    /// Print the IdentityProvider CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (IdentityProvider, AccessPolicy)
+    /// as YAML.
+    Crd(print::CrdArgs),
     /// Print the public JWK set of a `private_key_jwt` client key (PEM), to
     /// register the client at the identity provider. Its `kid` is the one
     /// the broker's client assertions carry.
@@ -105,7 +106,7 @@ pub async fn main() -> ExitCode {
         Command::Broker(a) => broker::run(a, cli.log_json).await,
         Command::Dev(a) => dev::run(a, cli.log_json).await,
         Command::Check(a) => check::run(a).await,
-        Command::Crd => print::crd(),
+        Command::Crd(a) => print::crd(&a),
         Command::PublicJwk(a) => print::public_jwk(&a),
     };
     match outcome {

@@ -5,13 +5,41 @@ use std::path::PathBuf;
 use kube::CustomResourceExt;
 
 use super::{CliError, CliResult, Verdict};
-use crate::{api::IdentityProvider, oidc::assertion::ClientKey};
+use crate::{
+    api::{IdentityProvider, policy::AccessPolicy},
+    oidc::assertion::ClientKey,
+};
 
-/// `sso-operator crd`.
-pub fn crd() -> CliResult {
-    let yaml = serde_yaml::to_string(&IdentityProvider::crd())
-        .map_err(|e| CliError::CannotStart(format!("the CRD does not serialize: {e}")))?;
-    print!("{yaml}");
+#[derive(clap::Args)]
+pub struct CrdArgs {
+    /// Print only this CRD (by plural name: identityproviders,
+    /// accesspolicies); all of them when omitted.
+    only: Option<String>,
+}
+
+/// `sso-operator crd`: every CRD, as one YAML stream.
+pub fn crd(a: &CrdArgs) -> CliResult {
+    let all = [IdentityProvider::crd(), AccessPolicy::crd()];
+    let chosen: Vec<_> = all
+        .iter()
+        .filter(|c| a.only.as_deref().is_none_or(|o| c.spec.names.plural == o))
+        .collect();
+    if chosen.is_empty() {
+        return Err(CliError::CannotStart(format!(
+            "no CRD named {:?}: identityproviders or accesspolicies",
+            a.only.as_deref().unwrap_or_default()
+        )));
+    }
+    let mut out = String::new();
+    for crd in chosen {
+        let yaml = serde_yaml::to_string(crd)
+            .map_err(|e| CliError::CannotStart(format!("the CRD does not serialize: {e}")))?;
+        if a.only.is_none() {
+            out.push_str("---\n");
+        }
+        out.push_str(&yaml);
+    }
+    print!("{out}");
     Ok(Verdict::Done)
 }
 
