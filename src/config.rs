@@ -114,6 +114,32 @@ pub struct Unavailable {
     pub message: String,
 }
 
+/// One AccessPolicy as the broker enforces it at
+/// `/oauth/auth/<namespace>/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgrammedPolicy {
+    pub namespace: String,
+    pub name: String,
+    /// The AccessPolicy generation this entry was programmed from.
+    pub generation: i64,
+    /// Host patterns (exact or `*.suffix`), lowercase.
+    pub hosts: Vec<String>,
+    /// Path prefixes; empty means every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Providers whose sessions this policy accepts, as `namespace/name`;
+    /// each admitted the policy's namespace when programmed.
+    pub providers: Vec<String>,
+    pub rules: crate::policy::rules::Rules,
+}
+
+impl ProgrammedPolicy {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
 /// The whole broker configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -123,6 +149,10 @@ pub struct BrokerConfig {
     /// Providers that exist but cannot serve logins, by `namespace/name`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unavailable: BTreeMap<String, Unavailable>,
+    /// Access policies in force, by `namespace/name`. A policy not here
+    /// admits nobody.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, ProgrammedPolicy>,
 }
 
 impl BrokerConfig {

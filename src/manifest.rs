@@ -173,7 +173,9 @@ pub fn crd_schema_for(kind: &str) -> Option<Value> {
     }
 }
 
-fn schema_of(crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Value {
+fn schema_of(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
     let schema = crd.spec.versions[0]
         .schema
         .as_ref()

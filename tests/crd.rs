@@ -92,8 +92,16 @@ fn every_spec_field_is_described() {
     let mut missing = Vec::new();
     for kind in ["IdentityProvider", "AccessPolicy"] {
         let schema = manifest::crd_schema_for(kind).unwrap();
-        walk(&format!("{kind}.spec"), &schema["properties"]["spec"], &mut missing);
-        walk(&format!("{kind}.status"), &schema["properties"]["status"], &mut missing);
+        walk(
+            &format!("{kind}.spec"),
+            &schema["properties"]["spec"],
+            &mut missing,
+        );
+        walk(
+            &format!("{kind}.status"),
+            &schema["properties"]["status"],
+            &mut missing,
+        );
     }
     assert!(
         missing.is_empty(),

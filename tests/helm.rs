@@ -161,8 +161,7 @@ fn the_crds_in_the_chart_are_the_generated_ones() {
         .into_iter()
         .zip(rendered)
     {
-        let chart_copy =
-            std::fs::read_to_string(format!("{ROOT}/{CHART}/files/{file}")).unwrap();
+        let chart_copy = std::fs::read_to_string(format!("{ROOT}/{CHART}/files/{file}")).unwrap();
         let generated = std::fs::read_to_string(format!("{ROOT}/crds/{file}")).unwrap();
         assert!(
             chart_copy == generated,

@@ -78,6 +78,13 @@ pub mod types {
     ];
 }
 
+/// AccessPolicy condition types (with [`types::PROGRAMMED`] and
+/// [`types::READY`]), as Gateway API names a route's.
+pub mod policy_types {
+    pub const ACCEPTED: &str = "Accepted";
+    pub const RESOLVED_REFS: &str = "ResolvedRefs";
+}
+
 /// Condition reasons. `True` conditions use a positive reason; `False` and
 /// `Unknown` ones say what failed.
 pub mod reasons {
@@ -120,6 +127,17 @@ pub mod reasons {
     // Ready
     pub const READY: &str = "Ready";
     pub const DEGRADED: &str = "Degraded";
+
+    // AccessPolicy: Accepted
+    pub const ACCEPTED: &str = "Accepted";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const HOST_CONFLICT: &str = "HostConflict";
+    // AccessPolicy: ResolvedRefs
+    pub const RESOLVED_REFS: &str = "ResolvedRefs";
+    pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";
+    pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+    // AccessPolicy: Ready
+    pub const NO_PROVIDER_READY: &str = "NoProviderReady";
 
     // `sso-operator check` without `--live`.
     pub const NOT_CHECKED: &str = "NotChecked";

@@ -32,6 +32,12 @@ pub struct Args {
     /// rbac.secretNamespaces). Default: all namespaces.
     #[arg(long, value_delimiter = ',')]
     secret_namespaces: Vec<String>,
+    /// Base of the forward-auth URLs AccessPolicies show in status.authURL
+    /// (`<base>/<namespace>/<name>`): the broker as the proxies reach it,
+    /// e.g. its in-cluster Service (Helm sets this). Default:
+    /// `<public-url>/oauth/auth`.
+    #[arg(long)]
+    auth_url_base: Option<String>,
     #[command(flatten)]
     serve: args::Serve,
     #[command(flatten)]
@@ -58,6 +64,12 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
     let client = runtime::kube_client("").await?;
     runtime::spawn_metrics(a.serve.metrics_addr, metrics.clone());
     let ns = a.operator.namespace;
+    let auth_base = a.auth_url_base.unwrap_or_else(|| {
+        format!(
+            "{}/oauth/auth",
+            a.operator.public_url.as_str().trim_end_matches('/')
+        )
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -73,6 +85,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         watch_namespace: a.watch_namespace,
         secret_label_selector: a.secret_label_selector,
         secret_namespaces: a.secret_namespaces,
+        auth_base,
     };
     let work = controller::run(client.clone(), ctx, settings);
     let outcome = if a.leader_election {

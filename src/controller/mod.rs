@@ -1,6 +1,7 @@
 //! The IdentityProvider controller: a thin async wrapper (tracing span,
 //! metrics, fetch inputs, write outputs) around the pure [`validate`] core.
 
+pub mod access;
 pub mod leader;
 pub mod program;
 pub mod status;
@@ -279,6 +280,8 @@ pub struct Settings {
     /// Watch Secrets only in these namespaces (when the controller may read
     /// Secrets only there); all namespaces when empty.
     pub secret_namespaces: Vec<String>,
+    /// Base of AccessPolicy auth URLs (`<base>/<namespace>/<name>`).
+    pub auth_base: String,
 }
 
 /// Runs the controller until shutdown.
@@ -331,6 +334,18 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
         ctx.metrics.clone(),
     ));
 
+    let access_task = tokio::spawn(access::run(
+        client.clone(),
+        ctx.programs.clone(),
+        reader.clone(),
+        ctx.recorder.clone(),
+        Arc::new(SystemClock),
+        access::Settings {
+            watch_namespace: settings.watch_namespace.clone(),
+            auth_base: settings.auth_base.clone(),
+        },
+    ));
+
     ctx.metrics.set_ready(true);
     let mut controller = controller;
     for secrets in secret_apis {
@@ -354,5 +369,6 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
         })
         .await;
     writer_task.abort();
+    access_task.abort();
     Ok(())
 }

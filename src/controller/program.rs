@@ -23,8 +23,8 @@ use tracing::{error, info, warn};
 use crate::{
     api::{FIELD_MANAGER, IdentityProvider},
     config::{
-        BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig, ProgrammedProvider,
-        SECRET_DATA_LIMIT, Unavailable,
+        BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig, ProgrammedPolicy,
+        ProgrammedProvider, SECRET_DATA_LIMIT, Unavailable,
     },
     controller::validate::Programming,
     metrics::Metrics,
@@ -35,7 +35,11 @@ use crate::{
 pub struct ProgramSet {
     entries: Mutex<BTreeMap<String, ProgrammedProvider>>,
     unavailable: Mutex<BTreeMap<String, Unavailable>>,
+    policies: Mutex<BTreeMap<String, ProgrammedPolicy>>,
     changed: Notify,
+    /// Woken after every provider reconcile and prune (the policy task
+    /// re-decides: a provider may have come, gone or changed whom it admits).
+    providers_changed: Notify,
 }
 
 impl ProgramSet {
@@ -60,7 +64,38 @@ impl ProgramSet {
         if changed {
             self.changed.notify_one();
         }
+        // Every reconcile: a provider's allowedNamespaces may have changed
+        // too (the policy task re-decides, debounced).
+        self.providers_changed.notify_one();
         changed
+    }
+
+    /// Keys of the providers the broker serves logins through.
+    pub fn serving(&self) -> BTreeSet<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock_policies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProgrammedPolicy>> {
+        self.policies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the policies in force; wakes the writer on a change.
+    pub fn set_policies(&self, policies: BTreeMap<String, ProgrammedPolicy>) -> bool {
+        let changed = {
+            let mut m = self.lock_policies();
+            let changed = *m != policies;
+            *m = policies;
+            changed
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+        changed
+    }
+
+    /// Waits until a provider was reconciled or pruned.
+    pub async fn providers_changed(&self) {
+        self.providers_changed.notified().await
     }
 
     fn lock_unavailable(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Unavailable>> {
@@ -88,23 +123,31 @@ impl ProgramSet {
         let mut m = self.lock();
         let before = m.len();
         m.retain(|k, _| keep.contains(k));
+        let pruned = m.len() != before;
+        drop(m);
+        if pruned {
+            self.providers_changed.notify_one();
+        }
         let mut u = self.lock_unavailable();
         let before_u = u.len();
         u.retain(|k, _| keep.contains(k));
-        m.len() != before || u.len() != before_u
+        pruned || u.len() != before_u
     }
 
     pub fn snapshot(&self) -> BrokerConfig {
         BrokerConfig {
             providers: self.lock().clone(),
             unavailable: self.lock_unavailable().clone(),
+            policies: self.lock_policies().clone(),
         }
     }
 
     pub fn replace(&self, config: BrokerConfig) {
         *self.lock() = config.providers;
         *self.lock_unavailable() = config.unavailable;
+        *self.lock_policies() = config.policies;
         self.changed.notify_one();
+        self.providers_changed.notify_one();
     }
 
     /// Seeds the set from the broker config Secret, so a controller restart

@@ -7,6 +7,7 @@
 //! first and win; then the first matching allow rule admits; no matching
 //! allow rule refuses.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The parts of a session a rule can look at.
@@ -22,24 +23,32 @@ pub struct Identity<'a> {
 /// One claim and the values that match it. A string claim matches when it
 /// equals one of the values; an array claim when any string element does;
 /// a boolean or number by its JSON text (`true`, `42`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimRule {
     pub name: String,
     pub values: Vec<String>,
 }
 
 /// One allow or deny rule.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Rule {
     /// Usernames as mapped by the provider (exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
     /// Emails (compared case-insensitively).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<String>,
     /// Email domains (`example.com`: exactly that domain, case-insensitive;
     /// subdomains are other domains).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub email_domains: Vec<String>,
     /// Group names (exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Claim values (not yet settable from an AccessPolicy: sessions do not
+    /// carry claims yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<ClaimRule>,
 }
 
@@ -98,9 +107,11 @@ fn claim_matches(claim: Option<&Value>, values: &[String]) -> bool {
 }
 
 /// A policy's rules.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rules {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<Rule>,
 }
 

@@ -55,13 +55,17 @@ pub fn accepted() -> Vec<Value> {
         with(json!({"allowedNamespaces": {"from": "All"}})),
         with(json!({"allowedNamespaces": {"from": "Same"}})),
         with(json!({"allowedNamespaces": {}})),
-        with(json!({"allowedNamespaces": {"from": "Selector", "selector": {"matchLabels": {"sso": "corp"}}}})),
+        with(
+            json!({"allowedNamespaces": {"from": "Selector", "selector": {"matchLabels": {"sso": "corp"}}}}),
+        ),
     ];
     let policies = vec![
         policy_base(),
         policy_with(json!({"hosts": ["*.apps.example.com", "a-1.example.com", "localhost"]})),
         policy_with(json!({"paths": ["/", "/app", "/app/", "/a/b.c/.well-known"]})),
-        policy_with(json!({"providers": [{"name": "corp"}, {"name": "okta", "namespace": "platform"}]})),
+        policy_with(
+            json!({"providers": [{"name": "corp"}, {"name": "okta", "namespace": "platform"}]}),
+        ),
         policy_with(json!({"rules": {
             "allow": [{"groups": ["g"], "emailDomains": ["example.com"]}, {"emails": ["a@example.com"]}],
             "deny": [{"users": ["mallory"]}],
@@ -172,7 +176,9 @@ pub fn rejected() -> Vec<(Value, &'static str)> {
             "set selector exactly when from is Selector",
         ),
         (
-            with(json!({"allowedNamespaces": {"from": "All", "selector": {"matchLabels": {"a": "b"}}}})),
+            with(
+                json!({"allowedNamespaces": {"from": "All", "selector": {"matchLabels": {"a": "b"}}}}),
+            ),
             "set selector exactly when from is Selector",
         ),
     ];

@@ -1,0 +1,849 @@
+//! AccessPolicies: which are in force, and what their status says.
+//!
+//! [`program`] is pure: from every policy, every IdentityProvider's
+//! `allowedNamespaces`, the providers the broker serves and the namespaces'
+//! labels, it decides each policy's conditions and the entries the broker
+//! enforces. [`run`] feeds it from watches and writes the results (the
+//! broker config through the [`ProgramSet`], statuses by server-side apply,
+//! Events on transitions).
+//!
+//! A policy is in force only when its spec is valid, it loses no host and
+//! path to an older policy, and every provider it names exists and admits
+//! its namespace. Otherwise it is left out of the broker config, and the
+//! broker refuses every request at its auth URL. There is no last known
+//! good for a policy: what makes one fail is a decision someone took
+//! (deleting a provider, withdrawing a namespace's admission), which must
+//! take effect, not an IdP hiccup (a provider that fails validation keeps
+//! serving its last good configuration and so keeps its policies).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{PartialObjectMeta, Patch, PatchParams},
+    runtime::{
+        WatchStreamExt,
+        events::{Event, EventType, Recorder},
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{
+    api::{
+        FIELD_MANAGER, IdentityProvider,
+        conditions::{Status, policy_types, reasons, types},
+        policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus, AccessRule},
+    },
+    config::ProgrammedPolicy,
+    controller::{program::ProgramSet, status, validate::CondResult},
+    policy::{
+        route::{Claim, HostPattern, Routes, check_path_prefix},
+        rules::{Rule, Rules},
+        tenancy::{self, AllowedNamespaces},
+    },
+};
+
+/// One policy as [`program`] sees it.
+#[derive(Clone, Debug)]
+pub struct PolicyInput<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub generation: i64,
+    /// Creation time, Unix seconds (the older policy keeps a contested host).
+    pub created: i64,
+    pub spec: &'a AccessPolicySpec,
+}
+
+impl PolicyInput<'_> {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What the cluster says around the policies.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Every IdentityProvider by `namespace/name`, with whom it admits.
+    pub providers: BTreeMap<String, AllowedNamespaces>,
+    /// Providers the broker serves logins through (programmed, perhaps as
+    /// last known good).
+    pub serving: BTreeSet<String>,
+    /// Namespace labels, for providers that admit by selector.
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Base of the auth URLs: `<base>/<namespace>/<name>`.
+    pub auth_base: String,
+}
+
+/// What one policy comes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub conditions: Vec<CondResult>,
+    pub auth_url: String,
+    /// The broker's entry, when the policy is in force.
+    pub entry: Option<ProgrammedPolicy>,
+}
+
+/// Decides every policy at once (host conflicts are between policies).
+pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, Outcome> {
+    // Specs first: a policy whose hosts or paths do not parse claims nothing.
+    let checked: Vec<(&PolicyInput<'_>, Result<Vec<HostPattern>, String>)> =
+        policies.iter().map(|p| (p, check_spec(p.spec))).collect();
+    let claims: Vec<Claim> = checked
+        .iter()
+        .filter_map(|(p, hosts)| {
+            Some(Claim {
+                key: p.key(),
+                created: p.created,
+                hosts: hosts.as_ref().ok()?.clone(),
+                paths: p.spec.paths.clone(),
+            })
+        })
+        .collect();
+    let routes = Routes::build(&claims);
+    let mut lost: BTreeMap<String, String> = BTreeMap::new();
+    for c in &routes.conflicts {
+        lost.entry(c.loser.clone()).or_insert_with(|| {
+            let host = match &c.host {
+                HostPattern::Exact(h) => h.clone(),
+                HostPattern::Wildcard(s) => format!("*.{s}"),
+            };
+            format!(
+                "host {host} path {} is already claimed by the older AccessPolicy {}; this policy is not in force until one of them changes",
+                c.path, c.winner
+            )
+        });
+    }
+
+    checked
+        .into_iter()
+        .map(|(p, hosts)| {
+            let key = p.key();
+            let outcome = decide(p, hosts, lost.get(&key), world);
+            (key, outcome)
+        })
+        .collect()
+}
+
+fn decide(
+    p: &PolicyInput<'_>,
+    hosts: Result<Vec<HostPattern>, String>,
+    lost: Option<&String>,
+    world: &World,
+) -> Outcome {
+    let auth_url = format!(
+        "{}/{}/{}",
+        world.auth_base.trim_end_matches('/'),
+        p.namespace,
+        p.name
+    );
+    let accepted = match (&hosts, lost) {
+        (Err(e), _) => CondResult::new(
+            policy_types::ACCEPTED,
+            Status::False,
+            reasons::INVALID_SPEC,
+            e.clone(),
+        ),
+        (Ok(_), Some(why)) => CondResult::new(
+            policy_types::ACCEPTED,
+            Status::False,
+            reasons::HOST_CONFLICT,
+            why.clone(),
+        ),
+        (Ok(_), None) => CondResult::ok(
+            policy_types::ACCEPTED,
+            reasons::ACCEPTED,
+            "hosts and paths are this policy's",
+        ),
+    };
+
+    // Every provider must exist and admit this namespace.
+    let mut refs = Vec::new();
+    let mut failure: Option<(&str, String)> = None;
+    let no_labels = BTreeMap::new();
+    for r in &p.spec.providers {
+        let ns = r.namespace.as_deref().unwrap_or(p.namespace);
+        let key = format!("{ns}/{}", r.name);
+        match world.providers.get(&key) {
+            None => {
+                failure.get_or_insert((
+                    reasons::PROVIDER_NOT_FOUND,
+                    format!("IdentityProvider {key} does not exist"),
+                ));
+            }
+            Some(allowed) => {
+                let labels = world
+                    .namespace_labels
+                    .get(p.namespace)
+                    .unwrap_or(&no_labels);
+                match tenancy::admits(allowed, ns, p.namespace, labels) {
+                    Ok(()) => refs.push(key),
+                    Err(tenancy::NotAdmitted(why)) => {
+                        failure.get_or_insert((
+                            reasons::REF_NOT_PERMITTED,
+                            format!(
+                                "IdentityProvider {key} does not admit namespace {}: {why}",
+                                p.namespace
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    refs.dedup();
+    let resolved = match &failure {
+        Some((reason, message)) => CondResult::new(
+            policy_types::RESOLVED_REFS,
+            Status::False,
+            reason,
+            message.clone(),
+        ),
+        None => CondResult::ok(
+            policy_types::RESOLVED_REFS,
+            reasons::RESOLVED_REFS,
+            format!("providers: {}", refs.join(", ")),
+        ),
+    };
+
+    let in_force = accepted.status == Status::True && resolved.status == Status::True;
+    let (programmed, ready, entry) = if in_force {
+        let entry = ProgrammedPolicy {
+            namespace: p.namespace.to_string(),
+            name: p.name.to_string(),
+            generation: p.generation,
+            hosts: p
+                .spec
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            paths: p.spec.paths.clone(),
+            providers: refs.clone(),
+            rules: rules_of(p.spec),
+        };
+        let serving: Vec<&String> = refs.iter().filter(|k| world.serving.contains(*k)).collect();
+        let programmed = CondResult::ok(
+            types::PROGRAMMED,
+            reasons::PROGRAMMED,
+            format!("in force at {auth_url}"),
+        );
+        let ready = if serving.is_empty() {
+            CondResult::new(
+                types::READY,
+                Status::False,
+                reasons::NO_PROVIDER_READY,
+                format!(
+                    "in force, but none of its providers ({}) serves logins yet: see kubectl get idp; until one does, nobody can sign in to this app",
+                    refs.join(", ")
+                ),
+            )
+        } else if serving.len() < refs.len() {
+            let waiting: Vec<&String> = refs
+                .iter()
+                .filter(|k| !world.serving.contains(*k))
+                .collect();
+            CondResult::ok(
+                types::READY,
+                reasons::READY,
+                format!(
+                    "in force; logins through {} (not yet through {})",
+                    join(&serving),
+                    join(&waiting)
+                ),
+            )
+        } else {
+            CondResult::ok(
+                types::READY,
+                reasons::READY,
+                format!("in force; logins through {}", refs.join(", ")),
+            )
+        };
+        (programmed, ready, Some(entry))
+    } else {
+        let (reason, message) = [&accepted, &resolved]
+            .into_iter()
+            .find(|c| c.status != Status::True)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+            .unwrap_or_default();
+        let message =
+            format!("not in force, the broker refuses every request at {auth_url}: {message}");
+        (
+            CondResult::new(types::PROGRAMMED, Status::False, &reason, message.clone()),
+            CondResult::new(types::READY, Status::False, &reason, message),
+            None,
+        )
+    };
+    Outcome {
+        conditions: vec![accepted, resolved, programmed, ready],
+        auth_url,
+        entry,
+    }
+}
+
+fn join(keys: &[&String]) -> String {
+    keys.iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What admission cannot fully say: hosts and paths as the broker parses
+/// them.
+fn check_spec(spec: &AccessPolicySpec) -> Result<Vec<HostPattern>, String> {
+    let hosts = spec
+        .hosts
+        .iter()
+        .map(|h| HostPattern::parse(h).map_err(|e| format!("spec.hosts: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for p in &spec.paths {
+        check_path_prefix(p).map_err(|e| format!("spec.paths: {e}"))?;
+    }
+    if spec.rules.allow.is_empty() {
+        return Err("spec.rules.allow is empty: nobody could reach the app".into());
+    }
+    if let Some(i) = spec.rules.allow.iter().position(is_empty) {
+        return Err(format!(
+            "spec.rules.allow[{i}] lists nothing and would match nobody"
+        ));
+    }
+    if let Some(i) = spec.rules.deny.iter().position(is_empty) {
+        return Err(format!(
+            "spec.rules.deny[{i}] lists nothing and would match nobody"
+        ));
+    }
+    Ok(hosts)
+}
+
+fn is_empty(r: &AccessRule) -> bool {
+    r.users.is_empty() && r.emails.is_empty() && r.email_domains.is_empty() && r.groups.is_empty()
+}
+
+fn rules_of(spec: &AccessPolicySpec) -> Rules {
+    let rule = |r: &AccessRule| Rule {
+        users: r.users.clone(),
+        emails: r.emails.clone(),
+        email_domains: r.email_domains.clone(),
+        groups: r.groups.clone(),
+        claims: Vec::new(),
+    };
+    Rules {
+        allow: spec.rules.allow.iter().map(rule).collect(),
+        deny: spec.rules.deny.iter().map(rule).collect(),
+    }
+}
+
+/// The status for `outcome`, keeping transition times of unchanged
+/// conditions.
+pub fn build_status(
+    old: Option<&AccessPolicyStatus>,
+    outcome: &Outcome,
+    generation: i64,
+    now: Timestamp,
+) -> AccessPolicyStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    AccessPolicyStatus {
+        auth_url: Some(outcome.auth_url.clone()),
+        observed_generation: Some(generation),
+        conditions: status::merge_conditions(old_conditions, &outcome.conditions, generation, now),
+    }
+}
+
+/// Whether writing `new` over `old` changes anything but timestamps.
+pub fn needs_write(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> bool {
+    let strip = |s: &AccessPolicyStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Timestamp::UNIX_EPOCH;
+        }
+        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        s
+    };
+    old.is_none_or(|old| strip(old) != strip(new))
+}
+
+/// Settings of the policy task.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Only policies (and providers) in this namespace; all when `None`.
+    pub watch_namespace: Option<String>,
+    pub auth_base: String,
+}
+
+/// Watches AccessPolicies (and Namespaces, for label selectors), and on
+/// every change decides them all again: writes the policies in force into
+/// `programs` and each changed status.
+pub async fn run(
+    client: Client,
+    programs: Arc<ProgramSet>,
+    providers: Store<IdentityProvider>,
+    recorder: Recorder,
+    clock: Arc<dyn crate::clock::Clock>,
+    settings: Settings,
+) {
+    let policies_api: Api<AccessPolicy> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (policies, policy_writer) = reflector::store::<AccessPolicy>();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let policy_stream = watcher(policies_api.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(policy_writer)
+        .touched_objects();
+    tokio::spawn(wake_on(policy_stream, changed.clone(), "AccessPolicy"));
+    // Namespace labels matter only across namespaces; one namespace needs
+    // no cluster-wide read.
+    let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    if settings.watch_namespace.is_none() {
+        let ns_stream = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(ns_writer)
+        .touched_objects();
+        tokio::spawn(wake_on(ns_stream, changed.clone(), "Namespace"));
+    } else {
+        drop(ns_writer);
+    }
+    if super::program::wait_until_ready(&providers).await.is_err()
+        || super::program::wait_until_ready(&policies).await.is_err()
+    {
+        return;
+    }
+    if settings.watch_namespace.is_none()
+        && super::program::wait_until_ready(&namespaces).await.is_err()
+    {
+        return;
+    }
+    let mut previous: BTreeMap<String, Vec<crate::api::Condition>> = BTreeMap::new();
+    loop {
+        let world = World {
+            providers: providers
+                .state()
+                .iter()
+                .map(|i| {
+                    let allowed = i
+                        .spec
+                        .allowed_namespaces
+                        .as_ref()
+                        .map(|a| a.to_policy())
+                        .unwrap_or_default();
+                    (i.key(), allowed)
+                })
+                .collect(),
+            serving: programs.serving(),
+            namespace_labels: namespaces
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect(),
+            auth_base: settings.auth_base.clone(),
+        };
+        let all = policies.state();
+        let inputs: Vec<PolicyInput<'_>> = all
+            .iter()
+            .map(|p| PolicyInput {
+                namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
+                name: p.metadata.name.as_deref().unwrap_or_default(),
+                generation: p.metadata.generation.unwrap_or_default(),
+                created: p
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0, |t| t.0.as_second()),
+                spec: &p.spec,
+            })
+            .collect();
+        let outcomes = program(&inputs, &world);
+        let in_force: BTreeMap<String, ProgrammedPolicy> = outcomes
+            .iter()
+            .filter_map(|(k, o)| Some((k.clone(), o.entry.clone()?)))
+            .collect();
+        if programs.set_policies(in_force) {
+            info!(
+                policies = all.len(),
+                in_force = outcomes.values().filter(|o| o.entry.is_some()).count(),
+                "access policies decided"
+            );
+        }
+        for p in all.iter() {
+            let key = p.key();
+            let Some(outcome) = outcomes.get(&key) else {
+                continue;
+            };
+            let generation = p.metadata.generation.unwrap_or_default();
+            let old = p.status.as_ref();
+            let new = build_status(old, outcome, generation, clock.now());
+            if !needs_write(old, &new) {
+                continue;
+            }
+            // The store may lag behind our own last write: do not write
+            // (or announce) the same thing twice.
+            if previous.get(&key) == Some(&new.conditions) {
+                continue;
+            }
+            let api: Api<AccessPolicy> = Api::namespaced(
+                client.clone(),
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            let body = json!({
+                "apiVersion": AccessPolicy::api_version(&()),
+                "kind": AccessPolicy::kind(&()),
+                "status": new,
+            });
+            match api
+                .patch_status(
+                    &p.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await
+            {
+                Ok(_) => {
+                    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+                    for t in status::transitions(old_conditions, &new.conditions) {
+                        let ev = Event {
+                            type_: if t.warning {
+                                EventType::Warning
+                            } else {
+                                EventType::Normal
+                            },
+                            reason: t.reason.clone(),
+                            note: Some(super::truncate(
+                                &format!("{} is {}: {}", t.type_, t.status, t.message),
+                                1000,
+                            )),
+                            action: t.type_.clone(),
+                            secondary: None,
+                        };
+                        if let Err(e) = recorder.publish(&ev, &p.object_ref(&())).await {
+                            warn!(error = %e, "could not publish event");
+                        }
+                    }
+                    previous.insert(key, new.conditions);
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    warn!(policy = %key, error = %e, "cannot write AccessPolicy status; retrying")
+                }
+            }
+        }
+        previous.retain(|k, _| outcomes.contains_key(k));
+        // Wake on any change: a policy, a namespace, a provider's entry
+        // coming or going; or every 30 s (providers created or edited, and
+        // a retry of failed writes).
+        tokio::select! {
+            () = changed.notified() => {}
+            () = programs.providers_changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        // Debounce bursts (a Git sync applying many policies).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wake_on<S, K>(stream: S, changed: Arc<tokio::sync::Notify>, what: &'static str)
+where
+    S: futures::Stream<Item = Result<K, watcher::Error>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(_) => changed.notify_one(),
+            Err(e) => warn!(error = %e, "{what} watch failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::tenancy::From;
+
+    fn spec(v: serde_json::Value) -> AccessPolicySpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn basic(hosts: &[&str], providers: serde_json::Value) -> AccessPolicySpec {
+        spec(json!({
+            "hosts": hosts,
+            "providers": providers,
+            "rules": {"allow": [{"users": ["alice"]}], "deny": [{"emails": ["m@example.com"]}]},
+        }))
+    }
+
+    fn world() -> World {
+        let mut w = World {
+            auth_base: "http://sso-broker.sso.svc/oauth/auth/".into(),
+            ..World::default()
+        };
+        w.providers
+            .insert("corp/corp".into(), AllowedNamespaces::default());
+        w.providers
+            .insert("tenant-b/evil".into(), AllowedNamespaces::default());
+        w.providers.insert(
+            "platform/shared".into(),
+            AllowedNamespaces {
+                from: From::Selector,
+                selector: serde_json::from_value(json!({"matchLabels": {"sso": "shared"}}))
+                    .unwrap(),
+            },
+        );
+        w.providers.insert(
+            "platform/open".into(),
+            AllowedNamespaces {
+                from: From::All,
+                selector: None,
+            },
+        );
+        w.serving.insert("corp/corp".into());
+        w.serving.insert("platform/shared".into());
+        w.namespace_labels.insert(
+            "corp".into(),
+            [("sso".to_string(), "shared".to_string())].into(),
+        );
+        w
+    }
+
+    fn one(ns: &str, s: &AccessPolicySpec, w: &World) -> Outcome {
+        let p = PolicyInput {
+            namespace: ns,
+            name: "app",
+            generation: 3,
+            created: 10,
+            spec: s,
+        };
+        program(&[p], w).remove(&format!("{ns}/app")).unwrap()
+    }
+
+    fn cond<'a>(o: &'a Outcome, t: &str) -> &'a CondResult {
+        o.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_policy_with_its_own_namespaces_provider_is_in_force() {
+        let s = basic(&["Grafana.Corp.example.com"], json!([{"name": "corp"}]));
+        let o = one("corp", &s, &world());
+        assert_eq!(o.auth_url, "http://sso-broker.sso.svc/oauth/auth/corp/app");
+        let e = o.entry.as_ref().expect("in force");
+        assert_eq!(e.providers, ["corp/corp"]);
+        assert_eq!(e.hosts, ["grafana.corp.example.com"]);
+        assert_eq!(e.generation, 3);
+        assert_eq!(e.rules.allow[0].users, ["alice"]);
+        assert_eq!(e.rules.deny[0].emails, ["m@example.com"]);
+        for t in [
+            policy_types::ACCEPTED,
+            policy_types::RESOLVED_REFS,
+            types::PROGRAMMED,
+            types::READY,
+        ] {
+            assert_eq!(cond(&o, t).status, Status::True, "{t}: {:?}", cond(&o, t));
+        }
+    }
+
+    #[test]
+    fn another_namespaces_provider_serves_only_when_it_admits_the_namespace() {
+        let w = world();
+        // tenant-b's provider admits only tenant-b: corp cannot use it...
+        let o = one(
+            "corp",
+            &basic(
+                &["a.example.com"],
+                json!([{"name": "evil", "namespace": "tenant-b"}]),
+            ),
+            &w,
+        );
+        assert!(o.entry.is_none());
+        let r = cond(&o, policy_types::RESOLVED_REFS);
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (Status::False, reasons::REF_NOT_PERMITTED)
+        );
+        assert!(
+            r.message
+                .contains("tenant-b/evil does not admit namespace corp"),
+            "{}",
+            r.message
+        );
+        let ready = cond(&o, types::READY);
+        assert_eq!(ready.reason, reasons::REF_NOT_PERMITTED);
+        assert!(
+            ready
+                .message
+                .contains("refuses every request at http://sso-broker.sso.svc/oauth/auth/corp/app")
+        );
+        // ...and one bad reference among good ones keeps the policy out.
+        let o = one(
+            "corp",
+            &basic(
+                &["a.example.com"],
+                json!([{"name": "corp"}, {"name": "evil", "namespace": "tenant-b"}]),
+            ),
+            &w,
+        );
+        assert!(o.entry.is_none());
+        // A selector admits the labelled namespace and no other.
+        let shared = json!([{"name": "shared", "namespace": "platform"}]);
+        assert!(
+            one("corp", &basic(&["a.example.com"], shared.clone()), &w)
+                .entry
+                .is_some()
+        );
+        let o = one("tenant-b", &basic(&["b.example.com"], shared), &w);
+        assert!(o.entry.is_none());
+        assert!(
+            cond(&o, policy_types::RESOLVED_REFS)
+                .message
+                .contains("does not match")
+        );
+        // All admits everyone; its namespace in the reference is required.
+        let open = json!([{"name": "open", "namespace": "platform"}]);
+        let o = one("tenant-b", &basic(&["b.example.com"], open), &w);
+        assert_eq!(o.entry.as_ref().unwrap().providers, ["platform/open"]);
+        // Not serving logins yet: in force, but not Ready, and says why.
+        let ready = cond(&o, types::READY);
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (Status::False, reasons::NO_PROVIDER_READY)
+        );
+    }
+
+    #[test]
+    fn a_missing_provider_is_named() {
+        let o = one(
+            "corp",
+            &basic(&["a.example.com"], json!([{"name": "gone"}])),
+            &world(),
+        );
+        assert!(o.entry.is_none());
+        let r = cond(&o, policy_types::RESOLVED_REFS);
+        assert_eq!(r.reason, reasons::PROVIDER_NOT_FOUND);
+        assert_eq!(r.message, "IdentityProvider corp/gone does not exist");
+        assert_eq!(
+            cond(&o, types::PROGRAMMED).reason,
+            reasons::PROVIDER_NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn the_older_policy_keeps_a_contested_host_and_the_newer_says_who_has_it() {
+        let w = world();
+        let a = basic(&["app.example.com"], json!([{"name": "corp"}]));
+        let b = basic(
+            &["app.example.com", "other.example.com"],
+            json!([{"name": "corp"}]),
+        );
+        let c = spec(json!({"hosts": ["app.example.com"], "paths": ["/api"],
+            "providers": [{"name": "corp"}], "rules": {"allow": [{"groups": ["g"]}]}}));
+        let policies = [
+            PolicyInput {
+                namespace: "corp",
+                name: "new",
+                generation: 1,
+                created: 20,
+                spec: &b,
+            },
+            PolicyInput {
+                namespace: "corp",
+                name: "old",
+                generation: 1,
+                created: 10,
+                spec: &a,
+            },
+            PolicyInput {
+                namespace: "corp",
+                name: "api",
+                generation: 1,
+                created: 30,
+                spec: &c,
+            },
+        ];
+        let out = program(&policies, &w);
+        assert!(out["corp/old"].entry.is_some());
+        assert!(
+            out["corp/api"].entry.is_some(),
+            "another path on the same host is no conflict"
+        );
+        let new = &out["corp/new"];
+        assert!(new.entry.is_none());
+        let acc = cond(new, policy_types::ACCEPTED);
+        assert_eq!(acc.reason, reasons::HOST_CONFLICT);
+        assert!(
+            acc.message.contains(
+                "host app.example.com path / is already claimed by the older AccessPolicy corp/old"
+            ),
+            "{}",
+            acc.message
+        );
+    }
+
+    #[test]
+    fn what_admission_would_refuse_is_refused_here_too() {
+        let w = world();
+        for (s, want) in [
+            (basic(&["*.com"], json!([{"name": "corp"}])), "spec.hosts"),
+            (
+                spec(
+                    json!({"hosts": ["a.example.com"], "paths": ["/a/../b"], "providers": [{"name": "corp"}],
+                "rules": {"allow": [{"users": ["a"]}]}}),
+                ),
+                "spec.paths",
+            ),
+            (
+                spec(
+                    json!({"hosts": ["a.example.com"], "providers": [{"name": "corp"}],
+                "rules": {"allow": [{}]}}),
+                ),
+                "spec.rules.allow[0]",
+            ),
+            (
+                spec(
+                    json!({"hosts": ["a.example.com"], "providers": [{"name": "corp"}],
+                "rules": {"allow": []}}),
+                ),
+                "spec.rules.allow is empty",
+            ),
+        ] {
+            let o = one("corp", &s, &w);
+            assert!(o.entry.is_none());
+            let acc = cond(&o, policy_types::ACCEPTED);
+            assert_eq!(acc.reason, reasons::INVALID_SPEC);
+            assert!(acc.message.contains(want), "{}", acc.message);
+        }
+    }
+
+    #[test]
+    fn statuses_are_rewritten_only_when_something_but_time_changed() {
+        let w = world();
+        let s = basic(&["a.example.com"], json!([{"name": "corp"}]));
+        let o = one("corp", &s, &w);
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let first = build_status(None, &o, 3, t0);
+        assert!(needs_write(None, &first));
+        let again = build_status(Some(&first), &o, 3, Timestamp::from_second(2_000).unwrap());
+        assert_eq!(again, first, "transition times kept");
+        assert!(!needs_write(Some(&first), &again));
+        let mut w2 = w.clone();
+        w2.serving.clear();
+        let o2 = one("corp", &s, &w2);
+        let changed = build_status(Some(&first), &o2, 3, Timestamp::from_second(3_000).unwrap());
+        assert!(needs_write(Some(&first), &changed));
+        let ready = changed
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .unwrap();
+        assert_eq!(ready.last_transition_time.as_second(), 3_000);
+    }
+}
