@@ -40,12 +40,19 @@ fn apply_config_bytes(broker: &Broker, bytes: &[u8], origin: &str) {
             info!(
                 origin,
                 providers = config.providers.len(),
+                policies = config.policies.len(),
                 added = ?applied.added,
                 changed = ?applied.changed,
                 removed = ?applied.removed,
                 rejected = ?applied.rejected,
                 "broker configuration loaded"
             );
+            for (policy, why) in &applied.rejected_policies {
+                warn!(
+                    origin,
+                    policy, "access policy not usable, it admits nobody: {why}"
+                );
+            }
         }
         Err(e) => {
             broker.metrics.reload("invalid");

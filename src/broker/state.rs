@@ -28,8 +28,9 @@ use super::{
 use crate::{
     api::conditions::reasons,
     clock::{Clock, SystemClock},
-    config::{BrokerConfig, Unavailable},
+    config::{BrokerConfig, ProgrammedPolicy, Unavailable},
     oidc::discovery::HttpSettings,
+    policy::route::{HostPattern, check_path_prefix, normalize_host, path_matches},
 };
 
 /// Broker settings that do not change at run time.
@@ -62,11 +63,49 @@ impl BrokerSettings {
     }
 }
 
-/// The providers serving logins right now.
+/// The providers serving logins right now, and the access policies in
+/// force.
 #[derive(Default)]
 pub struct ProviderTable {
     pub providers: BTreeMap<String, Arc<ProviderRuntime>>,
     pub unavailable: BTreeMap<String, Unavailable>,
+    pub policies: BTreeMap<String, Arc<PolicyRuntime>>,
+}
+
+/// An access policy as the broker enforces it: its entry with the host
+/// patterns parsed.
+#[derive(Debug)]
+pub struct PolicyRuntime {
+    pub cfg: ProgrammedPolicy,
+    pub hosts: Vec<HostPattern>,
+}
+
+impl PolicyRuntime {
+    pub fn new(cfg: ProgrammedPolicy) -> Result<Self, String> {
+        let hosts = cfg
+            .hosts
+            .iter()
+            .map(|h| HostPattern::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if hosts.is_empty() {
+            return Err("no hosts".into());
+        }
+        for p in &cfg.paths {
+            check_path_prefix(p)?;
+        }
+        Ok(Self { cfg, hosts })
+    }
+
+    /// Whether the policy covers `host` (as the proxy sent it).
+    pub fn covers_host(&self, host: &str) -> bool {
+        let host = normalize_host(host);
+        self.hosts.iter().any(|h| h.matches(&host))
+    }
+
+    /// Whether the policy covers `path` (no paths: every path).
+    pub fn covers_path(&self, path: &str) -> bool {
+        self.cfg.paths.is_empty() || self.cfg.paths.iter().any(|p| path_matches(p, path))
+    }
 }
 
 /// The broker: settings, the swappable provider table and key ring, the
@@ -90,6 +129,9 @@ pub struct Applied {
     pub removed: Vec<String>,
     /// Providers whose entry could not be used (with why).
     pub rejected: Vec<(String, String)>,
+    /// Policies whose entry could not be used (with why): they admit
+    /// nobody.
+    pub rejected_policies: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -194,10 +236,26 @@ impl Broker {
             .filter(|k| !providers.contains_key(*k))
             .cloned()
             .collect();
+        let mut policies = BTreeMap::new();
+        for (key, cfg) in &config.policies {
+            if let Some(p) = old.policies.get(key)
+                && &p.cfg == cfg
+            {
+                policies.insert(key.clone(), p.clone());
+                continue;
+            }
+            match PolicyRuntime::new(cfg.clone()) {
+                Ok(p) => {
+                    policies.insert(key.clone(), Arc::new(p));
+                }
+                Err(why) => applied.rejected_policies.push((key.clone(), why)),
+            }
+        }
         self.metrics.providers.set(providers.len() as i64);
         self.table.send_replace(Arc::new(ProviderTable {
             providers,
             unavailable,
+            policies,
         }));
         self.config_loaded.store(true, Ordering::Relaxed);
         self.update_ready();

@@ -1,11 +1,11 @@
 //! Requests that carry a session: forward-auth and userinfo, with the
 //! session refresh when one is due.
 
-use std::sync::Arc;
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use axum::{
     Json,
-    extract::State,
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse as _, Response},
 };
@@ -20,6 +20,7 @@ use crate::broker::{
     respond::{unauthorized, with_cookies},
     session::{self, Session},
 };
+use crate::policy::rules::Identity;
 
 /// The session from the request, if valid and its provider still serves,
 /// with the cookie value it came from.
@@ -118,6 +119,152 @@ pub async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> R
     let mut resp = StatusCode::OK.into_response();
     headers::set_identity(resp.headers_mut(), &s);
     with_cookies(resp, set)
+}
+
+/// Forward-auth for one access policy: `/oauth/auth/<namespace>/<name>`
+/// (and anything after it, which Envoy's path prefix appends).
+///
+/// Admits a request only when the policy is in force, covers the host and
+/// path the proxy says the request is for, and the browser's session comes
+/// from one of the policy's providers whose own rules and the policy's
+/// rules admit its user. A session from another provider is no session
+/// here (401: the login page lets the user sign in with one of this app's
+/// providers); a user the rules refuse gets 403.
+pub async fn policy_auth(
+    State(b): State<Arc<Broker>>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let (ns, name) = (&params["namespace"], &params["name"]);
+    let key = format!("{ns}/{name}");
+    let Some(policy) = b.table().policies.get(&key).cloned() else {
+        b.metrics.forward_auth_result("no_policy");
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "access policy {key} is not in force: kubectl describe accesspolicy -n {ns} {name}"
+            ),
+        )
+            .into_response();
+    };
+    let target = Target::of(&headers, params.get("rest").map(String::as_str));
+    let Some(host) = target.host else {
+        b.metrics.forward_auth_result("no_host");
+        return (
+            StatusCode::FORBIDDEN,
+            "the proxy did not say which host the request is for (send X-Forwarded-Host, or X-Original-URL)",
+        )
+            .into_response();
+    };
+    if !policy.covers_host(host) {
+        b.metrics.forward_auth_result("wrong_host");
+        warn!(policy = %key, host = ?host, "forward-auth for a host the policy does not cover");
+        return (
+            StatusCode::FORBIDDEN,
+            format!("access policy {key} does not cover this host"),
+        )
+            .into_response();
+    }
+    if !policy.cfg.paths.is_empty() {
+        match target.path {
+            Some(path) if policy.covers_path(&path) => {}
+            Some(_) => {
+                b.metrics.forward_auth_result("wrong_path");
+                return (
+                    StatusCode::FORBIDDEN,
+                    format!("access policy {key} does not cover this path"),
+                )
+                    .into_response();
+            }
+            None => {
+                b.metrics.forward_auth_result("no_path");
+                return (
+                    StatusCode::FORBIDDEN,
+                    "the proxy did not say which path the request is for (send X-Forwarded-Uri, X-Original-URI or X-Original-URL)",
+                )
+                    .into_response();
+            }
+        }
+    }
+    let (s, provider, set) = match live_session(&b, &headers).await {
+        Ok(v) => v,
+        Err((result, clear)) => {
+            b.metrics.forward_auth_result(result);
+            return with_cookies(unauthorized(), clear);
+        }
+    };
+    if !policy.cfg.providers.contains(&s.provider) {
+        // Not this app's provider: its session is left alone (it serves
+        // the apps that accept it) and the user may sign in with one of
+        // this app's providers.
+        b.metrics.forward_auth_result("other_provider");
+        return with_cookies(unauthorized(), set);
+    }
+    if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg) {
+        b.metrics.forward_auth_result("denied");
+        return with_cookies((StatusCode::FORBIDDEN, r.message).into_response(), set);
+    }
+    let no_claims = serde_json::Map::new();
+    let decision = policy.cfg.rules.decide(&Identity {
+        user: &s.user,
+        email: s.email.as_deref(),
+        groups: &s.groups,
+        claims: &no_claims,
+    });
+    if !decision.is_allowed() {
+        b.metrics.forward_auth_result("denied");
+        return with_cookies(
+            (
+                StatusCode::FORBIDDEN,
+                format!("access policy {key}: {}", decision.explain()),
+            )
+                .into_response(),
+            set,
+        );
+    }
+    b.metrics.forward_auth_result("ok");
+    let mut resp = StatusCode::OK.into_response();
+    headers::set_identity(resp.headers_mut(), &s);
+    with_cookies(resp, set)
+}
+
+/// Which host and path a forward-auth request is about, as the proxy says.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Target<'h> {
+    host: Option<&'h str>,
+    path: Option<Cow<'h, str>>,
+}
+
+impl<'h> Target<'h> {
+    /// Traefik and Caddy send `X-Forwarded-Host` and `X-Forwarded-Uri`;
+    /// ingress-nginx `X-Original-URL`; the README's plain nginx recipe
+    /// `X-Forwarded-Host` and `X-Original-URI`; Envoy keeps the app's
+    /// `Host` and appends the app's path to the auth URL (`rest`).
+    fn of(headers: &'h HeaderMap, rest: Option<&'h str>) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // X-Original-URL: scheme://host[:port]/path?query
+        let (url_host, url_path) = match text("x-original-url").and_then(|u| u.split_once("://")) {
+            Some((_, after)) => match after.find(['/', '?', '#']) {
+                Some(i) => (Some(&after[..i]), Some(&after[i..])),
+                None => (Some(after), None),
+            },
+            None => (None, None),
+        };
+        let host = text("x-forwarded-host")
+            .map(|h| h.split(',').next().unwrap_or_default().trim())
+            .or(url_host)
+            .or_else(|| text("host"))
+            .filter(|h| !h.is_empty());
+        let without_query = |p: &'h str| p.split(['?', '#']).next().unwrap_or_default();
+        let path = text("x-forwarded-uri")
+            .or(url_path)
+            .or_else(|| text("x-original-uri"))
+            .map(without_query)
+            .map(Cow::Borrowed)
+            .or_else(|| rest.map(|r| Cow::Owned(format!("/{}", without_query(r)))))
+            .filter(|p| p.starts_with('/'));
+        Target { host, path }
+    }
 }
 
 pub async fn userinfo(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
@@ -236,8 +383,13 @@ mod tests {
 
     /// A session cookie for `user` at `team/corp`, issued at T0 for an hour.
     fn sealed(user: &str, email: Option<&str>) -> String {
+        sealed_at("team/corp", user, email)
+    }
+
+    /// The same at `provider`.
+    fn sealed_at(provider: &str, user: &str, email: Option<&str>) -> String {
         let session = Session {
-            provider: "team/corp".into(),
+            provider: provider.into(),
             sub: "1".into(),
             user: user.into(),
             email: email.map(str::to_string),
@@ -305,6 +457,236 @@ mod tests {
         // /oauth/login still offers the providers.
         let login = body(request(&b, "/oauth/login", None).await).await;
         assert!(login.contains("data-page=\"login\""));
+    }
+
+    /// `serving` plus tenant B's provider and team's policy `team/app`
+    /// (hosts app.example.com, paths /api; providers team/corp only; alice
+    /// and mallory allowed, mallory denied).
+    fn with_policy(clock: &FixedClock) -> Arc<Broker> {
+        let b = serving(clock);
+        let mut config = BrokerConfig::default();
+        config.providers.insert("team/corp".into(), provider());
+        let mut evil = provider();
+        evil.namespace = "tenant-b".into();
+        evil.name = "evil".into();
+        config.providers.insert("tenant-b/evil".into(), evil);
+        config.policies.insert(
+            "team/app".into(),
+            serde_json::from_value(serde_json::json!({
+                "namespace": "team", "name": "app", "generation": 1,
+                "hosts": ["app.example.com"], "paths": ["/api"],
+                "providers": ["team/corp"],
+                "rules": {"allow": [{"users": ["alice", "mallory"]}], "deny": [{"users": ["mallory"]}]},
+            }))
+            .unwrap(),
+        );
+        let applied = b.apply_config(&config);
+        assert!(applied.rejected_policies.is_empty());
+        b
+    }
+
+    async fn ask(b: &Arc<Broker>, path: &str, cookie: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = Request::get(path).header("cookie", format!("{SESSION_COOKIE}={cookie}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        b.router()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The two-tenant attack: tenant B's provider says its user is alice;
+    /// team's app accepts only team's provider, so that session is no
+    /// session there.
+    #[tokio::test]
+    async fn a_policy_admits_only_its_providers_and_the_users_its_rules_allow() {
+        let b = with_policy(&FixedClock::at(T0));
+        let app = [
+            ("x-forwarded-host", "app.example.com"),
+            ("x-forwarded-uri", "/api/v1?q=1"),
+        ];
+        let at = "/oauth/auth/team/app";
+
+        let ok = ask(&b, at, &sealed("alice", Some("alice@example.com")), &app).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.headers()["x-auth-request-user"], "alice");
+        assert_eq!(ok.headers()["x-auth-request-provider"], "team/corp");
+
+        let forged = sealed_at("tenant-b/evil", "alice", Some("alice@example.com"));
+        let r = ask(&b, at, &forged, &app).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "another tenant's provider"
+        );
+        assert!(r.headers().get("x-auth-request-user").is_none());
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "its session is left alone"
+        );
+        // The unscoped endpoint still takes any provider's session: it is
+        // what a policy replaces.
+        assert_eq!(
+            ask(&b, "/oauth/auth", &forged, &[]).await.status(),
+            StatusCode::OK
+        );
+
+        let r = ask(&b, at, &sealed("bob", None), &app).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            body(r).await,
+            "access policy team/app: no rule in rules.allow admits this user"
+        );
+        let r = ask(&b, at, &sealed("mallory", None), &app).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            body(r).await,
+            "access policy team/app: denied by rules.deny[0]"
+        );
+
+        // No session at all: 401.
+        let r = b
+            .router()
+            .oneshot(
+                Request::get(at)
+                    .header("x-forwarded-host", "app.example.com")
+                    .header("x-forwarded-uri", "/api")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_policy_answers_only_for_its_hosts_and_paths_and_only_when_in_force() {
+        let b = with_policy(&FixedClock::at(T0));
+        let alice = sealed("alice", None);
+        let at = "/oauth/auth/team/app";
+        for (headers, path, want, says) in [
+            (
+                vec![
+                    ("x-forwarded-host", "other.example.com"),
+                    ("x-forwarded-uri", "/api"),
+                ],
+                at,
+                403,
+                "does not cover this host",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "APP.example.com:443"),
+                    ("x-forwarded-uri", "/api"),
+                ],
+                at,
+                200,
+                "",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/apix"),
+                ],
+                at,
+                403,
+                "does not cover this path",
+            ),
+            (
+                vec![("x-forwarded-host", "app.example.com")],
+                at,
+                403,
+                "did not say which path",
+            ),
+            (
+                vec![("x-forwarded-uri", "/api")],
+                at,
+                403,
+                "did not say which host",
+            ),
+            // ingress-nginx
+            (
+                vec![("x-original-url", "https://app.example.com/api/x?y=1")],
+                at,
+                200,
+                "",
+            ),
+            (
+                vec![("x-original-url", "https://app.example.com/apix")],
+                at,
+                403,
+                "does not cover this path",
+            ),
+            // the README's nginx recipe
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-original-uri", "/api/x"),
+                ],
+                at,
+                200,
+                "",
+            ),
+            // Envoy: the app's Host, its path appended
+            (
+                vec![("host", "app.example.com")],
+                "/oauth/auth/team/app/api/x",
+                200,
+                "",
+            ),
+            (
+                vec![("host", "app.example.com")],
+                "/oauth/auth/team/app/other",
+                403,
+                "does not cover this path",
+            ),
+            (
+                vec![("host", "evil.example.com")],
+                "/oauth/auth/team/app/api",
+                403,
+                "does not cover this host",
+            ),
+            // Unknown policies admit nobody.
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api"),
+                ],
+                "/oauth/auth/team/nope",
+                403,
+                "access policy team/nope is not in force",
+            ),
+            (
+                vec![("host", "app.example.com")],
+                "/oauth/auth/app/api",
+                403,
+                "access policy app/api is not in force",
+            ),
+        ] {
+            let r = ask(&b, path, &alice, &headers).await;
+            assert_eq!(r.status().as_u16(), want, "{path} {headers:?}");
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            let text = body(r).await;
+            assert!(text.contains(says), "{path} {headers:?}: {text}");
+        }
+        // A policy taken out of force stops admitting at once.
+        b.apply_config(&{
+            let mut c = BrokerConfig::default();
+            c.providers.insert("team/corp".into(), provider());
+            c
+        });
+        let r = ask(
+            &b,
+            at,
+            &alice,
+            &[
+                ("x-forwarded-host", "app.example.com"),
+                ("x-forwarded-uri", "/api"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]

@@ -7,8 +7,12 @@
 //! - `GET /oauth/callback/<ns>/<name>`: code exchange, ID-token checks,
 //!   userinfo, claim mapping, access rules, session cookie, 302 to `rd`
 //!   ([`login`])
-//! - `/oauth/auth` (any method, also `/oauth/auth/<path>` for Envoy's path
-//!   prefix): 200 with `X-Auth-Request-*` headers, or 401 ([`auth`])
+//! - `/oauth/auth/<ns>/<name>` (any method, also with the app's path
+//!   appended, as Envoy's path prefix does): forward-auth for one
+//!   AccessPolicy: 200 with `X-Auth-Request-*` headers, 401 without a
+//!   session from one of its providers, 403 when it refuses ([`auth`])
+//! - `/oauth/auth` (any method): forward-auth without a policy, any
+//!   provider's session ([`auth`])
 //! - `GET /oauth/userinfo`: the session as JSON ([`auth`])
 //! - `GET|POST /oauth/logout`, `GET /oauth/logged-out` ([`logout`])
 //!
@@ -36,7 +40,11 @@ impl Broker {
             .route("/oauth/start", get(login::start))
             .route("/oauth/callback/{namespace}/{name}", get(login::callback))
             .route("/oauth/auth", any(auth::forward_auth))
-            .route("/oauth/auth/{*rest}", any(auth::forward_auth))
+            .route("/oauth/auth/{namespace}/{name}", any(auth::policy_auth))
+            .route(
+                "/oauth/auth/{namespace}/{name}/{*rest}",
+                any(auth::policy_auth),
+            )
             .route("/oauth/userinfo", get(auth::userinfo))
             .route(LOGOUT_PATH, get(logout::logout).post(logout::logout))
             .route("/oauth/logged-out", get(logout::logged_out))
