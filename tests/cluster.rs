@@ -659,6 +659,42 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
     assert_eq!(auth.status(), 200);
     assert_eq!(auth.headers()["x-auth-request-user"], "alice");
 
+    // An app's AccessPolicy, put in force by the chart's controller; its
+    // auth URL is the chart's broker Service.
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &team);
+    policies
+        .create(
+            &PostParams::default(),
+            &access_policy(
+                "app",
+                json!({
+                    "hosts": ["app.example.com"], "providers": [{"name": "corp"}],
+                    "rules": {"allow": [{"users": ["alice"]}]},
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    let app = wait_for("the policy Ready under the chart's RBAC", async || {
+        let p = policies.get("app").await.ok()?;
+        (policy_condition(&p, "Ready")?.0 == "True").then_some(p)
+    })
+    .await;
+    assert_eq!(
+        app.status.unwrap().auth_url.unwrap(),
+        format!("http://rel-broker.{ns}.svc.cluster.local:80/oauth/auth/{team}/app")
+    );
+    wait_for("the broker to enforce the policy", async || {
+        let r = b
+            .get(format!("{public}/oauth/auth/{team}/app"))
+            .header("x-original-url", "https://app.example.com/x")
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200 && r.headers()["x-auth-request-user"] == "alice").then_some(())
+    })
+    .await;
+
     // Logins go on while the provider table is swapped: a second provider
     // is created and deleted, so the controller rewrites the config Secret
     // and the broker reloads it twice. Not one login may fail.
@@ -1032,10 +1068,14 @@ async fn the_chart_with_secret_namespaces_reads_secrets_only_there() {
     // Followed through the namespaced Secret watch.
     client_secret_in_config(&secrets, "rel-broker-config", &format!("{team}/corp"), "v2").await;
     let unused = unused_permissions(cp, &client, &ns, &["rel-controller"]).await;
-    // A repeated Event's patch is exercised by the lifecycle test.
+    // A repeated Event's patch and a policy's status are exercised by the
+    // lifecycle test.
     let unused: Vec<_> = unused
         .into_iter()
-        .filter(|u| u != "rel-controller: events.k8s.io/events patch")
+        .filter(|u| {
+            u != "rel-controller: events.k8s.io/events patch"
+                && u != "rel-controller: sso-operator.dev/accesspolicies/status patch"
+        })
         .collect();
     assert!(unused.is_empty(), "granted but never used: {unused:#?}");
     let denied = requests_of(
@@ -1117,4 +1157,395 @@ async fn the_readme_team_role_manages_providers_and_reads_no_secret() {
     // Nor the operator's own Secrets elsewhere.
     let elsewhere: Api<Secret> = Api::namespaced(dev, "default");
     assert!(forbidden(elsewhere.get("sso-operator-broker-config").await));
+}
+
+/// The condition `type_` of an AccessPolicy: (status, reason, message).
+fn policy_condition(p: &AccessPolicy, type_: &str) -> Option<(String, String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn access_policy(name: &str, spec: Value) -> AccessPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "sso-operator.dev/v1alpha1", "kind": "AccessPolicy",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Issue 14's two-tenant attack, end to end on a real API server: corp's
+/// app accepts corp's provider only; tenant B's provider (its own OP) says
+/// its user is alice and gets nothing at corp's app. Tenant B cannot point
+/// a policy at corp's provider until corp's provider admits tenant B's
+/// namespace (by label, followed through the Namespace watch), and loses a
+/// host corp's older policy claims.
+#[tokio::test]
+async fn access_policies_bind_apps_to_their_providers_across_namespaces() {
+    use common::{
+        broker::{browser, login_at, op_clients},
+        op::Op,
+    };
+    use k8s_openapi::api::core::v1::Namespace;
+    // All namespaces are watched: a control plane of its own, so no other
+    // test's providers are reconciled by this controller.
+    let own = cluster::ControlPlane::start();
+    let cp = &own;
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let sso = cp.namespace("sso").await;
+    let corp = cp.namespace("corp").await;
+    let tenant = cp.namespace("tenantb").await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+
+    // Two OPs: corp's and tenant B's, each with its client secret.
+    let corp_key = format!("{corp}/corp");
+    let evil_key = format!("{tenant}/evil");
+    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, &corp_key))]);
+    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, &evil_key))]);
+    for (ns, name, op) in [(&corp, "corp", &corp_op), (&tenant, "evil", &evil_op)] {
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &secret("corp-oidc", "clientSecret", "demo-secret"),
+            )
+            .await
+            .unwrap();
+        let mut idp = provider(name, &op.issuer);
+        idp.spec.client_id = Some("demo".into());
+        Api::<IdentityProvider>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &idp)
+            .await
+            .unwrap();
+    }
+    Api::<Secret>::namespaced(client.clone(), &sso)
+        .create(
+            &PostParams::default(),
+            &secret(
+                "sso-operator-session-keys",
+                "session-keys",
+                "0123456789abcdef0123456789abcdef-policies",
+            ),
+        )
+        .await
+        .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let auth_base = "http://sso-broker.sso.svc.cluster.local/oauth/auth";
+    let ctl_args: Vec<String> = [
+        "controller",
+        "--public-url",
+        &public,
+        "--namespace",
+        &sso,
+        "--metrics-addr",
+        &metrics,
+        "--provider-timeout",
+        "5",
+        "--auth-url-base",
+        auth_base,
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let _ctl = spawn_sso(cp, &sso, &cp.kubeconfig, &ctl_args, &[]);
+    let broker_metrics = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let broker_args: Vec<String> = [
+        "broker",
+        "--public-url",
+        &public,
+        "--namespace",
+        &sso,
+        "--listen",
+        &listen,
+        "--metrics-addr",
+        &broker_metrics,
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let _broker = spawn_sso(cp, &sso, &cp.kubeconfig, &broker_args, &[]);
+
+    // corp's app: corp's provider, alice only.
+    let corp_policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &corp);
+    let tenant_policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &tenant);
+    corp_policies
+        .create(
+            &PostParams::default(),
+            &access_policy(
+                "app",
+                json!({
+                    "hosts": ["app.corp.example.com"],
+                    "providers": [{"name": "corp"}],
+                    "rules": {"allow": [{"users": ["alice"]}]},
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    let app = wait_for("corp/app Ready", async || {
+        let p = corp_policies.get("app").await.ok()?;
+        (policy_condition(&p, "Ready")?.0 == "True").then_some(p)
+    })
+    .await;
+    assert_eq!(
+        app.status.as_ref().unwrap().auth_url.as_deref(),
+        Some(format!("{auth_base}/{corp}/app").as_str())
+    );
+    let (_, reason, message) = policy_condition(&app, "ResolvedRefs").unwrap();
+    assert_eq!(
+        (reason.as_str(), message),
+        ("ResolvedRefs", format!("providers: {corp_key}"))
+    );
+
+    // Tenant B points a policy at corp's provider: refused, and says why.
+    tenant_policies
+        .create(
+            &PostParams::default(),
+            &access_policy(
+                "steal",
+                json!({
+                    "hosts": ["steal.tenantb.example.com"],
+                    "providers": [{"name": "corp", "namespace": corp}],
+                    "rules": {"allow": [{"users": ["alice"]}]},
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    let steal = wait_for("tenant B's policy refused", async || {
+        let p = tenant_policies.get("steal").await.ok()?;
+        let (status, reason, message) = policy_condition(&p, "ResolvedRefs")?;
+        (status == "False").then_some((reason, message))
+    })
+    .await;
+    assert_eq!(steal.0, "RefNotPermitted");
+    assert!(
+        steal.1.contains(&format!(
+            "IdentityProvider {corp_key} does not admit namespace {tenant}"
+        )),
+        "{}",
+        steal.1
+    );
+
+    // Wait for the broker to serve both providers and corp's policy.
+    let b = browser();
+    let ask = async |c: &reqwest::Client, path: &str, host: &str| {
+        c.get(format!("{public}{path}"))
+            .header("x-forwarded-host", host)
+            .header("x-forwarded-uri", "/")
+            .send()
+            .await
+            .unwrap()
+    };
+    wait_for("the broker to enforce corp/app", async || {
+        let r = ask(
+            &b,
+            &format!("/oauth/auth/{corp}/app"),
+            "app.corp.example.com",
+        )
+        .await;
+        (r.status() == 401).then_some(())
+    })
+    .await;
+    wait_for("the broker to offer both providers", async || {
+        let page = b
+            .get(format!("{public}/oauth/login"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (page.contains(&corp_key) && page.contains(&evil_key)).then_some(())
+    })
+    .await;
+
+    // The attack: tenant B's IdP says "alice".
+    let mallory = browser();
+    let l = login_at(&mallory, &public, &evil_key, "alice", "/").await;
+    assert_eq!(l.status, 302, "{l:?}");
+    let r = ask(
+        &mallory,
+        &format!("/oauth/auth/{corp}/app"),
+        "app.corp.example.com",
+    )
+    .await;
+    assert_eq!(r.status(), 401, "tenant B's alice at corp's app");
+    assert!(r.headers().get("x-auth-request-user").is_none());
+    let r = ask(
+        &mallory,
+        &format!("/oauth/auth/{tenant}/steal"),
+        "steal.tenantb.example.com",
+    )
+    .await;
+    assert_eq!(r.status(), 403, "a policy not in force admits nobody");
+
+    // corp's alice gets in; corp's bob is refused by the rules.
+    let alice = browser();
+    assert_eq!(
+        login_at(&alice, &public, &corp_key, "alice", "/")
+            .await
+            .status,
+        302
+    );
+    let r = ask(
+        &alice,
+        &format!("/oauth/auth/{corp}/app"),
+        "app.corp.example.com",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-request-user"], "alice");
+    assert_eq!(r.headers()["x-auth-request-provider"], corp_key.as_str());
+    let bob = browser();
+    assert_eq!(
+        login_at(&bob, &public, &corp_key, "bob", "/").await.status,
+        302
+    );
+    assert_eq!(
+        ask(
+            &bob,
+            &format!("/oauth/auth/{corp}/app"),
+            "app.corp.example.com"
+        )
+        .await
+        .status(),
+        403
+    );
+
+    // corp's provider admits namespaces labelled sso=corp; labelling
+    // tenant B's namespace puts its policy in force (the Namespace watch),
+    // removing the label takes it out again.
+    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &corp);
+    idps.patch(
+        "corp",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"allowedNamespaces": {"from": "Selector", "selector": {"matchLabels": {"sso": "corp"}}}}})),
+    )
+    .await
+    .unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let label = async |value: Value| {
+        namespaces
+            .patch(
+                &tenant,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"sso": value}}})),
+            )
+            .await
+            .unwrap();
+    };
+    label(json!("corp")).await;
+    wait_for("tenant B's policy in force once admitted", async || {
+        let p = tenant_policies.get("steal").await.ok()?;
+        (policy_condition(&p, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    wait_for(
+        "the broker to admit corp's alice at tenant B's app",
+        async || {
+            let r = ask(
+                &alice,
+                &format!("/oauth/auth/{tenant}/steal"),
+                "steal.tenantb.example.com",
+            )
+            .await;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    label(Value::Null).await;
+    wait_for(
+        "tenant B's policy out of force once the label is gone",
+        async || {
+            let p = tenant_policies.get("steal").await.ok()?;
+            (policy_condition(&p, "ResolvedRefs")?.1 == "RefNotPermitted").then_some(())
+        },
+    )
+    .await;
+    wait_for("the broker to refuse again", async || {
+        let r = ask(
+            &alice,
+            &format!("/oauth/auth/{tenant}/steal"),
+            "steal.tenantb.example.com",
+        )
+        .await;
+        (r.status() == 403).then_some(())
+    })
+    .await;
+
+    // A newer policy claiming corp's host loses it, and names the owner.
+    tenant_policies
+        .create(
+            &PostParams::default(),
+            &access_policy(
+                "squat",
+                json!({
+                    "hosts": ["app.corp.example.com"],
+                    "providers": [{"name": "evil"}],
+                    "rules": {"allow": [{"users": ["alice"]}]},
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    let (status, reason, message) = wait_for("the squatter refused", async || {
+        let p = tenant_policies.get("squat").await.ok()?;
+        policy_condition(&p, "Accepted")
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "HostConflict")
+    );
+    assert!(
+        message.contains(&format!(
+            "already claimed by the older AccessPolicy {corp}/app"
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        ask(
+            &mallory,
+            &format!("/oauth/auth/{tenant}/squat"),
+            "app.corp.example.com"
+        )
+        .await
+        .status(),
+        403
+    );
+
+    // One Warning Event per transition of tenant B's policy; and a status
+    // that changes nothing is not written again.
+    // Refused twice (ResolvedRefs, Programmed and Ready each time), in
+    // force once in between.
+    let events = events_by_reason(&client, &tenant, "steal").await;
+    let want: BTreeMap<String, i32> = [
+        ("RefNotPermitted", 6),
+        ("ResolvedRefs", 1),
+        ("Programmed", 1),
+        ("Ready", 1),
+    ]
+    .map(|(r, n)| (r.to_string(), n))
+    .into();
+    assert_eq!(events, want);
+    let before = corp_policies
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        corp_policies
+            .get("app")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before
+    );
 }
