@@ -394,17 +394,17 @@ fn security_posture_and_least_privilege_rbac() {
         1,
         "the broker has one binding, to its Role"
     );
-    // The controller may patch IdentityProvider status and hold its Lease.
+    // The controller may patch IdentityProvider and AccessPolicy status and
+    // hold its Lease.
     let cr = named(&d, "ClusterRole", "rel-controller");
     assert!(
         cr["rules"]
             .as_array()
             .unwrap()
             .iter()
-            .any(
-                |r| r["resources"] == serde_json::json!(["identityproviders/status"])
-                    && r["verbs"].as_array().unwrap().contains(&"patch".into())
-            )
+            .any(|r| r["resources"]
+                == serde_json::json!(["identityproviders/status", "accesspolicies/status"])
+                && r["verbs"].as_array().unwrap().contains(&"patch".into()))
     );
     let role = named(&d, "Role", "rel-controller");
     assert!(

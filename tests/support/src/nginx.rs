@@ -52,8 +52,15 @@ fn is_root() -> bool {
 }
 
 impl Nginx {
-    /// Starts nginx on `port` (on 127.0.0.1) in front of `broker` and `app`.
+    /// Starts nginx on `port` (on 127.0.0.1) in front of `broker` and `app`,
+    /// asking the broker's `/oauth/auth` (any provider's session).
     pub fn start(port: u16, broker: SocketAddr, app: SocketAddr) -> Nginx {
+        Self::start_for(port, broker, app, "/oauth/auth")
+    }
+
+    /// The same, asking the broker at `auth_path` (an AccessPolicy's
+    /// `/oauth/auth/<namespace>/<name>`).
+    pub fn start_for(port: u16, broker: SocketAddr, app: SocketAddr, auth_path: &str) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let user = if is_root() { "user root root;" } else { "" };
@@ -85,7 +92,7 @@ http {{
     }}
     # The forward-auth subrequest.
     location = /oauth/auth {{
-      proxy_pass http://broker;
+      proxy_pass http://broker{auth_path};
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_pass_request_body off;
