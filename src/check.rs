@@ -1,6 +1,7 @@
-//! `sso-operator check`: validates IdentityProvider manifests from files the
-//! way the cluster would (schema, CEL, the controller's own validation) and
-//! prints the conditions the controller would write. Made for GitOps
+//! `sso-operator check`: validates IdentityProvider and AccessPolicy
+//! manifests from files the way the cluster would (schema, CEL, the
+//! controller's own validation and policy decisions) and prints the
+//! conditions the controller would write. Made for GitOps
 //! pull-request checks: the exit code is non-zero on any failure.
 
 use std::{fmt::Write as _, path::PathBuf, sync::Arc};
@@ -66,10 +67,41 @@ impl ProviderReport {
     }
 }
 
+/// The result for one AccessPolicy document, decided against the
+/// IdentityProviders (and Namespaces, for label selectors) in the same
+/// manifests, as the controller would decide it in a cluster holding
+/// just those.
+#[derive(Clone, Debug)]
+pub struct PolicyReport {
+    pub source: String,
+    pub key: String,
+    pub admission_errors: Vec<String>,
+    pub auth_url: Option<String>,
+    pub conditions: Vec<Condition>,
+}
+
+impl PolicyReport {
+    /// Passes when admitted and in force (a provider that does not pass
+    /// its own check is reported there).
+    pub fn passed(&self) -> bool {
+        self.admission_errors.is_empty()
+            && !self.conditions.is_empty()
+            && self
+                .conditions
+                .iter()
+                .all(|c| c.status == Status::True || c.reason == reasons::NO_PROVIDER_READY)
+    }
+
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
 /// The result of a check run.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub providers: Vec<ProviderReport>,
+    pub policies: Vec<PolicyReport>,
     /// Problems with the files themselves.
     pub file_errors: Vec<String>,
 }
@@ -77,8 +109,13 @@ pub struct Report {
 impl Report {
     pub fn passed(&self) -> bool {
         self.file_errors.is_empty()
-            && !self.providers.is_empty()
+            && !(self.providers.is_empty() && self.policies.is_empty())
             && self.providers.iter().all(ProviderReport::passed)
+            && self.policies.iter().all(PolicyReport::passed)
+    }
+
+    pub fn policy(&self, key: &str) -> Option<&PolicyReport> {
+        self.policies.iter().find(|p| p.key == key)
     }
 
     pub fn provider(&self, key: &str) -> Option<&ProviderReport> {
@@ -109,14 +146,35 @@ impl Report {
                 );
             }
         }
-        if self.providers.is_empty() && self.file_errors.is_empty() {
-            let _ = writeln!(out, "ERROR no IdentityProvider manifests found");
+        for p in &self.policies {
+            let verdict = if p.passed() { "PASS" } else { "FAIL" };
+            let _ = writeln!(out, "{verdict} AccessPolicy {} ({})", p.key, p.source);
+            for e in &p.admission_errors {
+                let _ = writeln!(out, "  rejected at admission: {e}");
+            }
+            if let Some(u) = &p.auth_url {
+                let _ = writeln!(out, "  authURL: {u}");
+            }
+            for c in &p.conditions {
+                let _ = writeln!(
+                    out,
+                    "  {:<18} {:<7} {:<22} {}",
+                    c.type_, c.status, c.reason, c.message
+                );
+            }
         }
-        let passed = self.providers.iter().filter(|p| p.passed()).count();
+        if self.providers.is_empty() && self.policies.is_empty() && self.file_errors.is_empty() {
+            let _ = writeln!(
+                out,
+                "ERROR no IdentityProvider or AccessPolicy manifests found"
+            );
+        }
+        let passed = self.providers.iter().filter(|p| p.passed()).count()
+            + self.policies.iter().filter(|p| p.passed()).count();
         let _ = writeln!(
             out,
             "{passed} passed, {} failed",
-            self.providers.len() - passed
+            self.providers.len() + self.policies.len() - passed
         );
         out
     }
@@ -138,9 +196,10 @@ pub async fn run(opts: &CheckOptions) -> Result<Report, Error> {
             .providers
             .push(check_one(doc, &schema, &secrets, opts, &cache, &env, now).await);
     }
+    report.policies = check_policies(&docs, &report.providers, opts, now);
     for doc in docs
         .iter()
-        .filter(|d| d.kind() != "IdentityProvider" && d.kind() != "Secret")
+        .filter(|d| !matches!(d.kind(), "IdentityProvider" | "AccessPolicy" | "Secret"))
     {
         // Other kinds are allowed beside providers (kustomize folders), but
         // an IdentityProvider with a wrong apiVersion is worth flagging.
@@ -151,6 +210,110 @@ pub async fn run(opts: &CheckOptions) -> Result<Report, Error> {
         }
     }
     Ok(report)
+}
+
+/// Decides the AccessPolicies in `docs` as the controller would, with the
+/// providers and Namespaces of the same manifests as the cluster.
+fn check_policies(
+    docs: &[Document],
+    providers: &[ProviderReport],
+    opts: &CheckOptions,
+    now: Timestamp,
+) -> Vec<PolicyReport> {
+    use crate::{
+        api::policy::AccessPolicy,
+        controller::access::{self, PolicyInput, World},
+    };
+    let schema = manifest::crd_schema_for("AccessPolicy").expect("the AccessPolicy CRD");
+    let mut world = World {
+        auth_base: format!(
+            "{}/oauth/auth",
+            opts.public_url.as_str().trim_end_matches('/')
+        ),
+        ..World::default()
+    };
+    for doc in docs.iter().filter(|d| d.kind() == "IdentityProvider") {
+        let key = format!("{}/{}", doc.namespace(&opts.namespace), doc.name());
+        let Ok(idp) = serde_json::from_value::<IdentityProvider>(doc.value.clone()) else {
+            continue;
+        };
+        let allowed = idp
+            .spec
+            .allowed_namespaces
+            .as_ref()
+            .map(|a| a.to_policy())
+            .unwrap_or_default();
+        world.providers.insert(key.clone(), allowed);
+        // Offline, a provider that passes counts as serving (its issuer
+        // was not asked); a disabled one does not.
+        let serving = |p: &ProviderReport| {
+            p.key == key && p.passed() && !p.unavailable.as_ref().is_some_and(|u| u.disabled)
+        };
+        if providers.iter().any(serving) {
+            world.serving.insert(key);
+        }
+    }
+    for doc in docs.iter().filter(|d| d.kind() == "Namespace") {
+        let labels: std::collections::BTreeMap<String, String> = doc.value["metadata"]["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        world
+            .namespace_labels
+            .insert(doc.name().to_string(), labels);
+    }
+    let mut reports = Vec::new();
+    let mut parsed = Vec::new();
+    for doc in docs.iter().filter(|d| d.kind() == "AccessPolicy") {
+        let ns = doc.namespace(&opts.namespace).to_string();
+        let mut report = PolicyReport {
+            source: doc.source.clone(),
+            key: format!("{ns}/{}", doc.name()),
+            admission_errors: manifest::admission_errors(&schema, &doc.value),
+            auth_url: None,
+            conditions: Vec::new(),
+        };
+        let expected = format!("{}/v1alpha1", crate::api::GROUP);
+        if doc.api_version() != expected {
+            report.admission_errors.push(format!(
+                "apiVersion {:?} is not served; use {expected}",
+                doc.api_version()
+            ));
+        }
+        if report.admission_errors.is_empty() {
+            match serde_json::from_value::<AccessPolicy>(doc.value.clone()) {
+                Ok(p) => parsed.push((reports.len(), ns, doc.name().to_string(), p)),
+                Err(e) => report
+                    .admission_errors
+                    .push(format!("spec does not parse: {e}")),
+            }
+        }
+        reports.push(report);
+    }
+    // In file order: the first manifest counts as the oldest.
+    let inputs: Vec<PolicyInput<'_>> = parsed
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ns, name, p))| PolicyInput {
+            namespace: ns,
+            name,
+            generation: 1,
+            created: i as i64,
+            spec: &p.spec,
+        })
+        .collect();
+    let outcomes = access::program(&inputs, &world);
+    for (i, ns, name, _) in &parsed {
+        if let Some(o) = outcomes.get(&format!("{ns}/{name}")) {
+            reports[*i].auth_url = Some(o.auth_url.clone());
+            reports[*i].conditions = merge_conditions(&[], &o.conditions, 1, now);
+        }
+    }
+    reports
 }
 
 async fn check_one(

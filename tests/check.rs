@@ -176,9 +176,73 @@ fn examples_pass_offline() {
     ] {
         assert!(out.contains(&format!("PASS sso/{name} ")), "{name}: {out}");
     }
-    assert!(out.contains("8 passed, 0 failed"), "{out}");
+    assert!(out.contains("PASS AccessPolicy sso/grafana "), "{out}");
+    assert!(out.contains("9 passed, 0 failed"), "{out}");
     assert!(
         !out.contains("REPLACE_WITH_CLIENT_SECRET"),
         "secret values are never printed"
+    );
+}
+
+/// AccessPolicies are decided against the providers and Namespaces of the
+/// same manifests: another namespace's provider serves a policy only when
+/// it admits the policy's namespace.
+#[test]
+fn access_policies_are_decided_with_the_providers_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "idp.yaml",
+        &format!("{}---\n{SECRET}", provider("https://idp.example.com")),
+    );
+    let policy = r#"apiVersion: sso-operator.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: app, namespace: team-b}
+spec:
+  hosts: [app.team-b.example.com]
+  providers: [{name: corp, namespace: team-a}]
+  rules: {allow: [{groups: [devs]}]}
+"#;
+    write(dir.path(), "policy.yaml", policy);
+    let (ok, out) = check(&["-f", dir.path().to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL AccessPolicy team-b/app"), "{out}");
+    assert!(
+        out.contains("ResolvedRefs       False   RefNotPermitted        IdentityProvider team-a/corp does not admit namespace team-b"),
+        "{out}"
+    );
+    assert!(
+        out.contains("authURL: http://127.0.0.1:4180/oauth/auth/team-b/app"),
+        "{out}"
+    );
+
+    // The provider admits labelled namespaces; team-b's manifest has the label.
+    let admitting = provider("https://idp.example.com").replace(
+        "  clientID: client-1\n",
+        "  clientID: client-1\n  allowedNamespaces: {from: Selector, selector: {matchLabels: {corp-sso: \"yes\"}}}\n",
+    );
+    write(dir.path(), "idp.yaml", &format!("{admitting}---\n{SECRET}"));
+    write(
+        dir.path(),
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b, labels: {corp-sso: \"yes\"}}\n",
+    );
+    let (ok, out) = check(&["-f", dir.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("PASS AccessPolicy team-b/app"), "{out}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+
+    // A rule admission refuses is reported as such.
+    write(
+        dir.path(),
+        "policy.yaml",
+        &policy.replace("{groups: [devs]}", "{}"),
+    );
+    let (ok, out) = check(&["-f", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.contains("rejected at admission"), "{out}");
+    assert!(
+        out.contains("a rule must list at least one of users"),
+        "{out}"
     );
 }

@@ -62,7 +62,8 @@ pub enum Command {
     /// register the client at the identity provider. Its `kid` is the one
     /// the broker's client assertions carry.
     PublicJwk(print::PublicJwkArgs),
-    /// Validate IdentityProvider manifests from files, as the controller would.
+    /// Validate IdentityProvider and AccessPolicy manifests from files, as
+    /// the controller would.
     Check(check::Args),
 }
 
