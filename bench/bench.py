@@ -269,6 +269,9 @@ class Parts:
                 "--config-file", config,
                 "--session-keys-file", keys,
                 "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
+                # /oauth/auth as before AccessPolicies, so figures compare
+                # with earlier runs.
+                "--any-provider-auth",
             ],
             "broker",
             env=dict(os.environ, RUST_LOG="warn"),

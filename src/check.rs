@@ -78,6 +78,8 @@ pub struct PolicyReport {
     pub admission_errors: Vec<String>,
     pub auth_url: Option<String>,
     pub conditions: Vec<Condition>,
+    /// What the broker would enforce, when the policy is in force.
+    pub entry: Option<crate::config::ProgrammedPolicy>,
 }
 
 impl PolicyReport {
@@ -276,6 +278,7 @@ fn check_policies(
             admission_errors: manifest::admission_errors(&schema, &doc.value),
             auth_url: None,
             conditions: Vec::new(),
+            entry: None,
         };
         let expected = format!("{}/v1alpha1", crate::api::GROUP);
         if doc.api_version() != expected {
@@ -311,6 +314,7 @@ fn check_policies(
         if let Some(o) = outcomes.get(&format!("{ns}/{name}")) {
             reports[*i].auth_url = Some(o.auth_url.clone());
             reports[*i].conditions = merge_conditions(&[], &o.conditions, 1, now);
+            reports[*i].entry = o.entry.clone();
         }
     }
     reports

@@ -35,6 +35,8 @@ pub struct DevOptions {
     pub http: HttpSettings,
     /// Session refresh interval in seconds (0 = off).
     pub session_refresh: i64,
+    /// What `/oauth/auth` without a policy answers.
+    pub unscoped: crate::broker::Unscoped,
 }
 
 /// The broker configuration a check report programs, as the controller
@@ -48,6 +50,11 @@ pub fn config_from_report(report: &Report) -> BrokerConfig {
         }
         if let Some(u) = &p.unavailable {
             config.unavailable.insert(p.key.clone(), u.clone());
+        }
+    }
+    for p in &report.policies {
+        if let Some(entry) = &p.entry {
+            config.policies.insert(p.key.clone(), entry.clone());
         }
     }
     config
@@ -81,6 +88,7 @@ pub async fn run(opts: DevOptions, listener: tokio::net::TcpListener) -> Result<
             allow_http: true,
         },
         http: opts.http.clone(),
+        unscoped: opts.unscoped.clone(),
     });
     broker.set_keys(
         KeyRing::new(&[KeyRing::generate_secret()]).expect("a generated key is long enough"),
@@ -118,10 +126,15 @@ pub async fn run(opts: DevOptions, listener: tokio::net::TcpListener) -> Result<
                         print!("{}", report.render());
                         let applied = broker.apply_config(&config);
                         info!(?applied, "providers updated");
+                        let base = opts.public_url.as_str().trim_end_matches('/');
                         for key in config.providers.keys() {
                             println!(
-                                "  ready: {key} — log in at {}/oauth/start?provider={key}",
-                                opts.public_url.as_str().trim_end_matches('/')
+                                "  ready: {key} — log in at {base}/oauth/start?provider={key}"
+                            );
+                        }
+                        for key in config.policies.keys() {
+                            println!(
+                                "  in force: AccessPolicy {key} — forward-auth at {base}/oauth/auth/{key}"
                             );
                         }
                         last_config = Some(config);

@@ -89,7 +89,9 @@ async fn dev_serves_a_browser_login_from_a_manifest_folder() {
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\nstringData: {{clientSecret: demo-secret}}\n---\n\
              apiVersion: sso-operator.dev/v1alpha1\nkind: IdentityProvider\nmetadata: {{name: demo, namespace: default}}\n\
-             spec:\n  displayName: Local demo\n  issuer: {}\n  clientID: demo\n  clientSecretRef: {{name: demo-oidc, key: clientSecret}}\n  scopes: [openid, email, profile, groups]\n",
+             spec:\n  displayName: Local demo\n  issuer: {}\n  clientID: demo\n  clientSecretRef: {{name: demo-oidc, key: clientSecret}}\n  scopes: [openid, email, profile, groups]\n---\n\
+             apiVersion: sso-operator.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: app, namespace: default}}\n\
+             spec:\n  hosts: [127.0.0.1]\n  providers: [{{name: demo}}]\n  rules: {{allow: [{{users: [olga]}}]}}\n",
             op.issuer
         ),
     )
@@ -102,9 +104,16 @@ async fn dev_serves_a_browser_login_from_a_manifest_folder() {
         "--listen",
         &listen,
     ]);
-    let lines = wait_for_line(&rx, "ready: default/demo");
+    let mut lines = wait_for_line(&rx, "ready: default/demo");
+    lines.extend(wait_for_line(&rx, "in force: AccessPolicy default/app"));
     assert!(
         lines.iter().any(|l| l.starts_with("PASS default/demo")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PASS AccessPolicy default/app")),
         "{lines:?}"
     );
 
@@ -113,7 +122,14 @@ async fn dev_serves_a_browser_login_from_a_manifest_folder() {
     assert!(page.contains("Sign in with Local demo"), "{page}");
     let landing = login_at(&client, &base, "default/demo", "olga", "/").await;
     assert_eq!(landing.status, 302, "{landing:?}");
-    let r = forward_auth(&client, &base).await;
+    // Forward-auth is per policy; /oauth/auth without one admits nobody.
+    assert_eq!(forward_auth(&client, &base).await.status(), 403);
+    let r = client
+        .get(format!("{base}/oauth/auth/default/app"))
+        .header("x-forwarded-host", "127.0.0.1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-request-user"], "olga");
     // Metrics ride on the same port in dev.

@@ -108,6 +108,24 @@ fn the_schema_rejects_typos_and_a_missing_public_url() {
     );
     assert!(refused("controller.replicass=3").contains("replicass"));
     refused("broker.service.type=Bogus"); // enums are checked
+    assert!(refused("broker.defaultPolicy=no-slash").contains("defaultPolicy"));
+    // Both ways of answering /oauth/auth at once: refused, named.
+    let out = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "publicURL=https://x.example.com",
+        "--set",
+        "broker.defaultPolicy=team-a/app",
+        "--set",
+        "broker.anyProviderAuth=true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("set at most one of broker.defaultPolicy and broker.anyProviderAuth")
+    );
     let out = helm(&["template", "rel", CHART]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("publicURL"));
@@ -146,10 +164,16 @@ fn renders_every_optional_feature_only_when_asked() {
     );
     assert!(args.contains(&"--cookie-domain=.example.com"));
     assert!(args.contains(&"--config-secret=rel-broker-config"));
+    assert!(args.contains(&"--default-policy=team-a/app"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--any-provider-auth")));
+    // By default /oauth/auth admits nobody: no flag loosens it.
+    let plain = named(&d, "Deployment", "rel-broker").to_string();
+    assert!(!plain.contains("--default-policy") && !plain.contains("--any-provider-auth"));
     let controller = named(&a, "Deployment", "rel-controller");
     let cargs = controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(cargs.contains("--leader-election") && cargs.contains("--lease-name=rel-controller"));
     assert!(cargs.contains("--watch-namespace=team-a"));
+    assert!(cargs.contains("--auth-url-base=https://sso-internal.example.com/oauth/auth"));
 }
 
 #[test]

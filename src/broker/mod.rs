@@ -28,4 +28,4 @@ pub mod session;
 pub mod source;
 pub mod state;
 
-pub use state::{Applied, Broker, BrokerSettings, ProviderTable};
+pub use state::{Applied, Broker, BrokerSettings, ProviderTable, Unscoped};

@@ -48,6 +48,24 @@ pub struct BrokerSettings {
     pub session_refresh: i64,
     pub redirect: RedirectPolicy,
     pub http: HttpSettings,
+    /// What `/oauth/auth` (no policy named) answers.
+    pub unscoped: Unscoped,
+}
+
+/// What forward-auth at `/oauth/auth`, without a policy in the path,
+/// admits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Unscoped {
+    /// Nobody (403 naming the per-policy URL): on a broker several
+    /// providers share, a session from any of them must not open every app.
+    #[default]
+    Deny,
+    /// What the AccessPolicy `namespace/name` admits.
+    Policy(String),
+    /// Any programmed provider's session whose provider rules admit it (the
+    /// behaviour before access policies; safe only with one provider, or
+    /// providers all trusted for every app).
+    AnyProvider,
 }
 
 impl BrokerSettings {

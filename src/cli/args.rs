@@ -54,3 +54,39 @@ pub struct Serve {
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 }
+
+/// What `/oauth/auth` answers when no AccessPolicy is named in the path
+/// (`broker`, `dev`).
+#[derive(Args, Clone, Debug)]
+pub struct ForwardAuth {
+    /// Answer `/oauth/auth` as the AccessPolicy `<namespace>/<name>` would.
+    /// Without this (or --any-provider-auth) `/oauth/auth` admits nobody:
+    /// apps ask their policy's URL, `/oauth/auth/<namespace>/<name>`.
+    #[arg(long, env = "SSO_DEFAULT_POLICY", value_parser = policy_key)]
+    pub default_policy: Option<String>,
+    /// Let `/oauth/auth` admit any programmed provider's session (the
+    /// behaviour before AccessPolicies). Unsafe with providers you do not
+    /// trust for every app: any of them can sign anyone in.
+    #[arg(long, env = "SSO_ANY_PROVIDER_AUTH", conflicts_with = "default_policy")]
+    pub any_provider_auth: bool,
+}
+
+impl ForwardAuth {
+    pub fn unscoped(&self) -> crate::broker::Unscoped {
+        use crate::broker::Unscoped;
+        match (&self.default_policy, self.any_provider_auth) {
+            (Some(key), _) => Unscoped::Policy(key.clone()),
+            (None, true) => Unscoped::AnyProvider,
+            (None, false) => Unscoped::Deny,
+        }
+    }
+}
+
+fn policy_key(s: &str) -> Result<String, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!("{s:?} is not <namespace>/<name>")),
+    }
+}

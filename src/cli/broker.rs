@@ -42,6 +42,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0, env = "SSO_SESSION_REFRESH")]
     session_refresh: i64,
     #[command(flatten)]
+    forward_auth: args::ForwardAuth,
+    #[command(flatten)]
     serve: args::Serve,
     #[command(flatten)]
     http: args::ProviderHttp,
@@ -62,6 +64,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
             allow_http: false,
         },
         http: a.http.settings(),
+        unscoped: a.forward_auth.unscoped(),
     });
     // A client only when one of the two inputs comes from a Secret.
     let client = match (&a.config_file, &a.session_keys_file) {

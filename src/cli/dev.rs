@@ -30,6 +30,8 @@ pub struct Args {
     session_refresh: i64,
     #[command(flatten)]
     http: args::ProviderHttp,
+    #[command(flatten)]
+    forward_auth: args::ForwardAuth,
 }
 
 pub async fn run(a: Args, log_json: bool) -> CliResult {
@@ -45,6 +47,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         revalidate: Duration::from_secs(a.revalidate),
         http: a.http.settings(),
         session_refresh: a.session_refresh,
+        unscoped: a.forward_auth.unscoped(),
     };
     let listener = runtime::listen(a.listen).await?;
     dev::run(opts, listener)

@@ -12,7 +12,7 @@ use axum::{
 use tracing::{info, warn};
 
 use crate::broker::{
-    Broker, claims,
+    Broker, Unscoped, claims,
     cookies::{self, SESSION_COOKIE, SESSION_PATH},
     headers,
     provider::ProviderRuntime,
@@ -101,8 +101,27 @@ async fn live_session(
     }
 }
 
+/// Forward-auth at `/oauth/auth`, no policy named: as the broker's
+/// [`Unscoped`] setting says.
 pub async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    let (s, provider, set) = match live_session(&b, &headers).await {
+    let key = match &b.settings.unscoped {
+        Unscoped::Deny => {
+            b.metrics.forward_auth_result("no_policy");
+            return (
+                StatusCode::FORBIDDEN,
+                "this broker answers forward-auth per AccessPolicy: ask /oauth/auth/<namespace>/<name> (the policy's status.authURL)",
+            )
+                .into_response();
+        }
+        Unscoped::Policy(key) => key.clone(),
+        Unscoped::AnyProvider => return any_provider(&b, &headers).await,
+    };
+    authorize(&b, &key, &headers, None).await
+}
+
+/// Any provider's session, as long as that provider's rules admit it.
+async fn any_provider(b: &Broker, headers: &HeaderMap) -> Response {
+    let (s, provider, set) = match live_session(b, headers).await {
         Ok(v) => v,
         Err((result, clear)) => {
             b.metrics.forward_auth_result(result);
@@ -135,10 +154,15 @@ pub async fn policy_auth(
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (ns, name) = (&params["namespace"], &params["name"]);
-    let key = format!("{ns}/{name}");
-    let Some(policy) = b.table().policies.get(&key).cloned() else {
+    let key = format!("{}/{}", params["namespace"], params["name"]);
+    authorize(&b, &key, &headers, params.get("rest").map(String::as_str)).await
+}
+
+/// What policy `key` says about a request.
+async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str>) -> Response {
+    let Some(policy) = b.table().policies.get(key).cloned() else {
         b.metrics.forward_auth_result("no_policy");
+        let (ns, name) = key.split_once('/').unwrap_or_default();
         return (
             StatusCode::FORBIDDEN,
             format!(
@@ -147,7 +171,7 @@ pub async fn policy_auth(
         )
             .into_response();
     };
-    let target = Target::of(&headers, params.get("rest").map(String::as_str));
+    let target = Target::of(headers, rest);
     let Some(host) = target.host else {
         b.metrics.forward_auth_result("no_host");
         return (
@@ -186,7 +210,7 @@ pub async fn policy_auth(
             }
         }
     }
-    let (s, provider, set) = match live_session(&b, &headers).await {
+    let (s, provider, set) = match live_session(b, headers).await {
         Ok(v) => v,
         Err((result, clear)) => {
             b.metrics.forward_auth_result(result);
@@ -371,6 +395,7 @@ mod tests {
                     allow_http: false,
                 },
                 http: HttpSettings::default(),
+                unscoped: Unscoped::AnyProvider,
             },
             Arc::new(clock.clone()),
         );
@@ -464,6 +489,12 @@ mod tests {
     /// and mallory allowed, mallory denied).
     fn with_policy(clock: &FixedClock) -> Arc<Broker> {
         let b = serving(clock);
+        let applied = b.apply_config(&policy_config());
+        assert!(applied.rejected_policies.is_empty());
+        b
+    }
+
+    fn policy_config() -> BrokerConfig {
         let mut config = BrokerConfig::default();
         config.providers.insert("team/corp".into(), provider());
         let mut evil = provider();
@@ -480,9 +511,7 @@ mod tests {
             }))
             .unwrap(),
         );
-        let applied = b.apply_config(&config);
-        assert!(applied.rejected_policies.is_empty());
-        b
+        config
     }
 
     async fn ask(b: &Arc<Broker>, path: &str, cookie: &str, headers: &[(&str, &str)]) -> Response {
@@ -687,6 +716,50 @@ mod tests {
         )
         .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+
+    /// `/oauth/auth` without a policy: nobody by default; a default
+    /// policy's answer when one is set; any provider only when asked for.
+    #[tokio::test]
+    async fn the_unscoped_endpoint_admits_as_configured() {
+        let clock = FixedClock::at(T0);
+        let app = [
+            ("x-forwarded-host", "app.example.com"),
+            ("x-forwarded-uri", "/api"),
+        ];
+        let forged = sealed_at("tenant-b/evil", "alice", None);
+        let alice = sealed("alice", None);
+        let with = |unscoped: Unscoped| {
+            let mut settings = serving(&clock).settings.clone();
+            settings.unscoped = unscoped;
+            let b = Broker::with_clock(settings, Arc::new(clock.clone()));
+            b.apply_config(&policy_config());
+            b.set_keys(KeyRing::new(&[KEY]).unwrap());
+            b
+        };
+        let deny = with(Unscoped::Deny);
+        let r = ask(&deny, "/oauth/auth", &alice, &app).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(body(r).await.contains("/oauth/auth/<namespace>/<name>"));
+        let by_policy = with(Unscoped::Policy("team/app".into()));
+        assert_eq!(
+            ask(&by_policy, "/oauth/auth", &alice, &app).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            ask(&by_policy, "/oauth/auth", &forged, &app).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let missing = with(Unscoped::Policy("team/gone".into()));
+        assert_eq!(
+            ask(&missing, "/oauth/auth", &alice, &app).await.status(),
+            StatusCode::FORBIDDEN
+        );
+        let any = with(Unscoped::AnyProvider);
+        assert_eq!(
+            ask(&any, "/oauth/auth", &forged, &[]).await.status(),
+            StatusCode::OK
+        );
     }
 
     #[tokio::test]

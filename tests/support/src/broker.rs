@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use sso_operator::{
     api::{ClaimMapping, ClientAuthMethod},
-    broker::{Broker, BrokerSettings, redirect::RedirectPolicy, seal::KeyRing},
+    broker::{Broker, BrokerSettings, Unscoped, redirect::RedirectPolicy, seal::KeyRing},
     config::{BrokerConfig, ProgrammedProvider},
     oidc::discovery::{HttpSettings, ProviderEndpoints},
 };
@@ -90,6 +90,9 @@ impl TestBroker {
                 connect_timeout: Duration::from_secs(2),
                 timeout: Duration::from_secs(3),
             },
+            // These brokers test logins and sessions; tests/policy.rs and
+            // the broker's own tests cover policies and the default.
+            unscoped: Unscoped::AnyProvider,
         });
         broker.set_keys(KeyRing::new(&[KEY_A]).unwrap());
         broker.apply_config(&config(&base));
@@ -209,6 +212,8 @@ pub fn broker_from_files(
         keys.to_str().unwrap(),
         "--metrics-addr",
         metrics,
+        // Logins and reloads are under test here, not policies.
+        "--any-provider-auth",
     ]
     .map(str::to_string)
     .to_vec()
