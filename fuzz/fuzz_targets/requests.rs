@@ -24,6 +24,8 @@ enum Route {
     CallbackCorp,
     Auth,
     AuthPrefix(String),
+    /// The policy the fuzz broker has, with an appended path.
+    Policy(String),
     Userinfo,
     Logout,
     LoggedOut,
@@ -98,6 +100,7 @@ fuzz_target!(|input: Input| {
         Route::CallbackCorp => "/oauth/callback/sso/corp".into(),
         Route::Auth => "/oauth/auth".into(),
         Route::AuthPrefix(rest) => format!("/oauth/auth/{}", enc(rest)),
+        Route::Policy(rest) => format!("/oauth/auth/sso/app/{}", enc(rest)),
         Route::Userinfo => "/oauth/userinfo".into(),
         Route::Logout => "/oauth/logout".into(),
         Route::LoggedOut => "/oauth/logged-out".into(),

@@ -10,7 +10,7 @@ use std::{
 
 use sso_operator::{
     api::{ClaimMapping, ClientAuthMethod},
-    broker::{Broker, BrokerSettings, redirect::RedirectPolicy, seal::KeyRing},
+    broker::{Broker, BrokerSettings, Unscoped, redirect::RedirectPolicy, seal::KeyRing},
     config::{BrokerConfig, ProgrammedProvider},
     oidc::discovery::{HttpSettings, ProviderEndpoints},
 };
@@ -84,8 +84,16 @@ pub fn provider(namespace: &str, name: &str) -> ProgrammedProvider {
 
 pub fn config() -> BrokerConfig {
     let providers = [provider("sso", "corp"), provider("sso", "other")];
+    let policy: sso_operator::config::ProgrammedPolicy = serde_json::from_value(serde_json::json!({
+        "namespace": "sso", "name": "app", "generation": 1,
+        "hosts": ["app.example.com", "*.example.org"], "paths": ["/app"],
+        "providers": ["sso/corp"],
+        "rules": {"allow": [{"users": ["alice"]}, {"emailDomains": ["example.com"]}], "deny": [{"groups": ["banned"]}]},
+    }))
+    .expect("a valid policy");
     BrokerConfig {
         providers: providers.into_iter().map(|p| (p.key(), p)).collect(),
+        policies: [(policy.key(), policy)].into(),
         ..BrokerConfig::default()
     }
 }
@@ -101,6 +109,7 @@ pub fn broker() -> Arc<Broker> {
             connect_timeout: Duration::from_millis(200),
             timeout: Duration::from_millis(500),
         },
+        unscoped: Unscoped::Policy("sso/app".into()),
     });
     broker.set_keys(new_ring());
     broker.apply_config(&config());
