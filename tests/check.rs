@@ -177,7 +177,8 @@ fn examples_pass_offline() {
         assert!(out.contains(&format!("PASS sso/{name} ")), "{name}: {out}");
     }
     assert!(out.contains("PASS AccessPolicy sso/grafana "), "{out}");
-    assert!(out.contains("9 passed, 0 failed"), "{out}");
+    assert!(out.contains("PASS AccessPolicy default/demo-app "), "{out}");
+    assert!(out.contains("10 passed, 0 failed"), "{out}");
     assert!(
         !out.contains("REPLACE_WITH_CLIENT_SECRET"),
         "secret values are never printed"
