@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end browser test needs: Debian's Chromium and
-# nginx (with auth_request), and the npm driver (playwright-core, which
+# Installs what the end-to-end browser test needs: Debian's Chromium,
+# nginx (with auth_request) and Caddy (forward_auth, for the access policy
+# tests), and the npm driver (playwright-core, which
 # drives the system Chromium and downloads no browser) from the committed
 # lockfile. Idempotent.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -x /usr/bin/caddy ] || missing+=(caddy)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages, for the browser test)"
   apt-get update -qq

@@ -132,6 +132,12 @@ pub struct ProgrammedPolicy {
     /// each admitted the policy's namespace when programmed.
     pub providers: Vec<String>,
     pub rules: crate::policy::rules::Rules,
+    /// What a request without a usable session gets.
+    #[serde(default)]
+    pub unauthenticated: crate::api::policy::Unauthenticated,
+    /// Path prefixes that always get 401 without a session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_paths: Vec<String>,
 }
 
 impl ProgrammedPolicy {

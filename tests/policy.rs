@@ -1,5 +1,6 @@
-//! Access policies through a real nginx `auth_request`, with two real
-//! OpenID providers: issue 14's two-tenant attack as a user would try it.
+//! Access policies through a real nginx `auth_request` and a real Caddy
+//! `forward_auth`, with two real OpenID providers: issue 14's two-tenant
+//! attack as a user would try it.
 //!
 //! corp's app (`/app/` behind nginx, asking the broker at corp's policy)
 //! accepts corp's provider only, alice only. Tenant B runs its own OP on
@@ -9,20 +10,21 @@
 use sso_test_support as common;
 
 use common::{
-    broker::{OP_PATHS, TestBroker, browser, config, get, login_at, op_clients, provider},
+    broker::{OP_PATHS, TestBroker, browser, config, get, login_at, op_clients, provider, walk},
+    caddy::Caddy,
     nginx::{Nginx, echo_upstream},
     op::Op,
 };
 use serde_json::json;
 
-#[tokio::test]
-async fn another_tenants_provider_never_reaches_corps_app_through_nginx() {
-    let port = common::free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
-    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
+/// Two real OPs (corp's and tenant B's) and a broker at `public` with
+/// both providers and corp's policy `corp/app` (host 127.0.0.1, path /app,
+/// corp's provider, alice only).
+async fn two_tenants(public: &str) -> (Op, Op, TestBroker) {
+    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(public, "corp/corp"))]);
+    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(public, "tenant-b/evil"))]);
     let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
-    let tb = TestBroker::start_behind(&public, |base| {
+    let tb = TestBroker::start_behind(public, |base| {
         let corp = provider(
             "corp/corp",
             &corp_issuer,
@@ -53,6 +55,14 @@ async fn another_tenants_provider_never_reaches_corps_app_through_nginx() {
         c
     })
     .await;
+    (corp_op, evil_op, tb)
+}
+
+#[tokio::test]
+async fn another_tenants_provider_never_reaches_corps_app_through_nginx() {
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let (_corp_op, _evil_op, tb) = two_tenants(&public).await;
     let app = echo_upstream().await;
     let nginx = Nginx::start_for(port, tb.addr, app, "/oauth/auth/corp/app");
     let base = nginx.base();
@@ -66,7 +76,7 @@ async fn another_tenants_provider_never_reaches_corps_app_through_nginx() {
     assert!(
         r.location
             .as_deref()
-            .is_some_and(|l| l.contains("/oauth/login?rd=/app/")),
+            .is_some_and(|l| l.ends_with("/oauth/start?policy=corp/app&rd=/app/")),
         "sent to the login page: {r:?}"
     );
     assert!(!r.body.contains("x-auth-request-user"), "{}", r.body);
@@ -95,4 +105,80 @@ async fn another_tenants_provider_never_reaches_corps_app_through_nginx() {
     );
     let r = get(&bob, format!("{base}/app/")).await;
     assert_eq!(r.status, 403, "{r:?}");
+}
+
+/// Caddy passes the broker's answer on: a browser without a session is
+/// redirected to the login for corp's policy and comes back to the page it
+/// asked for; an API call gets 401; tenant B's "alice" is sent to log in
+/// with corp's provider; corp's bob gets 403.
+#[tokio::test]
+async fn caddy_sends_browsers_to_the_policys_login_and_back() {
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let (_corp_op, _evil_op, tb) = two_tenants(&public).await;
+    let app = echo_upstream().await;
+    let caddy = Caddy::start(port, tb.addr, app, "/oauth/auth/corp/app");
+    let base = caddy.base();
+    let page = async |c: &reqwest::Client, path: &str, accept: &str| {
+        let r = c
+            .get(format!("{base}{path}"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        (
+            r.status().as_u16(),
+            location,
+            r.text().await.unwrap_or_default(),
+        )
+    };
+    const HTML: &str = "text/html,application/xhtml+xml";
+
+    let alice = browser();
+    let (status, location, _) = page(&alice, "/app/page?x=1", HTML).await;
+    assert_eq!(status, 302);
+    let location = location.unwrap();
+    let rd = format!("{base}/app/page?x=1");
+    let want = format!(
+        "{base}/oauth/start?policy=corp%2Fapp&rd={}",
+        url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+    );
+    assert_eq!(location, want);
+    let (status, _, _) = page(&alice, "/app/api", "application/json").await;
+    assert_eq!(status, 401, "an API call is not redirected");
+
+    // The login the redirect starts offers corp's provider only and lands
+    // back on the page.
+    let landing = walk(
+        &alice,
+        &location,
+        "alice",
+        &format!("{base}/oauth/callback/"),
+    )
+    .await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    assert_eq!(landing.location.as_deref(), Some(rd.as_str()));
+    let (status, _, body) = page(&alice, "/app/page?x=1", HTML).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["headers"]["x-auth-request-user"], "alice");
+    assert_eq!(seen["headers"]["x-auth-request-provider"], "corp/corp");
+
+    let mallory = browser();
+    let l = login_at(&mallory, &base, "tenant-b/evil", "alice", "/").await;
+    assert_eq!(l.status, 302, "{l:?}");
+    let (status, location, body) = page(&mallory, "/app/page", HTML).await;
+    assert_eq!(status, 302, "{body}");
+    assert!(location.unwrap().contains("/oauth/start?policy=corp%2Fapp"));
+
+    let bob = browser();
+    assert_eq!(
+        login_at(&bob, &base, "corp/corp", "bob", "/").await.status,
+        302
+    );
+    assert_eq!(page(&bob, "/app/page", HTML).await.0, 403);
 }

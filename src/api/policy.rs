@@ -79,6 +79,39 @@ pub struct AccessPolicySpec {
     /// Who may reach the app: deny rules win, then any allow rule admits;
     /// a user no allow rule matches is refused (403).
     pub rules: AccessRules,
+
+    /// What a request without a session from one of the providers gets.
+    /// `Redirect` (the default): a browser's page request is sent to the
+    /// login page offering this policy's providers, where the proxy passes
+    /// the forward-auth answer on to the browser (Traefik, Caddy, Envoy;
+    /// nginx's auth_request cannot, so it gets 401 and redirects itself
+    /// with error_page or auth-signin). API calls (no text/html in Accept,
+    /// X-Requested-With, a method other than GET or HEAD, or a path under
+    /// `apiPaths`) get 401. `Deny`: always 401.
+    #[serde(default)]
+    pub unauthenticated: Unauthenticated,
+
+    /// Path prefixes of the app's API (whole segments): requests there get
+    /// 401 without a session, never a redirect to a login page.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(
+        validation = Rule::new(r"self.all(p, p.matches('^(/[^/?#]+)*/?$') && !p.matches('/[.][.]?(/|$)'))")
+            .message("each API path must be an absolute prefix like /api: no query, fragment, empty, . or .. segment")
+            .reason(kube::core::Reason::FieldValueInvalid),
+    )]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 1024)))]
+    pub api_paths: Vec<String>,
+}
+
+/// What a request without a usable session gets.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Unauthenticated {
+    /// Browsers to the login page (where the proxy passes the answer on);
+    /// 401 for API calls.
+    #[default]
+    Redirect,
+    /// 401, always.
+    Deny,
 }
 
 /// An IdentityProvider, by name and optionally namespace.

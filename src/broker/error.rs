@@ -57,6 +57,7 @@ macro_rules! reasons {
 reasons! {
     // Choosing a provider.
     UnknownProvider => ("unknown_provider", NOT_FOUND, "Unknown identity provider"),
+    UnknownPolicy => ("unknown_policy", NOT_FOUND, "Unknown access policy"),
     ProviderDisabled => ("provider_disabled", FORBIDDEN, "Identity provider disabled"),
     ProviderNotReady => ("provider_not_ready", SERVICE_UNAVAILABLE, "Identity provider not ready"),
     NoProviders => ("no_providers", SERVICE_UNAVAILABLE, "No identity provider configured"),

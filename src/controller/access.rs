@@ -230,6 +230,8 @@ fn decide(
             paths: p.spec.paths.clone(),
             providers: refs.clone(),
             rules: rules_of(p.spec),
+            unauthenticated: p.spec.unauthenticated,
+            api_paths: p.spec.api_paths.clone(),
         };
         let serving: Vec<&String> = refs.iter().filter(|k| world.serving.contains(*k)).collect();
         let programmed = CondResult::ok(
@@ -307,6 +309,9 @@ fn check_spec(spec: &AccessPolicySpec) -> Result<Vec<HostPattern>, String> {
         .collect::<Result<Vec<_>, _>>()?;
     for p in &spec.paths {
         check_path_prefix(p).map_err(|e| format!("spec.paths: {e}"))?;
+    }
+    for p in &spec.api_paths {
+        check_path_prefix(p).map_err(|e| format!("spec.apiPaths: {e}"))?;
     }
     if spec.rules.allow.is_empty() {
         return Err("spec.rules.allow is empty: nobody could reach the app".into());

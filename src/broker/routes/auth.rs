@@ -17,10 +17,14 @@ use crate::broker::{
     headers,
     provider::ProviderRuntime,
     refresh::{self, Outcome},
-    respond::{unauthorized, with_cookies},
+    respond::{redirect, unauthorized, with_cookies},
     session::{self, Session},
 };
-use crate::policy::rules::Identity;
+use crate::{
+    api::policy::Unauthenticated,
+    broker::state::PolicyRuntime,
+    policy::{route::path_matches, rules::Identity},
+};
 
 /// The session from the request, if valid and its provider still serves,
 /// with the cookie value it came from.
@@ -190,8 +194,8 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
             .into_response();
     }
     if !policy.cfg.paths.is_empty() {
-        match target.path {
-            Some(path) if policy.covers_path(&path) => {}
+        match target.path.as_deref() {
+            Some(path) if policy.covers_path(path) => {}
             Some(_) => {
                 b.metrics.forward_auth_result("wrong_path");
                 return (
@@ -214,7 +218,7 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         Ok(v) => v,
         Err((result, clear)) => {
             b.metrics.forward_auth_result(result);
-            return with_cookies(unauthorized(), clear);
+            return with_cookies(challenge(b, &policy, headers, &target), clear);
         }
     };
     if !policy.cfg.providers.contains(&s.provider) {
@@ -222,7 +226,7 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         // the apps that accept it) and the user may sign in with one of
         // this app's providers.
         b.metrics.forward_auth_result("other_provider");
-        return with_cookies(unauthorized(), set);
+        return with_cookies(challenge(b, &policy, headers, &target), set);
     }
     if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg) {
         b.metrics.forward_auth_result("denied");
@@ -250,6 +254,52 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
     let mut resp = StatusCode::OK.into_response();
     headers::set_identity(resp.headers_mut(), &s);
     with_cookies(resp, set)
+}
+
+/// The answer without a usable session: a redirect to the login page
+/// (offering the policy's providers) for a browser's page request through
+/// a proxy that passes the answer on, 401 otherwise.
+///
+/// Traefik and Caddy pass it on and say so by sending `X-Forwarded-Method`
+/// and `X-Forwarded-Uri`; nginx's auth_request turns anything but 2xx, 401
+/// and 403 into a 500, so without those headers the answer is 401.
+fn challenge(
+    b: &Broker,
+    policy: &PolicyRuntime,
+    headers: &HeaderMap,
+    target: &Target<'_>,
+) -> Response {
+    if policy.cfg.unauthenticated != Unauthenticated::Redirect {
+        return unauthorized();
+    }
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(method), Some(uri), Some(host)) = (
+        text("x-forwarded-method"),
+        text("x-forwarded-uri"),
+        target.host,
+    ) else {
+        return unauthorized();
+    };
+    let page = matches!(method, "GET" | "HEAD")
+        && text("accept").is_some_and(|a| a.contains("text/html"))
+        && headers.get("x-requested-with").is_none()
+        && target
+            .path
+            .as_deref()
+            .is_some_and(|p| !policy.cfg.api_paths.iter().any(|api| path_matches(api, p)));
+    if !page || !uri.starts_with('/') {
+        return unauthorized();
+    }
+    let scheme = match text("x-forwarded-proto") {
+        Some("http") => "http",
+        _ => "https",
+    };
+    let rd = format!("{scheme}://{host}{uri}");
+    let location = b.settings.public(&format!(
+        "/oauth/start?{}",
+        super::encode_query(&[("policy", &policy.cfg.key()), ("rd", &rd)])
+    ));
+    redirect(&location)
 }
 
 /// Which host and path a forward-auth request is about, as the proxy says.
@@ -716,6 +766,115 @@ mod tests {
         )
         .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+
+    /// Without a session from one of its providers, a browser's page
+    /// request through Traefik or Caddy (they pass the answer on and send
+    /// X-Forwarded-Method/-Uri) is sent to the login page for this policy;
+    /// anything else gets 401.
+    #[tokio::test]
+    async fn a_browser_without_a_session_is_sent_to_the_policys_login() {
+        let b = with_policy(&FixedClock::at(T0));
+        let at = "/oauth/auth/team/app";
+        let traefik = |extra: &[(&'static str, &'static str)]| {
+            let mut h = vec![
+                ("x-forwarded-host", "app.example.com"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/api/v1?q=1"),
+                ("accept", "text/html,application/xhtml+xml"),
+            ];
+            for (k, v) in extra {
+                h.retain(|(hk, _)| hk != k);
+                h.push((k, v));
+            }
+            h
+        };
+        let want = "https://sso.example.com/oauth/start?policy=team%2Fapp&rd=https%3A%2F%2Fapp.example.com%2Fapi%2Fv1%3Fq%3D1";
+        let none = "";
+        let r = ask(&b, at, none, &traefik(&[])).await;
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(r.headers()["location"], want);
+        // A session from another tenant's provider: the same.
+        let forged = sealed_at("tenant-b/evil", "alice", None);
+        let r = ask(&b, at, &forged, &traefik(&[])).await;
+        assert_eq!(
+            (r.status(), r.headers()["location"].to_str().unwrap()),
+            (StatusCode::FOUND, want)
+        );
+        for (why, extra) in [
+            ("XHR", vec![("x-requested-with", "XMLHttpRequest")]),
+            ("an API client", vec![("accept", "application/json")]),
+            ("a POST", vec![("x-forwarded-method", "POST")]),
+        ] {
+            let r = ask(&b, at, none, &traefik(&extra)).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{why}");
+        }
+        // nginx (no X-Forwarded-Method/-Uri): 401, it redirects itself.
+        let nginx = [
+            ("host", "app.example.com"),
+            ("x-original-uri", "/api"),
+            ("accept", "text/html"),
+        ];
+        assert_eq!(
+            ask(&b, at, none, &nginx).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+
+        // apiPaths and Deny: 401 for browsers too.
+        let mut config = policy_config();
+        let p = config.policies.get_mut("team/app").unwrap();
+        p.api_paths = vec!["/api/v1".into()];
+        b.apply_config(&config);
+        assert_eq!(
+            ask(&b, at, none, &traefik(&[])).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ask(&b, at, none, &traefik(&[("x-forwarded-uri", "/api/v2")]))
+                .await
+                .status(),
+            StatusCode::FOUND
+        );
+        let p = config.policies.get_mut("team/app").unwrap();
+        p.api_paths.clear();
+        p.unauthenticated = crate::api::policy::Unauthenticated::Deny;
+        b.apply_config(&config);
+        assert_eq!(
+            ask(&b, at, none, &traefik(&[])).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    /// The login page for a policy offers its providers only; the start
+    /// goes straight to its only provider.
+    #[tokio::test]
+    async fn the_login_page_for_a_policy_offers_its_providers_only() {
+        let b = with_policy(&FixedClock::at(T0));
+        let all = body(request(&b, "/oauth/login", None).await).await;
+        assert!(
+            all.contains("team/corp") && all.contains("tenant-b/evil"),
+            "{all}"
+        );
+        let scoped = body(request(&b, "/oauth/login?policy=team/app&rd=/x", None).await).await;
+        assert!(scoped.contains("team/corp"), "{scoped}");
+        assert!(!scoped.contains("tenant-b/evil"), "{scoped}");
+        let r = request(&b, "/oauth/start?policy=team/app&rd=/x", None).await;
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert!(
+            r.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:1/a?")
+        );
+        // Without a policy, two providers: the chooser.
+        let r = request(&b, "/oauth/start?rd=/x", None).await;
+        assert_eq!(r.headers()["location"], "/oauth/login?rd=%2Fx");
+        let r = request(&b, "/oauth/login?policy=team/nope", None).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(body(r).await.contains("unknown_policy"));
+        let r = request(&b, "/oauth/start?policy=team/nope&rd=/x", None).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
 
     /// `/oauth/auth` without a policy: nobody by default; a default

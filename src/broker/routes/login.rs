@@ -30,6 +30,23 @@ pub(super) const ID_TOKEN_PURPOSE: &str = "id_token_hint";
 #[derive(Deserialize)]
 pub struct RdQuery {
     rd: Option<String>,
+    /// An AccessPolicy (`namespace/name`): offer only its providers.
+    policy: Option<String>,
+}
+
+/// The providers a login may use: the policy's when one is named (a
+/// refusal when it is not in force), else every programmed one.
+fn offered(b: &Broker, policy: Option<&str>) -> Result<Option<Vec<String>>, Refusal> {
+    let Some(key) = policy.filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    match b.table().policies.get(key) {
+        Some(p) => Ok(Some(p.cfg.providers.clone())),
+        None => Err(Refusal::new(
+            Reason::UnknownPolicy,
+            format!("no access policy {key:?} is in force here"),
+        )),
+    }
 }
 
 fn refused<'a>(
@@ -73,10 +90,16 @@ pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) 
         Ok(rd) => rd,
         Err(r) => return refused(&b, r, None, "/oauth/login"),
     };
+    let only = match offered(&b, q.policy.as_deref()) {
+        Ok(only) => only,
+        Err(r) => return refused(&b, r, None, "/oauth/login"),
+    };
+    let shown = |key: &String| only.as_ref().is_none_or(|keys| keys.contains(key));
     let table = b.table();
     let mut choices: Vec<pages::Choice> = table
         .providers
         .iter()
+        .filter(|(key, _)| shown(key))
         .map(|(key, p)| pages::Choice {
             key: key.clone(),
             display_name: p.cfg.display_name.clone(),
@@ -89,8 +112,9 @@ pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) 
     choices.sort_by(|a, b| a.display_name.cmp(&b.display_name).then(a.key.cmp(&b.key)));
     let unavailable: Vec<(String, String)> = table
         .unavailable
-        .values()
-        .map(|u| {
+        .iter()
+        .filter(|(key, _)| shown(key))
+        .map(|(_, u)| {
             (
                 u.display_name.clone(),
                 if u.disabled {
@@ -108,6 +132,9 @@ pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) 
 pub struct StartQuery {
     provider: Option<String>,
     rd: Option<String>,
+    /// An AccessPolicy (`namespace/name`): without `provider`, its only
+    /// provider, or the login page offering its providers.
+    policy: Option<String>,
 }
 
 pub async fn start(
@@ -120,18 +147,42 @@ pub async fn start(
         Err(r) => return refused(&b, r, q.provider.as_deref(), "/oauth/login"),
     };
     let table = b.table();
+    let policy = q.policy.as_deref().filter(|p| !p.is_empty());
+    let chooser = match policy {
+        Some(p) => format!(
+            "/oauth/login?{}",
+            encode_query(&[("policy", p), ("rd", &rd)])
+        ),
+        None => format!("/oauth/login?{}", encode_query(&[("rd", &rd)])),
+    };
     let requested = match q.provider.as_deref() {
         Some(p) if !p.is_empty() => p.to_string(),
         _ => {
+            let only = match offered(&b, policy) {
+                Ok(only) => only,
+                Err(r) => return refused(&b, r, None, "/oauth/login"),
+            };
+            let candidates: Vec<&String> = match &only {
+                Some(keys) => keys
+                    .iter()
+                    .filter(|k| {
+                        table.providers.contains_key(*k) || table.unavailable.contains_key(*k)
+                    })
+                    .collect(),
+                None => table
+                    .providers
+                    .keys()
+                    .chain(table.unavailable.keys())
+                    .collect(),
+            };
             // One provider: go straight there; several: let the user choose.
-            if table.providers.len() == 1 && table.unavailable.is_empty() {
-                table.providers.keys().next().cloned().unwrap_or_default()
-            } else {
-                return redirect(&format!("/oauth/login?{}", encode_query(&[("rd", &rd)])));
+            match candidates.as_slice() {
+                [one] if table.providers.contains_key(*one) => (*one).clone(),
+                _ => return redirect(&chooser),
             }
         }
     };
-    let retry = format!("/oauth/login?{}", encode_query(&[("rd", &rd)]));
+    let retry = chooser;
     let provider = match table.resolve(&requested) {
         Ok(p) => p,
         Err(r) => return refused(&b, r, Some(&requested), &retry),

@@ -63,6 +63,7 @@ pub fn accepted() -> Vec<Value> {
         policy_base(),
         policy_with(json!({"hosts": ["*.apps.example.com", "a-1.example.com", "localhost"]})),
         policy_with(json!({"paths": ["/", "/app", "/app/", "/a/b.c/.well-known"]})),
+        policy_with(json!({"unauthenticated": "Deny", "apiPaths": ["/api", "/v1/"]})),
         policy_with(
             json!({"providers": [{"name": "corp"}, {"name": "okta", "namespace": "platform"}]}),
         ),
@@ -214,6 +215,10 @@ pub fn rejected() -> Vec<(Value, &'static str)> {
         (
             policy_with(json!({"paths": ["/a?x=1"]})),
             "each path must be an absolute prefix",
+        ),
+        (
+            policy_with(json!({"apiPaths": ["api"]})),
+            "each API path must be an absolute prefix",
         ),
         (
             policy_with(json!({"rules": {"allow": [{}]}})),

@@ -3,6 +3,7 @@
 pub mod apiserver;
 pub mod badop;
 pub mod broker;
+pub mod caddy;
 pub mod cluster;
 pub mod crd_cases;
 pub mod faultproxy;

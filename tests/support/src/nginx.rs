@@ -64,6 +64,11 @@ impl Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let user = if is_root() { "user root root;" } else { "" };
+        // At a policy's URL, the login offers that policy's providers.
+        let login = match auth_path.strip_prefix("/oauth/auth/") {
+            Some(policy) => format!("/oauth/start?policy={policy}&rd="),
+            None => "/oauth/login?rd=".to_string(),
+        };
         let conf = format!(
             r#"{user}
 worker_processes 1;
@@ -119,7 +124,7 @@ http {{
       proxy_pass http://app;
     }}
     location @login {{
-      return 302 /oauth/login?rd=$request_uri;
+      return 302 {login}$request_uri;
     }}
   }}
 }}
