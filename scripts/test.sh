@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first (Node.js for the real
-# OpenID provider and its npm packages; Chromium, nginx and playwright-core
+# OpenID provider and its npm packages; Chromium, nginx, Caddy and playwright-core
 # for the end-to-end browser test; helm and kubernetes-validate for the
 # chart tests; etcd + kube-apiserver built from their Go modules for the
 # cluster tests), so it works on a fresh machine.
@@ -18,7 +18,7 @@ if [ -f tests/op/package.json ]; then
   bash scripts/op-deps.sh
 fi
 
-echo "==> installing the browser test's parts (Chromium, nginx, playwright-core)"
+echo "==> installing the browser test's parts (Chromium, nginx, Caddy, playwright-core)"
 bash scripts/browser-deps.sh
 
 echo "==> installing helm and kubernetes-validate for the chart tests (into .tools/)"
