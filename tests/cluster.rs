@@ -1510,6 +1510,16 @@ async fn access_policies_bind_apps_to_their_providers_across_namespaces() {
         )),
         "{message}"
     );
+    // The owner is told too.
+    wait_for("corp/app told of the squatter", async || {
+        let p = corp_policies.get("app").await.ok()?;
+        let (status, _, message) = policy_condition(&p, "Accepted")?;
+        let told = message.contains(&format!(
+            "the newer AccessPolicy {tenant}/squat also claims"
+        ));
+        (status == "True" && told).then_some(())
+    })
+    .await;
     assert_eq!(
         ask(
             &mallory,

@@ -111,15 +111,23 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
         .collect();
     let routes = Routes::build(&claims);
     let mut lost: BTreeMap<String, String> = BTreeMap::new();
+    // Winners are told too: someone else wants their host.
+    let mut contested: BTreeMap<String, String> = BTreeMap::new();
     for c in &routes.conflicts {
+        let host = match &c.host {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Wildcard(s) => format!("*.{s}"),
+        };
         lost.entry(c.loser.clone()).or_insert_with(|| {
-            let host = match &c.host {
-                HostPattern::Exact(h) => h.clone(),
-                HostPattern::Wildcard(s) => format!("*.{s}"),
-            };
             format!(
                 "host {host} path {} is already claimed by the older AccessPolicy {}; this policy is not in force until one of them changes",
                 c.path, c.winner
+            )
+        });
+        contested.entry(c.winner.clone()).or_insert_with(|| {
+            format!(
+                "hosts and paths are this policy's; the newer AccessPolicy {} also claims host {host} path {} and is not in force",
+                c.loser, c.path
             )
         });
     }
@@ -128,7 +136,15 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
         .into_iter()
         .map(|(p, hosts)| {
             let key = p.key();
-            let outcome = decide(p, hosts, lost.get(&key), world);
+            let mut outcome = decide(p, hosts, lost.get(&key), world);
+            if let Some(note) = contested.get(&key)
+                && let Some(accepted) = outcome
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.type_ == policy_types::ACCEPTED && c.status == Status::True)
+            {
+                accepted.message = note.clone();
+            }
             (key, outcome)
         })
         .collect()
@@ -782,6 +798,15 @@ mod tests {
         );
         let new = &out["corp/new"];
         assert!(new.entry.is_none());
+        let old = cond(&out["corp/old"], policy_types::ACCEPTED);
+        assert_eq!(old.status, Status::True);
+        assert!(
+            old.message.contains(
+                "the newer AccessPolicy corp/new also claims host app.example.com path /"
+            ),
+            "{}",
+            old.message
+        );
         let acc = cond(new, policy_types::ACCEPTED);
         assert_eq!(acc.reason, reasons::HOST_CONFLICT);
         assert!(

@@ -82,7 +82,9 @@ impl Caddy {
                 return caddy;
             }
             if let Ok(Some(status)) = caddy.child.try_wait() {
-                panic!("caddy exited ({status}) before listening on port {port}; its error is above");
+                panic!(
+                    "caddy exited ({status}) before listening on port {port}; its error is above"
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
