@@ -513,10 +513,12 @@ async fn sessions_refresh_at_the_real_op_and_end_when_the_op_revokes() {
     let r = client.get(tb.url("/oauth/auth")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(set.starts_with("_sso_session="), "{set}");
+    // The session comes back in its provider's cookie.
+    let name = format!("{}=", sso_operator::broker::session::cookie_name(KEY));
+    assert!(set.starts_with(&name), "{set}");
     assert_eq!(tb.broker.metrics.refreshes(KEY, "refreshed"), 1);
     // The refresh token (sealed in the cookie) revoked at the OP.
-    let sealed = set["_sso_session=".len()..].split(';').next().unwrap();
+    let sealed = set[name.len()..].split(';').next().unwrap();
     let ring = KeyRing::new(&[KEY_A]).unwrap();
     let s = session::open(&ring, sealed, jiff::Timestamp::now().as_second()).unwrap();
     let rt = s.refresh_token.expect("the OP issued a refresh token");

@@ -72,7 +72,7 @@ impl Browser {
             .to_str()
             .unwrap()
             .split("; ")
-            .find_map(|c| c.strip_prefix("_sso_session="))
+            .find_map(|c| c.strip_prefix("_sso_session.")?.split_once('=').map(|(_, v)| v))
             .expect("a session cookie")
             .to_string()
     }
@@ -99,7 +99,7 @@ fn set_cookie(r: &reqwest::Response) -> Option<String> {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("_sso_session="))
+        .find(|v| v.starts_with("_sso_session=") || v.starts_with("_sso_session."))
         .map(str::to_string)
 }
 
@@ -298,8 +298,9 @@ async fn many_requests_with_one_due_cookie_share_one_refresh_of_a_rotating_token
     assert_eq!(cookies.len(), 1, "all got the same new session");
     let new = cookies.into_iter().next().unwrap();
     let new = new
-        .strip_prefix("_sso_session=")
+        .split_once('=')
         .unwrap()
+        .1
         .split(';')
         .next()
         .unwrap();

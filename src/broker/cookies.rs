@@ -7,9 +7,15 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 pub use super::session::SESSION_COOKIE;
 
-/// Cookie holding the sealed ID token for the logout `id_token_hint`; its
-/// path keeps it off every request but logout.
+/// Cookie holding the sealed ID token for the logout `id_token_hint`
+/// (before sessions were per provider; now the prefix of
+/// [`id_token_cookie`]); its path keeps it off every request but logout.
 pub const ID_TOKEN_COOKIE: &str = "_sso_idt";
+
+/// The ID-token cookie of `provider`'s session: `_sso_idt.<ns>.<name>`.
+pub fn id_token_cookie(provider: &str) -> String {
+    super::session::slot(ID_TOKEN_COOKIE, provider)
+}
 /// Path of the session cookie: every request.
 pub const SESSION_PATH: &str = "/";
 /// Path of the login-state cookies: only the callback sees them.

@@ -96,26 +96,55 @@ pub fn error_page(refusal: &Refusal, retry_href: Option<&str>) -> String {
     )
 }
 
-/// The broker's home page for a browser with a valid session: who it is,
-/// through which provider, a sign-out button, and a way to sign in with
-/// another provider.
-pub fn signed_in_page(user: &str, email: Option<&str>, provider: &str, login_href: &str) -> String {
-    let email = email
-        .map(|e| format!(" <span class=\"detail\">({})</span>", escape(e)))
-        .unwrap_or_default();
+/// The broker's home page for a browser with valid sessions: who it is
+/// through each provider (a browser holds one session per provider), a
+/// sign-out button for each and for all, and a way to sign in with another
+/// provider.
+pub fn signed_in_page(sessions: &[SignedIn<'_>], login_href: &str) -> String {
+    let rows: String = sessions
+        .iter()
+        .map(|s| {
+            let email = s
+                .email
+                .map(|e| format!(" <span class=\"detail\">({})</span>", escape(e)))
+                .unwrap_or_default();
+            let out = format!(
+                "/oauth/logout?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("provider", s.key)
+                    .finish()
+            );
+            format!(
+                "<li data-session=\"{}\">as <strong data-user>{}</strong>{email} through <strong data-provider>{}</strong> \
+<form method=\"post\" action=\"{}\"><button type=\"submit\">Sign out of {}</button></form></li>",
+                escape(s.key),
+                escape(s.user),
+                escape(s.provider),
+                escape(&out),
+                escape(s.provider),
+            )
+        })
+        .collect();
     page(
         "Signed in",
         "data-page=\"signed-in\"",
         &format!(
-            "<h1>You are signed in</h1>\
-<p>as <strong data-user>{}</strong>{email} through <strong data-provider>{}</strong></p>\
-<form method=\"post\" action=\"/oauth/logout\"><button type=\"submit\" name=\"signout\">Sign out</button></form>\
+            "<h1>You are signed in</h1><ul class=\"sessions\">{rows}</ul>\
+<form method=\"post\" action=\"/oauth/logout\"><button type=\"submit\" name=\"signout\">Sign out everywhere</button></form>\
 <p><a href=\"{}\">Sign in with another provider</a></p>",
-            escape(user),
-            escape(provider),
             escape(login_href)
         ),
     )
+}
+
+/// One session on the signed-in page.
+pub struct SignedIn<'a> {
+    pub user: &'a str,
+    pub email: Option<&'a str>,
+    /// The provider's display name.
+    pub provider: &'a str,
+    /// The provider's `namespace/name`.
+    pub key: &'a str,
 }
 
 /// Shown after logout.

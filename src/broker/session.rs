@@ -7,8 +7,37 @@ use serde::{Deserialize, Serialize};
 
 use super::seal::{KeyRing, OpenError};
 
-/// Cookie name of the session.
+/// Cookie name of a session from before sessions were per provider, and
+/// the prefix of every session cookie's name.
 pub const SESSION_COOKIE: &str = "_sso_session";
+
+/// The session cookie of `provider` (`namespace/name`):
+/// `_sso_session.<namespace>.<name>`. A browser holds one session per
+/// provider, so signing in through one provider never ends another's
+/// session. Characters a cookie name cannot carry become `_` (the sealed
+/// session says which provider it is from; the name is only its slot).
+pub fn cookie_name(provider: &str) -> String {
+    slot(SESSION_COOKIE, provider)
+}
+
+/// `<prefix>.<namespace>.<name>` for `provider`, as a cookie name.
+pub fn slot(prefix: &str, provider: &str) -> String {
+    let mut name = String::with_capacity(prefix.len() + 1 + provider.len());
+    name.push_str(prefix);
+    name.push('.');
+    name.extend(provider.chars().map(|c| match c {
+        '/' => '.',
+        c if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') => c,
+        _ => '_',
+    }));
+    name
+}
+
+/// Whether `name` is a session cookie's (this version's or the old one).
+pub fn is_session_cookie(name: &str) -> bool {
+    name.strip_prefix(SESSION_COOKIE)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
 /// Purpose (associated data) the session is sealed for.
 const PURPOSE: &str = "session";
 /// Largest sealed session value. With the name and attributes (`Path`,
@@ -108,10 +137,13 @@ pub fn seal(
     if !allowed_groups.is_empty() {
         session.groups.retain(|g| allowed_groups.contains(g));
     }
+    // The cookie's name counts against the browser's 4 KB as well.
+    let limit = MAX_SESSION_BYTES
+        .saturating_sub(cookie_name(&session.provider).len() - SESSION_COOKIE.len());
     loop {
         let json = serde_json::to_vec(&session).expect("session serializes");
         let token = ring.seal(PURPOSE, &json);
-        if token.len() <= MAX_SESSION_BYTES {
+        if token.len() <= limit {
             return Ok(token);
         }
         if session.refresh_token.take().is_some() {
@@ -126,7 +158,7 @@ pub fn seal(
             return Err(TooLarge);
         }
         // Shrink by the overshoot's share, at least one group.
-        let over = token.len() - MAX_SESSION_BYTES;
+        let over = token.len() - limit;
         let avg = (json.len() / (session.groups.len() + 4)).max(1);
         let drop = (over * 3 / 4 / avg).max(1).min(session.groups.len());
         session.groups.truncate(session.groups.len() - drop);

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::broker::{
     Broker, Unscoped, claims,
-    cookies::{self, SESSION_COOKIE, SESSION_PATH},
+    cookies::{self, SESSION_PATH},
     headers,
     provider::ProviderRuntime,
     refresh::{self, Outcome},
@@ -26,22 +26,87 @@ use crate::{
     policy::{route::path_matches, rules::Identity},
 };
 
-/// The session from the request, if valid and its provider still serves,
-/// with the cookie value it came from.
+/// A valid session a request carries, its provider (still serving), and
+/// the cookie it came in.
+pub(super) struct Found<'h> {
+    pub session: Session,
+    pub provider: Arc<ProviderRuntime>,
+    pub cookie: &'h str,
+    pub token: &'h str,
+}
+
+/// Which of a request's sessions a handler is about.
+#[derive(Clone, Copy)]
+pub(super) enum Pick<'a> {
+    /// The newest, whatever its provider.
+    Newest,
+    /// The first from one of these providers, in their order.
+    From(&'a [String]),
+}
+
+/// Every valid session of the request (one per provider's cookie, and a
+/// session cookie from before sessions were per provider), or why there
+/// is none: the first failure's category, else `no_session`.
+pub(super) fn sessions<'h>(
+    b: &Broker,
+    headers: &'h HeaderMap,
+) -> Result<Vec<Found<'h>>, &'static str> {
+    let ring = b.ring().ok_or("no_keys")?;
+    let table = b.table();
+    let now = b.now();
+    let mut found = Vec::new();
+    let mut failure = None;
+    for (cookie, token) in cookies::all(headers) {
+        if !session::is_session_cookie(cookie) {
+            continue;
+        }
+        match session::open(&ring, token, now) {
+            Ok(s) => match table.providers.get(&s.provider) {
+                Some(p) => found.push(Found {
+                    provider: p.clone(),
+                    session: s,
+                    cookie,
+                    token,
+                }),
+                None => {
+                    failure.get_or_insert("provider_gone");
+                }
+            },
+            Err(e) => {
+                failure.get_or_insert(e.category());
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(failure.unwrap_or("no_session"));
+    }
+    Ok(found)
+}
+
+/// The session `pick` chooses; `other_provider` when the request has valid
+/// sessions, none from the providers asked for.
 pub(super) fn current_session<'h>(
     b: &Broker,
     headers: &'h HeaderMap,
-) -> Result<(Session, Arc<ProviderRuntime>, &'h str), &'static str> {
-    let ring = b.ring().ok_or("no_keys")?;
-    let token = cookies::get(headers, SESSION_COOKIE).ok_or("no_session")?;
-    let s = session::open(&ring, token, b.now()).map_err(|e| e.category())?;
-    let table = b.table();
-    let provider = table
-        .providers
-        .get(&s.provider)
-        .cloned()
-        .ok_or("provider_gone")?;
-    Ok((s, provider, token))
+    pick: Pick<'_>,
+) -> Result<Found<'h>, &'static str> {
+    let all = sessions(b, headers)?;
+    match pick {
+        Pick::Newest => all
+            .into_iter()
+            .max_by_key(|f| f.session.issued_at)
+            .ok_or("no_session"),
+        Pick::From(providers) => {
+            let mut all = all;
+            providers
+                .iter()
+                .find_map(|p| {
+                    let i = all.iter().position(|f| &f.session.provider == p)?;
+                    Some(all.swap_remove(i))
+                })
+                .ok_or("other_provider")
+        }
+    }
 }
 
 /// A request's session after a refresh when one is due: the session, its
@@ -50,9 +115,15 @@ pub(super) fn current_session<'h>(
 async fn live_session(
     b: &Broker,
     headers: &HeaderMap,
+    pick: Pick<'_>,
 ) -> Result<(Session, Arc<ProviderRuntime>, Option<HeaderValue>), (&'static str, Option<HeaderValue>)>
 {
-    let (s, provider, token) = current_session(b, headers).map_err(|r| (r, None))?;
+    let Found {
+        session: s,
+        provider,
+        cookie,
+        token,
+    } = current_session(b, headers, pick).map_err(|r| (r, None))?;
     let now = b.now();
     if !s.refresh_due(b.settings.session_refresh, now) {
         return Ok((s, provider, None));
@@ -92,16 +163,15 @@ async fn live_session(
             }
         })
         .await;
+    // The refreshed session goes back into the cookie it came in.
     match outcome {
         Outcome::Refreshed { session, sealed } => {
             let max_age = (session.expires_at - now).max(0);
-            let set = b
-                .cookies
-                .set(SESSION_COOKIE, &sealed, SESSION_PATH, max_age);
+            let set = b.cookies.set(cookie, &sealed, SESSION_PATH, max_age);
             Ok((session, provider, Some(set)))
         }
         Outcome::Kept(_) => Ok((s, provider, None)),
-        Outcome::Ended(_) => Err(("ended", Some(b.cookies.clear(SESSION_COOKIE, SESSION_PATH)))),
+        Outcome::Ended(_) => Err(("ended", Some(b.cookies.clear(cookie, SESSION_PATH)))),
     }
 }
 
@@ -125,7 +195,7 @@ pub async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> R
 
 /// Any provider's session, as long as that provider's rules admit it.
 async fn any_provider(b: &Broker, headers: &HeaderMap) -> Response {
-    let (s, provider, set) = match live_session(b, headers).await {
+    let (s, provider, set) = match live_session(b, headers, Pick::Newest).await {
         Ok(v) => v,
         Err((result, clear)) => {
             b.metrics.forward_auth_result(result);
@@ -214,17 +284,19 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
             }
         }
     }
-    let (s, provider, set) = match live_session(b, headers).await {
+    let (s, provider, set) = match live_session(b, headers, Pick::From(&policy.cfg.providers)).await
+    {
         Ok(v) => v,
         Err((result, clear)) => {
+            // "other_provider": sessions, none from this app's providers;
+            // they are left alone (they serve the apps that accept them)
+            // and the user may sign in with one of this app's providers.
             b.metrics.forward_auth_result(result);
             return with_cookies(challenge(b, &policy, headers, &target), clear);
         }
     };
     if !policy.cfg.providers.contains(&s.provider) {
-        // Not this app's provider: its session is left alone (it serves
-        // the apps that accept it) and the user may sign in with one of
-        // this app's providers.
+        // Never: the session was picked from the policy's providers.
         b.metrics.forward_auth_result("other_provider");
         return with_cookies(challenge(b, &policy, headers, &target), set);
     }
@@ -342,7 +414,7 @@ impl<'h> Target<'h> {
 }
 
 pub async fn userinfo(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    match live_session(&b, &headers).await {
+    match live_session(&b, &headers, Pick::Newest).await {
         Ok((s, _, set)) => with_cookies(
             Json(serde_json::json!({
                 "user": s.user,
@@ -377,6 +449,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::broker::session::SESSION_COOKIE;
     use crate::{
         api::ClientAuthMethod,
         broker::{BrokerSettings, redirect::RedirectPolicy, seal::KeyRing},
@@ -875,6 +948,124 @@ mod tests {
         assert!(body(r).await.contains("unknown_policy"));
         let r = request(&b, "/oauth/start?policy=team/nope&rd=/x", None).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// A browser holds one session per provider: a policy takes the one
+    /// from its providers whatever else the browser carries; the home page
+    /// lists them all; signing out of one provider leaves the others.
+    #[tokio::test]
+    async fn one_session_per_provider_side_by_side() {
+        let b = with_policy(&FixedClock::at(T0));
+        let corp = sealed_at("team/corp", "alice", Some("alice@corp.example"));
+        let mut evil_session = session::open(
+            &KeyRing::new(&[KEY]).unwrap(),
+            &sealed_at("tenant-b/evil", "alice", None),
+            T0,
+        )
+        .unwrap();
+        evil_session.issued_at = T0 + 10; // the newer one
+        let evil = session::seal(&KeyRing::new(&[KEY]).unwrap(), evil_session, &[]).unwrap();
+        let both = format!(
+            "{}={corp}; {}={evil}",
+            session::cookie_name("team/corp"),
+            session::cookie_name("tenant-b/evil")
+        );
+        assert_eq!(session::cookie_name("team/corp"), "_sso_session.team.corp");
+        let send = async |path: &str, extra: &[(&str, &str)]| {
+            let mut req = Request::get(path).header("cookie", &both);
+            for (k, v) in extra {
+                req = req.header(*k, *v);
+            }
+            b.router()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+        };
+        let app = [
+            ("x-forwarded-host", "app.example.com"),
+            ("x-forwarded-uri", "/api"),
+        ];
+        let r = send("/oauth/auth/team/app", &app).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["x-auth-request-provider"], "team/corp");
+        let home = body(send("/", &[]).await).await;
+        assert!(
+            home.contains("data-session=\"team/corp\"")
+                && home.contains("data-session=\"tenant-b/evil\""),
+            "{home}"
+        );
+        assert!(
+            home.find("tenant-b/evil").unwrap() < home.find("team/corp").unwrap(),
+            "newest first"
+        );
+        let me = body(send("/oauth/userinfo", &[]).await).await;
+        assert!(
+            me.contains("\"provider\":\"tenant-b/evil\""),
+            "the newest: {me}"
+        );
+
+        // Sign out of tenant B only: its cookies go, corp's stay.
+        let r = b
+            .router()
+            .oneshot(
+                Request::post("/oauth/logout?provider=tenant-b%2Fevil")
+                    .header("cookie", &both)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let cleared: Vec<&str> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c.starts_with("_sso_session.tenant-b.evil=;")),
+            "{cleared:?}"
+        );
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c.starts_with("_sso_idt.tenant-b.evil=;")),
+            "{cleared:?}"
+        );
+        assert!(
+            !cleared.iter().any(|c| c.contains("team.corp")),
+            "{cleared:?}"
+        );
+        // Everywhere: both.
+        let r = b
+            .router()
+            .oneshot(
+                Request::post("/oauth/logout")
+                    .header("cookie", &both)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let cleared: Vec<&str> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c.starts_with("_sso_session.team.corp=;")),
+            "{cleared:?}"
+        );
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c.starts_with("_sso_session.tenant-b.evil=;")),
+            "{cleared:?}"
+        );
     }
 
     /// `/oauth/auth` without a policy: nobody by default; a default

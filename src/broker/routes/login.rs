@@ -14,7 +14,7 @@ use tracing::info;
 use super::encode_query;
 use crate::broker::{
     Broker,
-    cookies::{self, ID_TOKEN_COOKIE, LOGIN_PATH, LOGOUT_PATH, SESSION_COOKIE, SESSION_PATH},
+    cookies::{self, LOGIN_PATH, LOGOUT_PATH, SESSION_PATH},
     error::{Reason, Refusal},
     login::{self, LoginError, LoginState},
     metrics::ProviderLabel,
@@ -71,15 +71,20 @@ pub async fn home(
     query: Query<RdQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Ok((s, provider, _)) = super::auth::current_session(&b, &headers) {
+    if let Ok(mut found) = super::auth::sessions(&b, &headers) {
+        found.sort_by_key(|f| std::cmp::Reverse(f.session.issued_at));
+        let shown: Vec<pages::SignedIn<'_>> = found
+            .iter()
+            .map(|f| pages::SignedIn {
+                user: &f.session.user,
+                email: f.session.email.as_deref(),
+                provider: &f.provider.cfg.display_name,
+                key: &f.session.provider,
+            })
+            .collect();
         return page(
             StatusCode::OK,
-            pages::signed_in_page(
-                &s.user,
-                s.email.as_deref(),
-                &provider.cfg.display_name,
-                "/oauth/login",
-            ),
+            pages::signed_in_page(&shown, "/oauth/login"),
         );
     }
     login_page(State(b), query).await
@@ -380,14 +385,18 @@ async fn finish_login(
             "the identity does not fit in a session cookie even without groups",
         )
     })?;
+    // This provider's session; sessions from other providers stay.
     set.push(
         b.cookies
-            .set(SESSION_COOKIE, &sealed, SESSION_PATH, lifetime),
+            .set(&session::cookie_name(key), &sealed, SESSION_PATH, lifetime),
     );
     // The ID token for the logout hint, when it fits; only sent to logout.
     let hint = ring.seal(ID_TOKEN_PURPOSE, tokens.id_token.as_bytes());
     if hint.len() <= session::MAX_SESSION_BYTES {
-        set.push(b.cookies.set(ID_TOKEN_COOKIE, &hint, LOGOUT_PATH, lifetime));
+        set.push(
+            b.cookies
+                .set(&cookies::id_token_cookie(key), &hint, LOGOUT_PATH, lifetime),
+        );
     }
     Ok((login_state.rd, identity.user))
 }

@@ -2,36 +2,96 @@
 
 use std::sync::Arc;
 
-use axum::{extract::State, http::HeaderMap, http::StatusCode, response::Response};
+use axum::{
+    extract::{Query, State},
+    http::HeaderMap,
+    http::StatusCode,
+    response::Response,
+};
+use serde::Deserialize;
 use tracing::info;
 
-use super::auth::current_session;
+use super::auth::{Found, sessions};
 use crate::broker::{
     Broker,
-    cookies::{self, ID_TOKEN_COOKIE, LOGOUT_PATH, SESSION_COOKIE, SESSION_PATH},
+    cookies::{self, ID_TOKEN_COOKIE, LOGOUT_PATH, SESSION_PATH},
     error::{Reason, Refusal},
     pages,
     provider::random_token,
     respond::{page, redirect, with_cookies},
     routes::login::ID_TOKEN_PURPOSE,
+    session,
 };
 
-/// Clears the session and, when the provider has an `end_session_endpoint`,
-/// sends the browser there (RP-initiated logout) with the ID-token hint.
-pub async fn logout(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    let cleared = [
-        b.cookies.clear(SESSION_COOKIE, SESSION_PATH),
-        b.cookies.clear(ID_TOKEN_COOKIE, LOGOUT_PATH),
-    ];
-    let Ok((s, provider, _)) = current_session(&b, &headers) else {
+#[derive(Deserialize)]
+pub struct LogoutQuery {
+    /// End only this provider's session (`namespace/name`).
+    provider: Option<String>,
+}
+
+/// Ends the browser's sessions (with `provider=`, only that provider's)
+/// and, when the provider of the newest session ended has an
+/// `end_session_endpoint`, sends the browser there (RP-initiated logout)
+/// with the ID-token hint.
+pub async fn logout(
+    State(b): State<Arc<Broker>>,
+    Query(q): Query<LogoutQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let only = q.provider.as_deref().filter(|p| !p.is_empty());
+    let found = sessions(&b, &headers).unwrap_or_default();
+    let ending: Vec<&Found<'_>> = found
+        .iter()
+        .filter(|f| only.is_none_or(|p| f.session.provider == p))
+        .collect();
+    // The cookies to clear: the ended sessions' and their ID tokens; when
+    // ending everything, every session and ID-token cookie the browser
+    // sent, valid or not.
+    let mut names: Vec<String> = Vec::new();
+    match only {
+        Some(p) => {
+            names.push(session::cookie_name(p));
+            names.extend(ending.iter().map(|f| f.cookie.to_string()));
+        }
+        None => names.extend(
+            cookies::all(&headers)
+                .into_iter()
+                .filter(|(k, _)| session::is_session_cookie(k))
+                .map(|(k, _)| k.to_string()),
+        ),
+    }
+    names.sort();
+    names.dedup();
+    let mut cleared: Vec<_> = names
+        .iter()
+        .map(|n| b.cookies.clear(n, SESSION_PATH))
+        .collect();
+    let mut hints: Vec<String> = match only {
+        Some(p) => vec![cookies::id_token_cookie(p)],
+        None => cookies::all(&headers)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.strip_prefix(ID_TOKEN_COOKIE)
+                    .is_some_and(|r| r.is_empty() || r.starts_with('.'))
+            })
+            .map(str::to_string)
+            .collect(),
+    };
+    hints.sort();
+    hints.dedup();
+    cleared.extend(hints.iter().map(|n| b.cookies.clear(n, LOGOUT_PATH)));
+    let Some(newest) = ending.iter().max_by_key(|f| f.session.issued_at) else {
         return with_cookies(redirect("/oauth/logged-out"), cleared);
     };
+    let (s, provider) = (&newest.session, &newest.provider);
     let hint = b.ring().and_then(|ring| {
-        let sealed = cookies::get(&headers, ID_TOKEN_COOKIE)?;
+        let sealed = cookies::get(&headers, &cookies::id_token_cookie(&s.provider))
+            .or_else(|| cookies::get(&headers, ID_TOKEN_COOKIE))?;
         let raw = ring.open(ID_TOKEN_PURPOSE, sealed).ok()?;
         String::from_utf8(raw).ok()
     });
-    info!(provider = %s.provider, user = %s.user, "logout");
+    info!(provider = %s.provider, user = %s.user, ended = ending.len(), "logout");
     let done = b.settings.public("/oauth/logged-out");
     let to = match provider.end_session_url(hint.as_deref(), &done, &random_token(16)) {
         Some(url) => redirect(url.as_str()),
