@@ -167,14 +167,28 @@ fn wrk(b: &Broker, policy: &str, host: &str, cookie: &str, a: &Args) -> f64 {
     let url = format!("http://127.0.0.1:{}/oauth/auth/{policy}", b.port);
     let status = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["-H", &format!("Cookie: {cookie}"), "-H", &format!("X-Forwarded-Host: {host}")])
+        .args([
+            "-H",
+            &format!("Cookie: {cookie}"),
+            "-H",
+            &format!("X-Forwarded-Host: {host}"),
+        ])
         .arg(&url)
         .output()
         .expect("curl");
     assert_eq!(status.stdout, b"200", "{url} must admit the bench session");
     let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{}", a.connections), &format!("-d{}s", a.duration)])
-        .args(["-H", &format!("Cookie: {cookie}"), "-H", &format!("X-Forwarded-Host: {host}")])
+        .args([
+            "-t1",
+            &format!("-c{}", a.connections),
+            &format!("-d{}s", a.duration),
+        ])
+        .args([
+            "-H",
+            &format!("Cookie: {cookie}"),
+            "-H",
+            &format!("X-Forwarded-Host: {host}"),
+        ])
         .arg(&url)
         .output()
         .expect("wrk (bench/policies.sh installs it)");
@@ -214,9 +228,21 @@ fn main() {
         let first_small = round % 2 == 0;
         for small_now in [first_small, !first_small] {
             if small_now {
-                r1.push(wrk(&small, "ns-0/app-0", "app-0.example.com", &small_cookie, &a));
+                r1.push(wrk(
+                    &small,
+                    "ns-0/app-0",
+                    "app-0.example.com",
+                    &small_cookie,
+                    &a,
+                ));
             } else {
-                r1000.push(wrk(&big, "ns-57/app-557", "app-557.example.com", &big_cookie, &a));
+                r1000.push(wrk(
+                    &big,
+                    "ns-57/app-557",
+                    "app-557.example.com",
+                    &big_cookie,
+                    &a,
+                ));
             }
         }
     }
@@ -229,7 +255,13 @@ fn main() {
     let json_bytes = huge.to_json().len();
     let gzip_bytes = huge.to_gzip().len();
     let h = start(&huge);
-    let _ = wrk(&h, "ns-57/app-9957", "app-9957.example.com", &big_cookie, &Args { duration: 2, ..a });
+    let _ = wrk(
+        &h,
+        "ns-57/app-9957",
+        "app-9957.example.com",
+        &big_cookie,
+        &Args { duration: 2, ..a },
+    );
     let rss_huge = rss_kib(h.child.id());
     drop(h);
 
@@ -243,8 +275,15 @@ fn main() {
             .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
             .unwrap_or_default()
     );
-    let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string();
-    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+    let date = jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let report = format!(
         "# Forward-auth at a policy's URL: one policy vs 1,000\n\n\
 Machine: {machine}. Date: {date}. `bench/policies.sh` (wrk -t1 -c{c} -d{d}s, {n} rounds, alternating; medians).\n\n\

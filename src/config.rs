@@ -138,6 +138,9 @@ pub struct ProgrammedPolicy {
     /// Path prefixes that always get 401 without a session.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_paths: Vec<String>,
+    /// Identity headers and the token that reach the app.
+    #[serde(default)]
+    pub forward: crate::api::policy::Forward,
 }
 
 impl ProgrammedPolicy {

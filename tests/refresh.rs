@@ -72,7 +72,11 @@ impl Browser {
             .to_str()
             .unwrap()
             .split("; ")
-            .find_map(|c| c.strip_prefix("_sso_session.")?.split_once('=').map(|(_, v)| v))
+            .find_map(|c| {
+                c.strip_prefix("_sso_session.")?
+                    .split_once('=')
+                    .map(|(_, v)| v)
+            })
             .expect("a session cookie")
             .to_string()
     }
@@ -297,13 +301,7 @@ async fn many_requests_with_one_due_cookie_share_one_refresh_of_a_rotating_token
     assert_eq!(op.refresh_calls(), 1, "one refresh for 24 requests");
     assert_eq!(cookies.len(), 1, "all got the same new session");
     let new = cookies.into_iter().next().unwrap();
-    let new = new
-        .split_once('=')
-        .unwrap()
-        .1
-        .split(';')
-        .next()
-        .unwrap();
+    let new = new.split_once('=').unwrap().1.split(';').next().unwrap();
     assert_ne!(
         open(new).refresh_token,
         open(&old).refresh_token,

@@ -101,6 +101,66 @@ pub struct AccessPolicySpec {
     )]
     #[schemars(length(max = 16), inner(length(min = 1, max = 1024)))]
     pub api_paths: Vec<String>,
+
+    /// What reaches the app on an admitted request.
+    #[serde(default)]
+    pub forward: Forward,
+}
+
+/// The identity headers and the token the forward-auth answer carries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Forward {
+    /// Identity headers with a value: `user` (X-Auth-Request-User),
+    /// `email`, `groups`, `provider`. The others are sent empty, so a
+    /// client cannot supply its own through the proxy. Default: all four.
+    #[serde(default = "all_headers")]
+    #[schemars(length(max = 4))]
+    pub headers: Vec<IdentityHeader>,
+    /// A token of the user's, as `Authorization: Bearer <token>`: `None`
+    /// (the default), `AccessToken` (for an app that calls APIs as the
+    /// user) or `IDToken`. Kept current by session refresh; an expired
+    /// access token is not forwarded (the user signs in again).
+    #[serde(default)]
+    pub token: ForwardToken,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Self {
+            headers: all_headers(),
+            token: ForwardToken::None,
+        }
+    }
+}
+
+fn all_headers() -> Vec<IdentityHeader> {
+    vec![
+        IdentityHeader::User,
+        IdentityHeader::Email,
+        IdentityHeader::Groups,
+        IdentityHeader::Provider,
+    ]
+}
+
+/// An identity header.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityHeader {
+    User,
+    Email,
+    Groups,
+    Provider,
+}
+
+/// The token forwarded to the app.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ForwardToken {
+    #[default]
+    None,
+    AccessToken,
+    #[serde(rename = "IDToken")]
+    IdToken,
 }
 
 /// What a request without a usable session gets.

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::session::Session;
+use crate::api::policy::IdentityHeader;
 
 pub const USER: HeaderName = HeaderName::from_static("x-auth-request-user");
 pub const EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
@@ -52,6 +53,22 @@ pub fn set_identity(h: &mut HeaderMap, s: &Session) {
     let groups: Vec<Cow<'_, str>> = s.groups.iter().map(|g| encode(g, true)).collect();
     h.insert(GROUPS, value(&groups.join(",")));
     h.insert(PROVIDER, value(&encode(&s.provider, false)));
+}
+
+/// The identity headers `shown` with their values; the others empty (so
+/// a client cannot supply its own through the proxy).
+pub fn set_identity_only(h: &mut HeaderMap, s: &Session, shown: &[IdentityHeader]) {
+    set_identity(h, s);
+    for (header, name) in [
+        (IdentityHeader::User, USER),
+        (IdentityHeader::Email, EMAIL),
+        (IdentityHeader::Groups, GROUPS),
+        (IdentityHeader::Provider, PROVIDER),
+    ] {
+        if !shown.contains(&header) {
+            h.insert(name, HeaderValue::from_static(""));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,5 +27,6 @@ pub mod seal;
 pub mod session;
 pub mod source;
 pub mod state;
+pub mod tokens;
 
 pub use state::{Applied, Broker, BrokerSettings, ProviderTable, Unscoped};

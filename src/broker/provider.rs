@@ -64,6 +64,8 @@ pub struct Tokens {
     pub id_token: String,
     pub access_token: String,
     pub refresh_token: Option<String>,
+    /// The access token's lifetime in seconds, when the IdP said.
+    pub expires_in: Option<u64>,
 }
 
 /// What the token endpoint returned for a refresh token. The ID token is
@@ -73,6 +75,8 @@ pub struct RefreshedTokens {
     pub access_token: String,
     /// A new refresh token when the IdP rotates them.
     pub refresh_token: Option<String>,
+    /// The access token's lifetime in seconds, when the IdP said.
+    pub expires_in: Option<u64>,
 }
 
 /// Why a refresh did not succeed.
@@ -264,6 +268,7 @@ impl ProviderRuntime {
             id_token,
             access_token: response.access_token().secret().clone(),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            expires_in: response.expires_in().map(|d| d.as_secs()),
         })
     }
 
@@ -302,6 +307,7 @@ impl ProviderRuntime {
                     id_token: response.extra_fields().id_token.clone(),
                     access_token: response.access_token().secret().clone(),
                     refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+                    expires_in: response.expires_in().map(|d| d.as_secs()),
                 })
             }
             Err(RequestTokenError::ServerResponse(err))

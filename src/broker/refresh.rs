@@ -41,8 +41,13 @@ pub const MAX_REMEMBERED: usize = 4096;
 /// What a refresh came to.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    /// A new session and its sealed cookie value.
-    Refreshed { session: Session, sealed: String },
+    /// A new session and its sealed cookie value, with the tokens the
+    /// refresh returned (for policies that forward one).
+    Refreshed {
+        session: Session,
+        sealed: String,
+        tokens: Option<Fresh>,
+    },
     /// The IdP could not vouch right now; the session keeps serving.
     Kept(Refusal),
     /// The session is over.
@@ -58,6 +63,15 @@ impl Outcome {
             Self::Ended(_) => "ended",
         }
     }
+}
+
+/// Tokens a refresh returned.
+#[derive(Clone, Debug)]
+pub struct Fresh {
+    pub access_token: String,
+    /// Absent when the IdP issued no new ID token.
+    pub id_token: Option<String>,
+    pub expires_in: Option<u64>,
 }
 
 type Slot = Arc<OnceCell<Outcome>>;
@@ -180,10 +194,16 @@ pub async fn refresh(provider: &ProviderRuntime, ring: &KeyRing, s: Session, now
             }
         }
     }
+    let fresh = Fresh {
+        access_token: tokens.access_token.clone(),
+        id_token: tokens.id_token.clone(),
+        expires_in: tokens.expires_in,
+    };
     match session::seal(ring, next.clone(), &provider.cfg.allowed_groups) {
         Ok(sealed) => Outcome::Refreshed {
             session: session::open(ring, &sealed, now).unwrap_or(next),
             sealed,
+            tokens: Some(fresh),
         },
         Err(_) => Outcome::Ended(Refusal::new(
             super::error::Reason::SessionTooLarge,
@@ -222,6 +242,7 @@ mod tests {
                 refresh_token: None,
             },
             sealed: format!("sealed-{user}"),
+            tokens: None,
         }
     }
 

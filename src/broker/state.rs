@@ -24,9 +24,11 @@ use super::{
     redirect::RedirectPolicy,
     refresh::Refresher,
     seal::KeyRing,
+    tokens::Needs,
 };
 use crate::{
     api::conditions::reasons,
+    api::policy::ForwardToken,
     clock::{Clock, SystemClock},
     config::{BrokerConfig, ProgrammedPolicy, Unavailable},
     oidc::discovery::HttpSettings,
@@ -88,6 +90,15 @@ pub struct ProviderTable {
     pub providers: BTreeMap<String, Arc<ProviderRuntime>>,
     pub unavailable: BTreeMap<String, Unavailable>,
     pub policies: BTreeMap<String, Arc<PolicyRuntime>>,
+    /// Per provider, the tokens some policy of it forwards (absent: none).
+    pub token_needs: BTreeMap<String, Needs>,
+}
+
+impl ProviderTable {
+    /// The tokens to carry for `provider`'s sessions.
+    pub fn needs(&self, provider: &str) -> Needs {
+        self.token_needs.get(provider).copied().unwrap_or_default()
+    }
 }
 
 /// An access policy as the broker enforces it: its entry with the host
@@ -269,11 +280,24 @@ impl Broker {
                 Err(why) => applied.rejected_policies.push((key.clone(), why)),
             }
         }
+        let mut token_needs: BTreeMap<String, Needs> = BTreeMap::new();
+        for p in policies.values() {
+            let kind = p.cfg.forward.token;
+            if kind == ForwardToken::None {
+                continue;
+            }
+            for key in &p.cfg.providers {
+                let n = token_needs.entry(key.clone()).or_default();
+                n.access |= kind == ForwardToken::AccessToken;
+                n.id |= kind == ForwardToken::IdToken;
+            }
+        }
         self.metrics.providers.set(providers.len() as i64);
         self.table.send_replace(Arc::new(ProviderTable {
             providers,
             unavailable,
             policies,
+            token_needs,
         }));
         self.config_loaded.store(true, Ordering::Relaxed);
         self.update_ready();

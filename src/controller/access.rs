@@ -248,6 +248,7 @@ fn decide(
             rules: rules_of(p.spec),
             unauthenticated: p.spec.unauthenticated,
             api_paths: p.spec.api_paths.clone(),
+            forward: p.spec.forward.clone(),
         };
         let serving: Vec<&String> = refs.iter().filter(|k| world.serving.contains(*k)).collect();
         let programmed = CondResult::ok(

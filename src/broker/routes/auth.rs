@@ -19,9 +19,10 @@ use crate::broker::{
     refresh::{self, Outcome},
     respond::{redirect, unauthorized, with_cookies},
     session::{self, Session},
+    tokens::{self, Carried},
 };
 use crate::{
-    api::policy::Unauthenticated,
+    api::policy::{ForwardToken, Unauthenticated},
     broker::state::PolicyRuntime,
     policy::{route::path_matches, rules::Identity},
 };
@@ -112,12 +113,20 @@ pub(super) fn current_session<'h>(
 /// A request's session after a refresh when one is due: the session, its
 /// provider and the cookie to set (after a refresh), or why there is none
 /// and the cookie to clear.
+/// A usable session after any refresh: the cookies to set, and the tokens
+/// the refresh brought (for policies that forward one).
+struct Live {
+    session: Session,
+    provider: Arc<ProviderRuntime>,
+    set: Vec<HeaderValue>,
+    tokens: Option<Carried>,
+}
+
 async fn live_session(
     b: &Broker,
     headers: &HeaderMap,
     pick: Pick<'_>,
-) -> Result<(Session, Arc<ProviderRuntime>, Option<HeaderValue>), (&'static str, Option<HeaderValue>)>
-{
+) -> Result<Live, (&'static str, Option<HeaderValue>)> {
     let Found {
         session: s,
         provider,
@@ -125,8 +134,14 @@ async fn live_session(
         token,
     } = current_session(b, headers, pick).map_err(|r| (r, None))?;
     let now = b.now();
+    let live = |session, set, tokens| Live {
+        session,
+        provider: provider.clone(),
+        set,
+        tokens,
+    };
     if !s.refresh_due(b.settings.session_refresh, now) {
-        return Ok((s, provider, None));
+        return Ok(live(s, Vec::new(), None));
     }
     let ring = b.ring().ok_or(("no_keys", None))?;
     let outcome = b
@@ -165,14 +180,50 @@ async fn live_session(
         .await;
     // The refreshed session goes back into the cookie it came in.
     match outcome {
-        Outcome::Refreshed { session, sealed } => {
+        Outcome::Refreshed {
+            session,
+            sealed,
+            tokens,
+        } => {
             let max_age = (session.expires_at - now).max(0);
-            let set = b.cookies.set(cookie, &sealed, SESSION_PATH, max_age);
-            Ok((session, provider, Some(set)))
+            let mut set = vec![b.cookies.set(cookie, &sealed, SESSION_PATH, max_age)];
+            // The tokens policies forward follow the refresh; an ID token
+            // the IdP did not renew is kept.
+            let needs = b.table().needs(&session.provider);
+            let carried = tokens.filter(|_| needs.any()).map(|t| {
+                let kept_id = carried_tokens(b, headers, &session).and_then(|c| c.id);
+                let id = t.id_token.or(kept_id);
+                Carried::new(
+                    &session,
+                    needs,
+                    &t.access_token,
+                    t.expires_in,
+                    id.as_deref(),
+                    now,
+                )
+            });
+            if let Some(c) = &carried
+                && let Some(ring) = b.ring()
+            {
+                set.push(b.cookies.set(
+                    &tokens::cookie_name(&session.provider),
+                    &tokens::seal(&ring, c.clone()),
+                    SESSION_PATH,
+                    max_age,
+                ));
+            }
+            Ok(live(session, set, carried))
         }
-        Outcome::Kept(_) => Ok((s, provider, None)),
+        Outcome::Kept(_) => Ok(live(s, Vec::new(), None)),
         Outcome::Ended(_) => Err(("ended", Some(b.cookies.clear(cookie, SESSION_PATH)))),
     }
+}
+
+/// The tokens the request carries for session `s`, if any and its own.
+fn carried_tokens(b: &Broker, headers: &HeaderMap, s: &Session) -> Option<Carried> {
+    let ring = b.ring()?;
+    let sealed = cookies::get(headers, &tokens::cookie_name(&s.provider))?;
+    tokens::open(&ring, sealed).filter(|c| c.belongs_to(s))
 }
 
 /// Forward-auth at `/oauth/auth`, no policy named: as the broker's
@@ -195,7 +246,12 @@ pub async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> R
 
 /// Any provider's session, as long as that provider's rules admit it.
 async fn any_provider(b: &Broker, headers: &HeaderMap) -> Response {
-    let (s, provider, set) = match live_session(b, headers, Pick::Newest).await {
+    let Live {
+        session: s,
+        provider,
+        set,
+        ..
+    } = match live_session(b, headers, Pick::Newest).await {
         Ok(v) => v,
         Err((result, clear)) => {
             b.metrics.forward_auth_result(result);
@@ -284,8 +340,12 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
             }
         }
     }
-    let (s, provider, set) = match live_session(b, headers, Pick::From(&policy.cfg.providers)).await
-    {
+    let Live {
+        session: s,
+        provider,
+        set,
+        tokens: fresh,
+    } = match live_session(b, headers, Pick::From(&policy.cfg.providers)).await {
         Ok(v) => v,
         Err((result, clear)) => {
             // "other_provider": sessions, none from this app's providers;
@@ -322,9 +382,48 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
             set,
         );
     }
+    let bearer = match policy.cfg.forward.token {
+        ForwardToken::None => None,
+        kind => {
+            let carried = fresh.or_else(|| carried_tokens(b, headers, &s));
+            let token = carried.as_ref().and_then(|c| match kind {
+                ForwardToken::AccessToken => c
+                    .access
+                    .as_ref()
+                    .filter(|_| c.access_expires.is_none_or(|x| x > b.now()))
+                    .cloned(),
+                _ => c.id.clone(),
+            });
+            match (token, carried) {
+                (Some(t), _) => Some(t),
+                (None, Some(c)) if c.too_large => {
+                    b.metrics.forward_auth_result("token_too_large");
+                    return with_cookies(
+                        (
+                            StatusCode::FORBIDDEN,
+                            format!("access policy {key} forwards a token that is too large to carry in a cookie"),
+                        )
+                            .into_response(),
+                        set,
+                    );
+                }
+                // No token, or an expired one: a fresh login brings one.
+                (None, _) => {
+                    b.metrics.forward_auth_result("no_token");
+                    return with_cookies(challenge(b, &policy, headers, &target), set);
+                }
+            }
+        }
+    };
     b.metrics.forward_auth_result("ok");
     let mut resp = StatusCode::OK.into_response();
-    headers::set_identity(resp.headers_mut(), &s);
+    headers::set_identity_only(resp.headers_mut(), &s, &policy.cfg.forward.headers);
+    if let Some(t) = bearer
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}"))
+    {
+        resp.headers_mut()
+            .insert(axum::http::header::AUTHORIZATION, v);
+    }
     with_cookies(resp, set)
 }
 
@@ -415,7 +514,9 @@ impl<'h> Target<'h> {
 
 pub async fn userinfo(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
     match live_session(&b, &headers, Pick::Newest).await {
-        Ok((s, _, set)) => with_cookies(
+        Ok(Live {
+            session: s, set, ..
+        }) => with_cookies(
             Json(serde_json::json!({
                 "user": s.user,
                 "email": s.email,
@@ -1066,6 +1167,126 @@ mod tests {
                 .any(|c| c.starts_with("_sso_session.tenant-b.evil=;")),
             "{cleared:?}"
         );
+    }
+
+    /// A policy that forwards the access token answers with it as a
+    /// Bearer token while it is valid, and sends only the identity headers
+    /// it names (the others empty); without the token cookie, or with an
+    /// expired token, the user is sent to log in again; a token too large
+    /// for a cookie is a clear 403, not a login loop.
+    #[tokio::test]
+    async fn a_policy_forwards_the_users_token_and_only_the_headers_it_names() {
+        use crate::api::policy::{Forward, ForwardToken, IdentityHeader};
+        use crate::broker::tokens::{self, Carried, Needs};
+        let clock = FixedClock::at(T0);
+        let b = serving(&clock);
+        let mut config = policy_config();
+        let p = config.policies.get_mut("team/app").unwrap();
+        p.forward = Forward {
+            headers: vec![IdentityHeader::User],
+            token: ForwardToken::AccessToken,
+        };
+        b.apply_config(&config);
+        assert_eq!(
+            b.table().needs("team/corp"),
+            Needs {
+                access: true,
+                id: false
+            }
+        );
+        assert_eq!(b.table().needs("tenant-b/evil"), Needs::default());
+
+        let ring = KeyRing::new(&[KEY]).unwrap();
+        let alice = sealed("alice", Some("alice@example.com"));
+        let s = session::open(&ring, &alice, T0).unwrap();
+        let carried = Carried::new(
+            &s,
+            Needs {
+                access: true,
+                id: false,
+            },
+            "at-123",
+            Some(600),
+            None,
+            T0,
+        );
+        let both = format!(
+            "{SESSION_COOKIE}={alice}; {}={}",
+            tokens::cookie_name("team/corp"),
+            tokens::seal(&ring, carried.clone())
+        );
+        let send = async |cookie: &str| {
+            b.router()
+                .oneshot(
+                    Request::get("/oauth/auth/team/app")
+                        .header("cookie", cookie)
+                        .header("x-forwarded-host", "app.example.com")
+                        .header("x-forwarded-uri", "/api")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+        };
+        let r = send(&both).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["authorization"], "Bearer at-123");
+        assert_eq!(r.headers()["x-auth-request-user"], "alice");
+        assert_eq!(
+            r.headers()["x-auth-request-email"],
+            "",
+            "not named: sent empty"
+        );
+        assert_eq!(r.headers()["x-auth-request-groups"], "");
+        assert_eq!(r.headers()["x-auth-request-provider"], "");
+
+        // No token cookie: log in again.
+        let r = send(&format!("{SESSION_COOKIE}={alice}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // Another user's token cookie is not lent to this session.
+        let mut bob = s.clone();
+        bob.sub = "2".into();
+        let stolen = Carried::new(
+            &bob,
+            Needs {
+                access: true,
+                id: false,
+            },
+            "bobs",
+            None,
+            None,
+            T0,
+        );
+        let r = send(&format!(
+            "{SESSION_COOKIE}={alice}; {}={}",
+            tokens::cookie_name("team/corp"),
+            tokens::seal(&ring, stolen)
+        ))
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // Expired: log in again.
+        clock.advance(601);
+        assert_eq!(send(&both).await.status(), StatusCode::UNAUTHORIZED);
+        // Too large for a cookie: said so.
+        let big = Carried::new(
+            &s,
+            Needs {
+                access: true,
+                id: false,
+            },
+            &"x".repeat(5000),
+            None,
+            None,
+            T0,
+        );
+        let r = send(&format!(
+            "{SESSION_COOKIE}={alice}; {}={}",
+            tokens::cookie_name("team/corp"),
+            tokens::seal(&ring, big)
+        ))
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(body(r).await.contains("too large"));
     }
 
     /// `/oauth/auth` without a policy: nobody by default; a default

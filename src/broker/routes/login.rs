@@ -22,6 +22,7 @@ use crate::broker::{
     provider::random_token,
     respond::{Refused, page, redirect, with_cookies},
     session::{self, Session},
+    tokens::{self, Carried},
 };
 
 /// Purpose under which the ID token for the logout hint is sealed.
@@ -379,6 +380,18 @@ async fn finish_login(
             .refresh_token
             .filter(|_| b.settings.session_refresh > 0),
     };
+    // The tokens some policy of this provider forwards to its apps.
+    let needs = b.table().needs(key);
+    let carried = needs.any().then(|| {
+        Carried::new(
+            &sess,
+            needs,
+            &tokens.access_token,
+            tokens.expires_in,
+            Some(&tokens.id_token),
+            now,
+        )
+    });
     let sealed = session::seal(&ring, sess, &provider.cfg.allowed_groups).map_err(|_| {
         Refusal::new(
             Reason::SessionTooLarge,
@@ -390,6 +403,14 @@ async fn finish_login(
         b.cookies
             .set(&session::cookie_name(key), &sealed, SESSION_PATH, lifetime),
     );
+    if let Some(c) = carried {
+        set.push(b.cookies.set(
+            &tokens::cookie_name(key),
+            &tokens::seal(&ring, c),
+            SESSION_PATH,
+            lifetime,
+        ));
+    }
     // The ID token for the logout hint, when it fits; only sent to logout.
     let hint = ring.seal(ID_TOKEN_PURPOSE, tokens.id_token.as_bytes());
     if hint.len() <= session::MAX_SESSION_BYTES {

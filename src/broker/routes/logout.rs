@@ -20,7 +20,7 @@ use crate::broker::{
     provider::random_token,
     respond::{page, redirect, with_cookies},
     routes::login::ID_TOKEN_PURPOSE,
-    session,
+    session, tokens,
 };
 
 #[derive(Deserialize)]
@@ -51,12 +51,16 @@ pub async fn logout(
     match only {
         Some(p) => {
             names.push(session::cookie_name(p));
+            names.push(tokens::cookie_name(p));
             names.extend(ending.iter().map(|f| f.cookie.to_string()));
         }
         None => names.extend(
             cookies::all(&headers)
                 .into_iter()
-                .filter(|(k, _)| session::is_session_cookie(k))
+                .filter(|(k, _)| {
+                    session::is_session_cookie(k)
+                        || k.starts_with(&format!("{}.", tokens::TOKENS_COOKIE))
+                })
                 .map(|(k, _)| k.to_string()),
         ),
     }
