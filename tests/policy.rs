@@ -182,3 +182,85 @@ async fn caddy_sends_browsers_to_the_policys_login_and_back() {
     );
     assert_eq!(page(&bob, "/app/page", HTML).await.0, 403);
 }
+
+/// A policy forwarding the access token: the app gets the real OP's access
+/// token as a Bearer token, usable at the OP's userinfo endpoint, and after
+/// a session refresh the new one.
+#[tokio::test]
+async fn the_access_token_reaches_the_app_and_follows_refreshes() {
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
+    let issuer = op.issuer.clone();
+    let tb = TestBroker::start_refreshing(port, 1, |base| {
+        let corp = provider(
+            "corp/corp",
+            &issuer,
+            base,
+            OP_PATHS,
+            "demo",
+            Some("demo-secret"),
+        );
+        let mut c = config(vec![corp]);
+        c.policies.insert(
+            "corp/api".into(),
+            serde_json::from_value(json!({
+                "namespace": "corp", "name": "api", "generation": 1,
+                "hosts": ["127.0.0.1"], "providers": ["corp/corp"],
+                "rules": {"allow": [{"groups": ["users"]}]},
+                "forward": {"headers": ["user"], "token": "AccessToken"},
+            }))
+            .unwrap(),
+        );
+        c
+    })
+    .await;
+    let alice = browser();
+    assert_eq!(
+        login_at(&alice, &tb.base, "corp/corp", "alice", "/")
+            .await
+            .status,
+        302
+    );
+    let bearer = async || {
+        let r = alice
+            .get(tb.url("/oauth/auth/corp/api"))
+            .header("x-forwarded-host", "127.0.0.1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["x-auth-request-email"],
+            "",
+            "only the user header is forwarded"
+        );
+        r.headers()["authorization"].to_str().unwrap().to_string()
+    };
+    let userinfo = async |authorization: &str| {
+        let r = reqwest::Client::new()
+            .get(format!("{}/me", op.issuer))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let first = bearer().await;
+    assert!(first.starts_with("Bearer "), "{first}");
+    let (status, me) = userinfo(&first).await;
+    assert_eq!(status, 200, "{me}");
+    assert!(me.contains("\"sub\":\"alice\""), "{me}");
+
+    // Due for refresh: the OP issues a new access token, which is what the
+    // app gets from then on.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = bearer().await;
+    assert_ne!(second, first, "the refreshed access token");
+    assert_eq!(userinfo(&second).await.0, 200);
+    assert_eq!(
+        bearer().await,
+        second,
+        "the cookie now carries the new token"
+    );
+}
