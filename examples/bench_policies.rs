@@ -93,6 +93,8 @@ fn cookie(provider: &str) -> String {
         expires_at: now + 3600,
         validated_at: now,
         refresh_token: None,
+        claims: Default::default(),
+        claims_looked_for: Vec::new(),
     };
     let sealed = session::seal(&KeyRing::new(&[KEY]).unwrap(), s, &[]).unwrap();
     format!("{}={sealed}", session::cookie_name(provider))

@@ -339,6 +339,8 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
         expires_at: exp,
         validated_at: iat,
         refresh_token: None,
+        claims: Default::default(),
+        claims_looked_for: Vec::new(),
     };
     let ring_a = KeyRing::new(&[KEY_A]).unwrap();
     let good = session::seal(&ring_a, sess(now, now + 600), &[]).unwrap();

@@ -51,6 +51,8 @@ fuzz_target!(|input: Input| {
             expires_at: now + 1 + i64::from(f.lifetime),
             validated_at: now,
             refresh_token: f.refresh_token,
+            claims: Default::default(),
+            claims_looked_for: Vec::new(),
         };
         if let Ok(token) = session::seal(ring, s.clone(), &[]) {
             assert!(token.len() <= session::MAX_SESSION_BYTES);

@@ -146,6 +146,8 @@ fuzz_target!(|input: Input| {
                 expires_at: now + i64::from(s.expires_in),
                 validated_at: now - i64::from(s.validated_ago),
                 refresh_token: s.refresh_token.clone(),
+                claims: Default::default(),
+                claims_looked_for: Vec::new(),
             },
             &[],
         );

@@ -207,8 +207,8 @@ pub struct AccessRules {
 /// list.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[x_kube(
-    validation = Rule::new("(has(self.users) && size(self.users) > 0) || (has(self.emails) && size(self.emails) > 0) || (has(self.emailDomains) && size(self.emailDomains) > 0) || (has(self.groups) && size(self.groups) > 0)")
-        .message("a rule must list at least one of users, emails, emailDomains or groups (an empty rule would match nobody)")
+    validation = Rule::new("(has(self.users) && size(self.users) > 0) || (has(self.emails) && size(self.emails) > 0) || (has(self.emailDomains) && size(self.emailDomains) > 0) || (has(self.groups) && size(self.groups) > 0) || (has(self.claims) && size(self.claims) > 0)")
+        .message("a rule must list at least one of users, emails, emailDomains, groups or claims (an empty rule would match nobody)")
         .reason(kube::core::Reason::FieldValueRequired),
 )]
 #[serde(rename_all = "camelCase")]
@@ -230,6 +230,25 @@ pub struct AccessRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
     pub groups: Vec<String>,
+    /// Claim values, from the ID token (and userinfo, when the broker
+    /// fetches it): each listed claim must have one of its values (a
+    /// string claim equal to one, a list claim containing one; booleans
+    /// and numbers by their JSON text, `true`, `42`). A dotted name walks
+    /// nested objects (`realm_access.roles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub claims: Vec<ClaimValues>,
+}
+
+/// A claim and the values that match it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ClaimValues {
+    /// The claim's name.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// Values that match.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256)))]
+    pub values: Vec<String>,
 }
 
 /// Observed state, written by the controller.

@@ -18,6 +18,20 @@ pub struct Identity {
     pub email_verified: Option<bool>,
     pub name: Option<String>,
     pub groups: Vec<String>,
+    /// Every claim (the ID token's, with userinfo's when fetched), for the
+    /// claims AccessPolicy rules look at.
+    pub raw: Map<String, Value>,
+}
+
+impl Identity {
+    /// The claims named in `names` (dotted names walk nested objects),
+    /// under those names, for the session.
+    pub fn select(&self, names: &std::collections::BTreeSet<String>) -> Map<String, Value> {
+        names
+            .iter()
+            .filter_map(|n| Some((n.clone(), lookup(&self.raw, n)?.clone())))
+            .collect()
+    }
 }
 
 /// Looks a claim up by name; a name with dots that is not itself a claim
@@ -80,6 +94,7 @@ pub fn map_claims(
         email_verified,
         name,
         groups,
+        raw: claims.clone(),
     })
 }
 

@@ -99,6 +99,8 @@ mod tests {
             expires_at: 1,
             validated_at: 0,
             refresh_token: None,
+            claims: Default::default(),
+            claims_looked_for: Vec::new(),
         };
         let mut h = HeaderMap::new();
         // A client's own value is replaced, never kept beside ours.

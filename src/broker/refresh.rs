@@ -149,7 +149,14 @@ impl Refresher {
 }
 
 /// Refreshes `s` at `provider`. Never fails: every path is an outcome.
-pub async fn refresh(provider: &ProviderRuntime, ring: &KeyRing, s: Session, now: i64) -> Outcome {
+/// `claims`: the claims the provider's policies look at now.
+pub async fn refresh(
+    provider: &ProviderRuntime,
+    ring: &KeyRing,
+    s: Session,
+    claims: &std::collections::BTreeSet<String>,
+    now: i64,
+) -> Outcome {
     let Some(refresh_token) = s.refresh_token.clone() else {
         return Outcome::Kept(Refusal::new(
             super::error::Reason::InvalidRequest,
@@ -176,6 +183,8 @@ pub async fn refresh(provider: &ProviderRuntime, ring: &KeyRing, s: Session, now
                 .await
             {
                 Ok(id) => {
+                    next.claims = id.select(claims);
+                    next.claims_looked_for = claims.iter().cloned().collect();
                     next.user = id.user;
                     next.email = id.email;
                     next.groups = id.groups;
@@ -240,6 +249,8 @@ mod tests {
                 expires_at: 2,
                 validated_at: 1,
                 refresh_token: None,
+                claims: Default::default(),
+                claims_looked_for: Vec::new(),
             },
             sealed: format!("sealed-{user}"),
             tokens: None,

@@ -78,6 +78,19 @@ pub struct Session {
     /// The refresh token, when the IdP issued one and refresh is on.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Claims that AccessPolicy rules of this provider look at, by the
+    /// name the rules use (never dropped to fit: a deny rule must see them).
+    #[serde(
+        rename = "c",
+        default,
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The claim names looked for when the session was sealed (present or
+    /// not): a policy whose rules name another claim cannot judge this
+    /// session and sends the user to sign in again.
+    #[serde(rename = "k", default, skip_serializing_if = "Vec::is_empty")]
+    pub claims_looked_for: Vec<String>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -201,6 +214,8 @@ mod tests {
             expires_at: NOW + 8 * 3600,
             validated_at: NOW,
             refresh_token: None,
+            claims: Default::default(),
+            claims_looked_for: Vec::new(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! redirect target).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -92,12 +92,19 @@ pub struct ProviderTable {
     pub policies: BTreeMap<String, Arc<PolicyRuntime>>,
     /// Per provider, the tokens some policy of it forwards (absent: none).
     pub token_needs: BTreeMap<String, Needs>,
+    /// Per provider, the claims some policy's rules look at.
+    pub claim_needs: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl ProviderTable {
     /// The tokens to carry for `provider`'s sessions.
     pub fn needs(&self, provider: &str) -> Needs {
         self.token_needs.get(provider).copied().unwrap_or_default()
+    }
+
+    /// The claims `provider`'s sessions keep for policy rules.
+    pub fn claims_for(&self, provider: &str) -> BTreeSet<String> {
+        self.claim_needs.get(provider).cloned().unwrap_or_default()
     }
 }
 
@@ -281,6 +288,21 @@ impl Broker {
             }
         }
         let mut token_needs: BTreeMap<String, Needs> = BTreeMap::new();
+        let mut claim_needs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for p in policies.values() {
+            let rules = p.cfg.rules.allow.iter().chain(&p.cfg.rules.deny);
+            let names: BTreeSet<&String> = rules
+                .flat_map(|r| r.claims.iter().map(|c| &c.name))
+                .collect();
+            if !names.is_empty() {
+                for key in &p.cfg.providers {
+                    claim_needs
+                        .entry(key.clone())
+                        .or_default()
+                        .extend(names.iter().map(|n| (*n).clone()));
+                }
+            }
+        }
         for p in policies.values() {
             let kind = p.cfg.forward.token;
             if kind == ForwardToken::None {
@@ -298,6 +320,7 @@ impl Broker {
             unavailable,
             policies,
             token_needs,
+            claim_needs,
         }));
         self.config_loaded.store(true, Ordering::Relaxed);
         self.update_ready();

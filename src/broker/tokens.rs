@@ -127,6 +127,8 @@ mod tests {
             expires_at: 100,
             validated_at: 0,
             refresh_token: None,
+            claims: Default::default(),
+            claims_looked_for: Vec::new(),
         }
     }
 

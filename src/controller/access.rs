@@ -48,7 +48,7 @@ use crate::{
     controller::{program::ProgramSet, status, validate::CondResult},
     policy::{
         route::{Claim, HostPattern, Routes, check_path_prefix},
-        rules::{Rule, Rules},
+        rules::{ClaimRule, Rule, Rules},
         tenancy::{self, AllowedNamespaces},
     },
 };
@@ -347,7 +347,11 @@ fn check_spec(spec: &AccessPolicySpec) -> Result<Vec<HostPattern>, String> {
 }
 
 fn is_empty(r: &AccessRule) -> bool {
-    r.users.is_empty() && r.emails.is_empty() && r.email_domains.is_empty() && r.groups.is_empty()
+    r.users.is_empty()
+        && r.emails.is_empty()
+        && r.email_domains.is_empty()
+        && r.groups.is_empty()
+        && r.claims.is_empty()
 }
 
 fn rules_of(spec: &AccessPolicySpec) -> Rules {
@@ -356,7 +360,14 @@ fn rules_of(spec: &AccessPolicySpec) -> Rules {
         emails: r.emails.clone(),
         email_domains: r.email_domains.clone(),
         groups: r.groups.clone(),
-        claims: Vec::new(),
+        claims: r
+            .claims
+            .iter()
+            .map(|c| ClaimRule {
+                name: c.name.clone(),
+                values: c.values.clone(),
+            })
+            .collect(),
     };
     Rules {
         allow: spec.rules.allow.iter().map(rule).collect(),

@@ -46,8 +46,7 @@ pub struct Rule {
     /// Group names (exact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
-    /// Claim values (not yet settable from an AccessPolicy: sessions do not
-    /// carry claims yet).
+    /// Claim values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<ClaimRule>,
 }

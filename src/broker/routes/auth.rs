@@ -149,8 +149,9 @@ async fn live_session(
         .join(token, || {
             let (provider, ring, s) = (provider.clone(), ring.clone(), s.clone());
             let metrics = b.metrics.clone();
+            let claims = b.table().claims_for(&s.provider);
             async move {
-                let outcome = refresh::refresh(&provider, &ring, s.clone(), now).await;
+                let outcome = refresh::refresh(&provider, &ring, s.clone(), &claims, now).await;
                 metrics.refresh_result(&provider.cfg.key(), outcome.result());
                 match &outcome {
                     Outcome::Refreshed { .. } => {
@@ -364,12 +365,39 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         b.metrics.forward_auth_result("denied");
         return with_cookies((StatusCode::FORBIDDEN, r.message).into_response(), set);
     }
-    let no_claims = serde_json::Map::new();
+    // A claim the rules name that was not looked for when the session was
+    // sealed (the rule is newer): the session cannot be judged; a fresh
+    // login looks for it.
+    let unknown = policy
+        .cfg
+        .rules
+        .allow
+        .iter()
+        .chain(&policy.cfg.rules.deny)
+        .flat_map(|r| &r.claims)
+        .any(|c| !s.claims_looked_for.contains(&c.name));
+    if unknown {
+        b.metrics.forward_auth_result("claims_unknown");
+        return with_cookies(challenge(b, &policy, headers, &target), set);
+    }
+    // Groups dropped to fit the cookie cannot be checked against deny
+    // rules: refuse rather than admit someone a deny rule would stop.
+    if s.groups_truncated && policy.cfg.rules.deny.iter().any(|r| !r.groups.is_empty()) {
+        b.metrics.forward_auth_result("denied");
+        return with_cookies(
+            (
+                StatusCode::FORBIDDEN,
+                format!("access policy {key}: the user's groups did not all fit in the session, so its deny rules cannot be checked"),
+            )
+                .into_response(),
+            set,
+        );
+    }
     let decision = policy.cfg.rules.decide(&Identity {
         user: &s.user,
         email: s.email.as_deref(),
         groups: &s.groups,
-        claims: &no_claims,
+        claims: &s.claims,
     });
     if !decision.is_allowed() {
         b.metrics.forward_auth_result("denied");
@@ -648,6 +676,8 @@ mod tests {
             expires_at: T0 + 3600,
             validated_at: T0,
             refresh_token: None,
+            claims: Default::default(),
+            claims_looked_for: Vec::new(),
         };
         session::seal(&KeyRing::new(&[KEY]).unwrap(), session, &[]).unwrap()
     }

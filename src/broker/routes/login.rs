@@ -366,6 +366,7 @@ async fn finish_login(
         )
         .await?;
     let lifetime = b.settings.session_lifetime;
+    let looked_for = b.table().claims_for(key);
     let sess = Session {
         provider: key.to_string(),
         sub: identity.sub.clone(),
@@ -379,6 +380,8 @@ async fn finish_login(
         refresh_token: tokens
             .refresh_token
             .filter(|_| b.settings.session_refresh > 0),
+        claims: identity.select(&looked_for),
+        claims_looked_for: looked_for.into_iter().collect(),
     };
     // The tokens some policy of this provider forwards to its apps.
     let needs = b.table().needs(key);
