@@ -146,6 +146,12 @@ fn renders_every_optional_feature_only_when_asked() {
     assert_eq!(of_kind(&a, "Ingress").len(), 1);
     assert_eq!(of_kind(&a, "ServiceMonitor").len(), 2);
     assert_eq!(of_kind(&a, "NetworkPolicy").len(), 2);
+    let np = named(&a, "NetworkPolicy", "rel-broker");
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ingress-nginx",
+        "the broker reachable from the ingress controllers only"
+    );
     assert_eq!(of_kind(&a, "PodDisruptionBudget").len(), 2);
     let ingress = of_kind(&a, "Ingress")[0];
     assert_eq!(ingress["spec"]["rules"][0]["host"], "sso.example.com");

@@ -95,11 +95,14 @@ pub struct Outcome {
 
 /// Decides every policy at once (host conflicts are between policies).
 pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, Outcome> {
-    // Specs first: a policy whose hosts or paths do not parse claims nothing.
+    // Specs first: a policy whose hosts or paths do not parse claims
+    // nothing; nor does one whose providers do not resolve (a policy that
+    // cannot be in force must not take a host from one that can).
     let checked: Vec<(&PolicyInput<'_>, Result<Vec<HostPattern>, String>)> =
         policies.iter().map(|p| (p, check_spec(p.spec))).collect();
     let claims: Vec<Claim> = checked
         .iter()
+        .filter(|(p, _)| resolve(p, world).1.is_none())
         .filter_map(|(p, hosts)| {
             Some(Claim {
                 key: p.key(),
@@ -150,6 +153,47 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
         .collect()
 }
 
+/// The policy's providers, each existing and admitting its namespace; or
+/// the first reason one does not (with its message).
+fn resolve(p: &PolicyInput<'_>, world: &World) -> (Vec<String>, Option<(&'static str, String)>) {
+    let mut refs = Vec::new();
+    let mut failure: Option<(&'static str, String)> = None;
+    let no_labels = BTreeMap::new();
+    for r in &p.spec.providers {
+        let ns = r.namespace.as_deref().unwrap_or(p.namespace);
+        let key = format!("{ns}/{}", r.name);
+        match world.providers.get(&key) {
+            None => {
+                failure.get_or_insert((
+                    reasons::PROVIDER_NOT_FOUND,
+                    format!("IdentityProvider {key} does not exist"),
+                ));
+            }
+            Some(allowed) => {
+                let labels = world
+                    .namespace_labels
+                    .get(p.namespace)
+                    .unwrap_or(&no_labels);
+                match tenancy::admits(allowed, ns, p.namespace, labels) {
+                    Ok(()) => refs.push(key),
+                    Err(tenancy::NotAdmitted(why)) => {
+                        failure.get_or_insert((
+                            reasons::REF_NOT_PERMITTED,
+                            format!(
+                                "IdentityProvider {key} does not admit namespace {}: {why}",
+                                p.namespace
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    refs.retain(|k| seen.insert(k.clone()));
+    (refs, failure)
+}
+
 fn decide(
     p: &PolicyInput<'_>,
     hosts: Result<Vec<HostPattern>, String>,
@@ -182,41 +226,7 @@ fn decide(
         ),
     };
 
-    // Every provider must exist and admit this namespace.
-    let mut refs = Vec::new();
-    let mut failure: Option<(&str, String)> = None;
-    let no_labels = BTreeMap::new();
-    for r in &p.spec.providers {
-        let ns = r.namespace.as_deref().unwrap_or(p.namespace);
-        let key = format!("{ns}/{}", r.name);
-        match world.providers.get(&key) {
-            None => {
-                failure.get_or_insert((
-                    reasons::PROVIDER_NOT_FOUND,
-                    format!("IdentityProvider {key} does not exist"),
-                ));
-            }
-            Some(allowed) => {
-                let labels = world
-                    .namespace_labels
-                    .get(p.namespace)
-                    .unwrap_or(&no_labels);
-                match tenancy::admits(allowed, ns, p.namespace, labels) {
-                    Ok(()) => refs.push(key),
-                    Err(tenancy::NotAdmitted(why)) => {
-                        failure.get_or_insert((
-                            reasons::REF_NOT_PERMITTED,
-                            format!(
-                                "IdentityProvider {key} does not admit namespace {}: {why}",
-                                p.namespace
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    refs.dedup();
+    let (refs, failure) = resolve(p, world);
     let resolved = match &failure {
         Some((reason, message)) => CondResult::new(
             policy_types::RESOLVED_REFS,
@@ -449,14 +459,29 @@ pub async fn run(
     } else {
         drop(ns_writer);
     }
-    if super::program::wait_until_ready(&providers).await.is_err()
-        || super::program::wait_until_ready(&policies).await.is_err()
-    {
-        return;
-    }
-    if settings.watch_namespace.is_none()
-        && super::program::wait_until_ready(&namespaces).await.is_err()
-    {
+    // The policies loaded from the broker config at start stay in force
+    // while the watches sync; if they do not within two minutes (no RBAC,
+    // an API server refusing), every policy goes out of force rather than
+    // staying as it was: a policy deleted or an admission withdrawn in the
+    // meantime must not live on.
+    let synced = async {
+        let ok = super::program::wait_until_ready(&providers).await.is_ok()
+            && super::program::wait_until_ready(&policies).await.is_ok();
+        ok && (settings.watch_namespace.is_some()
+            || super::program::wait_until_ready(&namespaces).await.is_ok())
+    };
+    let mut synced = std::pin::pin!(synced);
+    let ready = match tokio::time::timeout(Duration::from_secs(120), &mut synced).await {
+        Ok(ready) => ready,
+        Err(_) => {
+            tracing::error!(
+                "the AccessPolicy, IdentityProvider or Namespace watch has not synced in 2 minutes: every AccessPolicy is out of force until it does (check the controller's RBAC and the CRDs)"
+            );
+            programs.set_policies(BTreeMap::new());
+            synced.await
+        }
+    };
+    if !ready {
         return;
     }
     let mut previous: BTreeMap<String, Vec<crate::api::Condition>> = BTreeMap::new();
@@ -810,6 +835,26 @@ mod tests {
         );
         let new = &out["corp/new"];
         assert!(new.entry.is_none());
+        // A policy that cannot be in force (its provider does not exist)
+        // takes no host, however old.
+        let ghost = basic(&["app.example.com"], json!([{"name": "nobody"}]));
+        let mut with_ghost = policies.to_vec();
+        with_ghost.push(PolicyInput {
+            namespace: "tenant-b",
+            name: "ghost",
+            generation: 1,
+            created: 1,
+            spec: &ghost,
+        });
+        let out2 = program(&with_ghost, &w);
+        assert!(
+            out2["corp/old"].entry.is_some(),
+            "the ghost took corp/old's host"
+        );
+        assert_eq!(
+            cond(&out2["tenant-b/ghost"], policy_types::ACCEPTED).status,
+            Status::True
+        );
         let old = cond(&out["corp/old"], policy_types::ACCEPTED);
         assert_eq!(old.status, Status::True);
         assert!(

@@ -1,7 +1,7 @@
 //! Requests that carry a session: forward-auth and userinfo, with the
 //! session refresh when one is due.
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json,
@@ -24,7 +24,10 @@ use crate::broker::{
 use crate::{
     api::policy::{ForwardToken, Unauthenticated},
     broker::state::PolicyRuntime,
-    policy::{route::path_matches, rules::Identity},
+    policy::{
+        route::{normalize_host, path_matches},
+        rules::Identity,
+    },
 };
 
 /// A valid session a request carries, its provider (still serving), and
@@ -289,6 +292,16 @@ pub async fn policy_auth(
     authorize(&b, &key, &headers, params.get("rest").map(String::as_str)).await
 }
 
+/// `/oauth/auth/<ns>/<name>/`: Envoy asking about the app's root.
+pub async fn policy_auth_root(
+    State(b): State<Arc<Broker>>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let key = format!("{}/{}", params["namespace"], params["name"]);
+    authorize(&b, &key, &headers, Some("")).await
+}
+
 /// What policy `key` says about a request.
 async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str>) -> Response {
     let Some(policy) = b.table().policies.get(key).cloned() else {
@@ -302,7 +315,17 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         )
             .into_response();
     };
-    let target = Target::of(headers, rest);
+    let target = match Target::of(headers, rest) {
+        Ok(t) => t,
+        Err(bad) => {
+            b.metrics.forward_auth_result("bad_target");
+            let why = match bad {
+                BadTarget::Disagree(what) => format!("the proxy's headers disagree about the request's {what}"),
+                BadTarget::Path => "the request path is not acceptable (encoded slash, backslash, ';' or '..' above the root)".to_string(),
+            };
+            return (StatusCode::FORBIDDEN, why).into_response();
+        }
+    };
     let Some(host) = target.host else {
         b.metrics.forward_auth_result("no_host");
         return (
@@ -505,39 +528,112 @@ fn challenge(
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Target<'h> {
     host: Option<&'h str>,
-    path: Option<Cow<'h, str>>,
+    /// Percent-decoded, dot segments resolved; `None` when the proxy sent
+    /// none.
+    path: Option<String>,
+}
+
+/// Why the proxy's account of a request is not usable.
+#[derive(Debug, PartialEq, Eq)]
+enum BadTarget {
+    /// Two headers name different hosts or paths: one of them came from
+    /// the client, and the broker cannot tell which.
+    Disagree(&'static str),
+    /// A path that backends read differently than a prefix match does
+    /// (encoded slashes, backslashes, `;`, `..` above the root, invalid
+    /// escapes).
+    Path,
 }
 
 impl<'h> Target<'h> {
     /// Traefik and Caddy send `X-Forwarded-Host` and `X-Forwarded-Uri`;
     /// ingress-nginx `X-Original-URL`; the README's plain nginx recipe
-    /// `X-Forwarded-Host` and `X-Original-URI`; Envoy keeps the app's
-    /// `Host` and appends the app's path to the auth URL (`rest`).
-    fn of(headers: &'h HeaderMap, rest: Option<&'h str>) -> Self {
+    /// `X-Forwarded-Host`, `X-Forwarded-Uri` and `X-Original-URI`; Envoy
+    /// keeps the app's `Host` and appends the app's path to the auth URL
+    /// (`rest`). Where several are present they must agree: a proxy that
+    /// passes a client's own `X-Forwarded-*` headers on must not let the
+    /// client choose the host or path a policy judges.
+    fn of(headers: &'h HeaderMap, rest: Option<&'h str>) -> Result<Self, BadTarget> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         // X-Original-URL: scheme://host[:port]/path?query
         let (url_host, url_path) = match text("x-original-url").and_then(|u| u.split_once("://")) {
             Some((_, after)) => match after.find(['/', '?', '#']) {
                 Some(i) => (Some(&after[..i]), Some(&after[i..])),
-                None => (Some(after), None),
+                None => (Some(after), Some("/")),
             },
             None => (None, None),
         };
-        let host = text("x-forwarded-host")
-            .map(|h| h.split(',').next().unwrap_or_default().trim())
+        let forwarded_host =
+            text("x-forwarded-host").map(|h| h.split(',').next().unwrap_or_default().trim());
+        if let (Some(a), Some(b)) = (forwarded_host, url_host)
+            && normalize_host(a) != normalize_host(b)
+        {
+            return Err(BadTarget::Disagree("host"));
+        }
+        let host = forwarded_host
             .or(url_host)
             .or_else(|| text("host"))
             .filter(|h| !h.is_empty());
-        let without_query = |p: &'h str| p.split(['?', '#']).next().unwrap_or_default();
-        let path = text("x-forwarded-uri")
-            .or(url_path)
-            .or_else(|| text("x-original-uri"))
-            .map(without_query)
-            .map(Cow::Borrowed)
-            .or_else(|| rest.map(|r| Cow::Owned(format!("/{}", without_query(r)))))
-            .filter(|p| p.starts_with('/'));
-        Target { host, path }
+        fn without_query(p: &str) -> &str {
+            p.split(['?', '#']).next().unwrap_or_default()
+        }
+        let appended = rest.map(|r| format!("/{}", without_query(r)));
+        let mut path: Option<String> = None;
+        for raw in [
+            text("x-forwarded-uri"),
+            url_path,
+            text("x-original-uri"),
+            appended.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let p = normalize_path(without_query(raw)).ok_or(BadTarget::Path)?;
+            match &path {
+                Some(seen) if *seen != p => return Err(BadTarget::Disagree("path")),
+                Some(_) => {}
+                None => path = Some(p),
+            }
+        }
+        Ok(Target { host, path })
     }
+}
+
+/// A request path as a prefix match may judge it: percent-decoded, `.`
+/// and `..` segments resolved. `None` for what backends read in other
+/// ways: an encoded slash or backslash, a backslash, `;` (path
+/// parameters), `..` above the root, an escape that is not UTF-8.
+fn normalize_path(raw: &str) -> Option<String> {
+    if !raw.starts_with('/') || raw.contains(['\\', ';']) {
+        return None;
+    }
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%3b") {
+        return None;
+    }
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    if decoded.contains(['\\', ';']) {
+        return None;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            s => out.push(s),
+        }
+        // "/a/." and "/a/.." name a directory: keep the trailing slash.
+        if i == last && matches!(*seg, "." | "..") {
+            out.push("");
+        }
+    }
+    Some(format!("/{}", out.join("/")))
 }
 
 pub async fn userinfo(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
@@ -945,6 +1041,96 @@ mod tests {
                 "/oauth/auth/app/api",
                 403,
                 "access policy app/api is not in force",
+            ),
+            // A client's own X-Forwarded-* passed on by the proxy beside
+            // the proxy's X-Original-URL: refused, whichever says what.
+            (
+                vec![
+                    ("x-original-url", "https://internal.example.com/admin"),
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api"),
+                ],
+                at,
+                403,
+                "disagree about the request's host",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api"),
+                    ("x-original-uri", "/admin"),
+                ],
+                at,
+                403,
+                "disagree about the request's path",
+            ),
+            // Paths as the backend reads them.
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api/../admin"),
+                ],
+                at,
+                403,
+                "does not cover this path",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api/%2e%2e/admin"),
+                ],
+                at,
+                403,
+                "does not cover this path",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api%2f..%2fadmin"),
+                ],
+                at,
+                403,
+                "not acceptable",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api;x=1/../../admin"),
+                ],
+                at,
+                403,
+                "not acceptable",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/../api"),
+                ],
+                at,
+                403,
+                "not acceptable",
+            ),
+            (
+                vec![
+                    ("x-forwarded-host", "app.example.com"),
+                    ("x-forwarded-uri", "/api/./v1"),
+                ],
+                at,
+                200,
+                "",
+            ),
+            (
+                vec![("host", "app.example.com")],
+                "/oauth/auth/team/app/api%2F..%2Fadmin",
+                403,
+                "does not cover this path",
+            ),
+            // Envoy asking about the app's root: judged, not a 404.
+            (
+                vec![("host", "app.example.com")],
+                "/oauth/auth/team/app/",
+                403,
+                "does not cover this path",
             ),
         ] {
             let r = ask(&b, path, &alice, &headers).await;

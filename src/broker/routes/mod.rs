@@ -41,6 +41,11 @@ impl Broker {
             .route("/oauth/callback/{namespace}/{name}", get(login::callback))
             .route("/oauth/auth", any(auth::forward_auth))
             .route("/oauth/auth/{namespace}/{name}", any(auth::policy_auth))
+            // Envoy asking about the app's root appends "/".
+            .route(
+                "/oauth/auth/{namespace}/{name}/",
+                any(auth::policy_auth_root),
+            )
             .route(
                 "/oauth/auth/{namespace}/{name}/{*rest}",
                 any(auth::policy_auth),

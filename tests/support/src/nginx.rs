@@ -105,6 +105,11 @@ http {{
       proxy_set_header Host $http_host;
       proxy_set_header X-Original-URI $request_uri;
       proxy_set_header X-Original-Method $request_method;
+      # Set here, so a client's own values never reach the broker.
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Uri $request_uri;
+      proxy_set_header X-Forwarded-Method "";
+      proxy_set_header X-Original-URL "";
     }}
     # The protected app.
     location /app/ {{
