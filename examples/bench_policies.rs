@@ -95,6 +95,7 @@ fn cookie(provider: &str) -> String {
         refresh_token: None,
         claims: Default::default(),
         claims_looked_for: Vec::new(),
+        issuer: String::new(),
     };
     let sealed = session::seal(&KeyRing::new(&[KEY]).unwrap(), s, &[]).unwrap();
     format!("{}={sealed}", session::cookie_name(provider))

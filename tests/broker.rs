@@ -341,6 +341,7 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
         refresh_token: None,
         claims: Default::default(),
         claims_looked_for: Vec::new(),
+        issuer: String::new(),
     };
     let ring_a = KeyRing::new(&[KEY_A]).unwrap();
     let good = session::seal(&ring_a, sess(now, now + 600), &[]).unwrap();

@@ -18,8 +18,8 @@ use common::{
 use serde_json::json;
 
 /// Two real OPs (corp's and tenant B's) and a broker at `public` with
-/// both providers and corp's policy `corp/app` (host 127.0.0.1, path /app,
-/// corp's provider, alice only).
+/// both providers, corp's policy `corp/app` and tenant B's `tenant-b/app`
+/// (host 127.0.0.1, path /app, each its own provider, alice only).
 async fn two_tenants(public: &str) -> (Op, Op, TestBroker) {
     let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(public, "corp/corp"))]);
     let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(public, "tenant-b/evil"))]);
@@ -48,6 +48,17 @@ async fn two_tenants(public: &str) -> (Op, Op, TestBroker) {
                 "namespace": "corp", "name": "app", "generation": 1,
                 "hosts": ["127.0.0.1"], "paths": ["/app"],
                 "providers": ["corp/corp"],
+                "rules": {"allow": [{"users": ["alice"]}]},
+            }))
+            .unwrap(),
+        );
+        // Tenant B's own app, with its own provider.
+        c.policies.insert(
+            "tenant-b/app".into(),
+            serde_json::from_value(json!({
+                "namespace": "tenant-b", "name": "app", "generation": 1,
+                "hosts": ["127.0.0.1"], "paths": ["/app"],
+                "providers": ["tenant-b/evil"],
                 "rules": {"allow": [{"users": ["alice"]}]},
             }))
             .unwrap(),
@@ -105,6 +116,33 @@ async fn another_tenants_provider_never_reaches_corps_app_through_nginx() {
     );
     let r = get(&bob, format!("{base}/app/")).await;
     assert_eq!(r.status, 403, "{r:?}");
+
+    // Tenant B's own app, behind a second nginx (same host, other port, so
+    // the browser sends it the same cookies), accepts tenant B's provider:
+    // his "alice" gets in there, and still not at corp's app; corp's alice,
+    // signed in through corp, does not get into tenant B's app.
+    let port_b = common::free_port();
+    let nginx_b = Nginx::start_for(port_b, tb.addr, app, "/oauth/auth/tenant-b/app");
+    let base_b = nginx_b.base();
+    let r = get(&mallory, format!("{base_b}/app/")).await;
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx_b.error_log());
+    let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(seen["headers"]["x-auth-request-provider"], "tenant-b/evil");
+    assert_eq!(get(&mallory, format!("{base}/app/")).await.status, 302);
+    let r = get(&alice, format!("{base_b}/app/")).await;
+    assert_eq!(r.status, 302, "corp's alice at tenant B's app: {r:?}");
+
+    // One browser, both sessions: alice signs in through tenant B as well
+    // and keeps her corp session; each app takes its own provider's.
+    // (The broker's public URL is the first nginx: logins go through it.)
+    let l = login_at(&alice, &base, "tenant-b/evil", "alice", "/app/").await;
+    assert_eq!(l.status, 302, "{l:?}");
+    for (at, provider) in [(&base, "corp/corp"), (&base_b, "tenant-b/evil")] {
+        let r = get(&alice, format!("{at}/app/")).await;
+        assert_eq!(r.status, 200, "{at}: {r:?}");
+        let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(seen["headers"]["x-auth-request-provider"], provider);
+    }
 }
 
 /// Caddy passes the broker's answer on: a browser without a session is

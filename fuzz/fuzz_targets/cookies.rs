@@ -53,6 +53,7 @@ fuzz_target!(|input: Input| {
             refresh_token: f.refresh_token,
             claims: Default::default(),
             claims_looked_for: Vec::new(),
+            issuer: String::new(),
         };
         if let Ok(token) = session::seal(ring, s.clone(), &[]) {
             assert!(token.len() <= session::MAX_SESSION_BYTES);

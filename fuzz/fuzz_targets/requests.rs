@@ -148,6 +148,7 @@ fuzz_target!(|input: Input| {
                 refresh_token: s.refresh_token.clone(),
                 claims: Default::default(),
                 claims_looked_for: Vec::new(),
+                issuer: String::new(),
             },
             &[],
         );

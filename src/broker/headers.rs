@@ -101,6 +101,7 @@ mod tests {
             refresh_token: None,
             claims: Default::default(),
             claims_looked_for: Vec::new(),
+            issuer: String::new(),
         };
         let mut h = HeaderMap::new();
         // A client's own value is replaced, never kept beside ours.

@@ -162,6 +162,15 @@ impl BrokerMetrics {
             .inc();
     }
 
+    /// Forward-auth answers counted for a result other than `ok`.
+    pub fn forward_auth_count(&self, result: &str) -> u64 {
+        self.forward_auth
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .get()
+    }
+
     pub fn refresh_result(&self, provider: &str, result: &str) {
         self.refreshes
             .get_or_create(&ProviderResultLabel {

@@ -251,6 +251,7 @@ mod tests {
                 refresh_token: None,
                 claims: Default::default(),
                 claims_looked_for: Vec::new(),
+                issuer: String::new(),
             },
             sealed: format!("sealed-{user}"),
             tokens: None,

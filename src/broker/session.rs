@@ -91,6 +91,12 @@ pub struct Session {
     /// session and sends the user to sign in again.
     #[serde(rename = "k", default, skip_serializing_if = "Vec::is_empty")]
     pub claims_looked_for: Vec<String>,
+    /// The provider's issuer at login: a provider of the same
+    /// `namespace/name` with another issuer (the namespace deleted and
+    /// made again by someone else, or the provider pointed elsewhere) does
+    /// not inherit the session. Empty in sessions from before.
+    #[serde(rename = "o", default, skip_serializing_if = "String::is_empty")]
+    pub issuer: String,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -216,6 +222,7 @@ mod tests {
             refresh_token: None,
             claims: Default::default(),
             claims_looked_for: Vec::new(),
+            issuer: String::new(),
         }
     }
 

@@ -129,6 +129,7 @@ mod tests {
             refresh_token: None,
             claims: Default::default(),
             claims_looked_for: Vec::new(),
+            issuer: String::new(),
         }
     }
 

@@ -108,6 +108,18 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
     runtime::spawn_metrics(a.serve.metrics_addr, broker.metrics.clone());
     let listener = runtime::listen(a.listen).await?;
     tracing::info!(listen = %a.listen, "broker listening");
+    match &broker.settings.unscoped {
+        crate::broker::Unscoped::Deny => tracing::info!(
+            "forward-auth at /oauth/auth admits nobody; apps ask their AccessPolicy's URL, /oauth/auth/<namespace>/<name> (--default-policy or --any-provider-auth change this)"
+        ),
+        crate::broker::Unscoped::Policy(key) => tracing::info!(
+            policy = %key,
+            "forward-auth at /oauth/auth answers as the default AccessPolicy"
+        ),
+        crate::broker::Unscoped::AnyProvider => tracing::warn!(
+            "forward-auth at /oauth/auth admits any provider's session (--any-provider-auth): every provider on this broker can sign users in to every app that asks /oauth/auth"
+        ),
+    }
     axum::serve(listener, broker.router())
         .with_graceful_shutdown(runtime::shutdown_signal())
         .await

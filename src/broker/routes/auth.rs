@@ -66,6 +66,9 @@ pub(super) fn sessions<'h>(
         }
         match session::open(&ring, token, now) {
             Ok(s) => match table.providers.get(&s.provider) {
+                Some(p) if !s.issuer.is_empty() && s.issuer != p.cfg.issuer => {
+                    failure.get_or_insert("provider_changed");
+                }
                 Some(p) => found.push(Found {
                     provider: p.clone(),
                     session: s,
@@ -774,6 +777,7 @@ mod tests {
             refresh_token: None,
             claims: Default::default(),
             claims_looked_for: Vec::new(),
+            issuer: String::new(),
         };
         session::seal(&KeyRing::new(&[KEY]).unwrap(), session, &[]).unwrap()
     }
@@ -1503,6 +1507,29 @@ mod tests {
         .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(body(r).await.contains("too large"));
+    }
+
+    /// A session is bound to its provider's issuer: a provider of the same
+    /// name now pointing elsewhere (or re-created by someone else) does not
+    /// inherit it; sessions from before the binding carry none and pass.
+    #[tokio::test]
+    async fn a_session_does_not_survive_its_providers_issuer() {
+        let b = serving(&FixedClock::at(T0));
+        let ring = KeyRing::new(&[KEY]).unwrap();
+        let mut s = session::open(&ring, &sealed("alice", None), T0).unwrap();
+        s.issuer = "http://127.0.0.1:1".into();
+        let same = session::seal(&ring, s.clone(), &[]).unwrap();
+        assert_eq!(
+            request(&b, "/oauth/auth", Some(&same)).await.status(),
+            StatusCode::OK
+        );
+        s.issuer = "https://someone-else.example.com".into();
+        let other = session::seal(&ring, s, &[]).unwrap();
+        assert_eq!(
+            request(&b, "/oauth/auth", Some(&other)).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(b.metrics.forward_auth_count("provider_changed"), 1);
     }
 
     /// `/oauth/auth` without a policy: nobody by default; a default

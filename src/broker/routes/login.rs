@@ -382,6 +382,7 @@ async fn finish_login(
             .filter(|_| b.settings.session_refresh > 0),
         claims: identity.select(&looked_for),
         claims_looked_for: looked_for.into_iter().collect(),
+        issuer: provider.cfg.issuer.clone(),
     };
     // The tokens some policy of this provider forwards to its apps.
     let needs = b.table().needs(key);
