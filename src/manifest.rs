@@ -291,6 +291,14 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
                     items.len()
                 ));
             }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                errors.push(format!(
+                    "{at}: Invalid value: {}: must have at least {min} items",
+                    items.len()
+                ));
+            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, v) in items.iter().enumerate() {
                     structural_errors(item_schema, v, &format!("{path}[{i}]"), errors);

@@ -223,6 +223,44 @@ fn structural_schema_rejects_typos_and_wrong_types() {
         );
     }
     assert!(manifest::admission_errors(&schema, &object(base())).is_empty());
+
+    // AccessPolicy: empty hosts, oversized lists, unknown enums.
+    let ap = manifest::crd_schema_for("AccessPolicy").unwrap();
+    let many_rules: Vec<Value> = (0..65)
+        .map(|i| json!({"users": [format!("u{i}")]}))
+        .collect();
+    for (spec, want) in [
+        (
+            crd_cases::policy_with(json!({"hosts": []})),
+            "spec.hosts: Invalid value",
+        ),
+        (
+            crd_cases::policy_with(json!({"providers": []})),
+            "spec.providers: Invalid value",
+        ),
+        (
+            crd_cases::policy_with(json!({"rules": {"allow": many_rules}})),
+            "spec.rules.allow: Too many",
+        ),
+        (
+            crd_cases::policy_with(json!({"unauthenticated": "Login"})),
+            "spec.unauthenticated: Unsupported value",
+        ),
+        (
+            crd_cases::policy_with(json!({"forward": {"token": "Cookie"}})),
+            "spec.forward.token: Unsupported value",
+        ),
+        (
+            crd_cases::policy_with(json!({"rules": null})),
+            "spec.rules: Required value",
+        ),
+    ] {
+        let errors = manifest::admission_errors(&ap, &crd_cases::policy(spec.clone()));
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{spec}: want {want:?}, got {errors:?}"
+        );
+    }
 }
 
 #[test]

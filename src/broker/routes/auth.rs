@@ -1509,6 +1509,75 @@ mod tests {
         assert!(body(r).await.contains("too large"));
     }
 
+    /// Rules apply to live sessions: tightening a policy refuses an
+    /// existing session at once; a claim rule judges the claims the
+    /// session was sealed with, and a rule naming a claim it was not sealed
+    /// with sends the user to sign in again.
+    #[tokio::test]
+    async fn rule_changes_apply_to_live_sessions() {
+        use crate::policy::rules::{ClaimRule, Rule};
+        let b = with_policy(&FixedClock::at(T0));
+        let app = [
+            ("x-forwarded-host", "app.example.com"),
+            ("x-forwarded-uri", "/api"),
+        ];
+        let at = "/oauth/auth/team/app";
+        let ring = KeyRing::new(&[KEY]).unwrap();
+        let mut s = session::open(&ring, &sealed("alice", None), T0).unwrap();
+        s.claims.insert("acr".into(), serde_json::json!("mfa"));
+        s.claims_looked_for = vec!["acr".into()];
+        let alice = session::seal(&ring, s, &[]).unwrap();
+        assert_eq!(ask(&b, at, &alice, &app).await.status(), StatusCode::OK);
+
+        let mut config = policy_config();
+        let rules = &mut config.policies.get_mut("team/app").unwrap().rules;
+        rules.deny.push(Rule {
+            users: vec!["alice".into()],
+            ..Rule::default()
+        });
+        b.apply_config(&config);
+        let r = ask(&b, at, &alice, &app).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            body(r).await,
+            "access policy team/app: denied by rules.deny[1]"
+        );
+
+        // Claim rules: allow by acr=mfa only.
+        let mut config = policy_config();
+        let rules = &mut config.policies.get_mut("team/app").unwrap().rules;
+        rules.allow = vec![Rule {
+            claims: vec![ClaimRule {
+                name: "acr".into(),
+                values: vec!["mfa".into()],
+            }],
+            ..Rule::default()
+        }];
+        b.apply_config(&config);
+        assert_eq!(
+            b.table()
+                .claims_for("team/corp")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["acr"]
+        );
+        assert_eq!(ask(&b, at, &alice, &app).await.status(), StatusCode::OK);
+        // A deny rule on a claim the session was not sealed with.
+        config.policies.get_mut("team/app").unwrap().rules.deny = vec![Rule {
+            claims: vec![ClaimRule {
+                name: "amr".into(),
+                values: vec!["pwd".into()],
+            }],
+            ..Rule::default()
+        }];
+        b.apply_config(&config);
+        assert_eq!(
+            ask(&b, at, &alice, &app).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(b.metrics.forward_auth_count("claims_unknown"), 1);
+    }
+
     /// A session is bound to its provider's issuer: a provider of the same
     /// name now pointing elsewhere (or re-created by someone else) does not
     /// inherit it; sessions from before the binding carry none and pass.
