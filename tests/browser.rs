@@ -128,3 +128,129 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
     );
     println!("login page screenshot: {}", shot.display());
 }
+
+/// One browser, two apps behind one nginx, each with its own AccessPolicy
+/// and its own provider (two real OPs): signed in to both at once, both
+/// sessions on the home page, signing out of one provider leaves the other
+/// app open.
+#[tokio::test]
+async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
+    use serde_json::json;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
+    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
+    let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
+    let tb = TestBroker::start_behind(&public, |base| {
+        let mut corp = provider(
+            "corp/corp",
+            &corp_issuer,
+            base,
+            OP_PATHS,
+            "demo",
+            Some("demo-secret"),
+        );
+        corp.display_name = "Corp".into();
+        let mut evil = provider(
+            "tenant-b/evil",
+            &evil_issuer,
+            base,
+            OP_PATHS,
+            "demo",
+            Some("demo-secret"),
+        );
+        evil.display_name = "Tenant B".into();
+        let mut c = config(vec![corp, evil]);
+        for (ns, name, prefix, provider) in [
+            ("corp", "a", "/a", "corp/corp"),
+            ("tenant-b", "b", "/b", "tenant-b/evil"),
+        ] {
+            c.policies.insert(
+                format!("{ns}/{name}"),
+                serde_json::from_value(json!({
+                    "namespace": ns, "name": name, "generation": 1,
+                    "hosts": ["127.0.0.1"], "paths": [prefix], "providers": [provider],
+                    "rules": {"allow": [{"users": ["alice"]}]},
+                }))
+                .unwrap(),
+            );
+        }
+        c
+    })
+    .await;
+    let app = echo_upstream().await;
+    let nginx = Nginx::start_apps(
+        port,
+        tb.addr,
+        app,
+        &[
+            ("/a/", "/oauth/auth/corp/a"),
+            ("/b/", "/oauth/auth/tenant-b/b"),
+        ],
+    );
+    let shots = format!("{root}/test-output/browser");
+    let out = tokio::task::spawn_blocking({
+        let (base, shots) = (nginx.base(), shots.clone());
+        move || {
+            Command::new("node")
+                .arg("two_apps.mjs")
+                .current_dir(format!("{root}/tests/browser"))
+                .env("BASE", base)
+                .env("APP_A", "/a/")
+                .env("APP_B", "/b/")
+                .env("PROVIDER_A", "corp/corp")
+                .env("PROVIDER_B", "tenant-b/evil")
+                .env("LOGIN", "alice")
+                .env("SHOT_DIR", shots)
+                .output()
+                .expect("node runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from two_apps.mjs; stdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        r["ok"],
+        true,
+        "browser flow failed: {r:#}\nnginx:\n{}",
+        nginx.error_log()
+    );
+    assert_eq!(r["a"]["x-auth-request-provider"], "corp/corp");
+    assert_eq!(r["b"]["x-auth-request-provider"], "tenant-b/evil");
+    assert_eq!(
+        r["aAgain"]["x-auth-request-provider"], "corp/corp",
+        "signing in to B kept A's session"
+    );
+    let sessions: Vec<&str> = r["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(
+        sessions.contains(&"corp/corp") && sessions.contains(&"tenant-b/evil"),
+        "{sessions:?}"
+    );
+    assert_eq!(
+        r["aAfter"]["x-auth-request-provider"], "corp/corp",
+        "signing out of B left A open"
+    );
+    let b_after = r["bAfter"]["redirectedTo"].as_str().unwrap_or_default();
+    assert!(
+        b_after.starts_with(&evil_op.issuer),
+        "B asks for a login at its provider again: {b_after}"
+    );
+    drop(corp_op);
+}

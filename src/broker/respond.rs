@@ -57,6 +57,33 @@ pub fn page(status: StatusCode, html: String) -> Response {
     resp
 }
 
+/// An HTML page whose forms may also lead to `origins` (a sign-out form
+/// posts to the broker, which redirects to the provider's end-session
+/// endpoint; CSP `form-action` governs that redirect too).
+pub fn page_with_form_targets(status: StatusCode, html: String, origins: &[String]) -> Response {
+    let mut resp = page(status, html);
+    let extra: Vec<&str> = origins
+        .iter()
+        .map(String::as_str)
+        // Only what a CSP source can carry: scheme://host[:port].
+        .filter(|o| {
+            o.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":/.-[]".contains(&b))
+        })
+        .collect();
+    if !extra.is_empty() {
+        let csp = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
+            extra.join(" ")
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            resp.headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    resp
+}
+
 /// A `302 Found` to `location` (to `/` when it cannot be a header value).
 pub fn redirect(location: &str) -> Response {
     let mut resp = StatusCode::FOUND.into_response();

@@ -20,7 +20,7 @@ use crate::broker::{
     metrics::ProviderLabel,
     pages,
     provider::random_token,
-    respond::{Refused, page, redirect, with_cookies},
+    respond::{Refused, page, page_with_form_targets, redirect, with_cookies},
     session::{self, Session},
     tokens::{self, Carried},
 };
@@ -83,9 +83,20 @@ pub async fn home(
                 key: &f.session.provider,
             })
             .collect();
-        return page(
+        // Signing out redirects to the providers' end-session endpoints.
+        let mut origins: Vec<String> = found
+            .iter()
+            .filter_map(|f| f.provider.cfg.endpoints.end_session_endpoint.as_deref())
+            .filter_map(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .filter(|o| o != "null")
+            .collect();
+        origins.sort();
+        origins.dedup();
+        return page_with_form_targets(
             StatusCode::OK,
             pages::signed_in_page(&shown, "/oauth/login"),
+            &origins,
         );
     }
     login_page(State(b), query).await

@@ -61,14 +61,77 @@ impl Nginx {
     /// The same, asking the broker at `auth_path` (an AccessPolicy's
     /// `/oauth/auth/<namespace>/<name>`).
     pub fn start_for(port: u16, broker: SocketAddr, app: SocketAddr, auth_path: &str) -> Nginx {
+        Self::start_apps(port, broker, app, &[("/app/", auth_path)])
+    }
+
+    /// Several apps under one nginx: each `(prefix, auth_path)` a location
+    /// of the app server behind `auth_request` at its own broker URL, with
+    /// its own login redirect. The first asks through `location =
+    /// /oauth/auth` (as a single-app nginx does), the others through
+    /// internal locations.
+    pub fn start_apps(
+        port: u16,
+        broker: SocketAddr,
+        app: SocketAddr,
+        apps: &[(&str, &str)],
+    ) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let user = if is_root() { "user root root;" } else { "" };
-        // At a policy's URL, the login offers that policy's providers.
-        let login = match auth_path.strip_prefix("/oauth/auth/") {
-            Some(policy) => format!("/oauth/start?policy={policy}&rd="),
-            None => "/oauth/login?rd=".to_string(),
-        };
+        let mut locations = String::new();
+        for (i, (prefix, auth_path)) in apps.iter().enumerate() {
+            // At a policy's URL, the login offers that policy's providers.
+            let login = match auth_path.strip_prefix("/oauth/auth/") {
+                Some(policy) => format!("/oauth/start?policy={policy}&rd="),
+                None => "/oauth/login?rd=".to_string(),
+            };
+            let (auth_location, internal) = if i == 0 {
+                ("/oauth/auth".to_string(), "")
+            } else {
+                (format!("/_sso_auth_{i}"), "internal;")
+            };
+            locations.push_str(&format!(
+                r#"
+    # The forward-auth subrequest.
+    location = {auth_location} {{
+      {internal}
+      proxy_pass http://broker{auth_path};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      # Set here, so a client's own values never reach the broker.
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Uri $request_uri;
+      proxy_set_header X-Forwarded-Method "";
+      proxy_set_header X-Original-URL "";
+    }}
+    # The protected app.
+    location {prefix} {{
+      auth_request {auth_location};
+      # A refreshed session comes back on the forward-auth answer.
+      auth_request_set $sso_session $upstream_http_set_cookie;
+      add_header Set-Cookie $sso_session;
+      auth_request_set $sso_user $upstream_http_x_auth_request_user;
+      auth_request_set $sso_email $upstream_http_x_auth_request_email;
+      auth_request_set $sso_groups $upstream_http_x_auth_request_groups;
+      auth_request_set $sso_provider $upstream_http_x_auth_request_provider;
+      proxy_set_header X-Auth-Request-User $sso_user;
+      proxy_set_header X-Auth-Request-Email $sso_email;
+      proxy_set_header X-Auth-Request-Groups $sso_groups;
+      proxy_set_header X-Auth-Request-Provider $sso_provider;
+      error_page 401 = @login_{i};
+      proxy_pass http://app;
+    }}
+    location @login_{i} {{
+      return 302 {login}$request_uri;
+    }}
+"#
+            ));
+        }
         let conf = format!(
             r#"{user}
 worker_processes 1;
@@ -95,42 +158,12 @@ http {{
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host;
     }}
-    # The forward-auth subrequest.
-    location = /oauth/auth {{
-      proxy_pass http://broker{auth_path};
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
+    # The broker's home page: who is signed in, sign-out buttons.
+    location = / {{
+      proxy_pass http://broker;
       proxy_set_header Host $http_host;
-      proxy_set_header X-Original-URI $request_uri;
-      proxy_set_header X-Original-Method $request_method;
-      # Set here, so a client's own values never reach the broker.
-      proxy_set_header X-Forwarded-Host $http_host;
-      proxy_set_header X-Forwarded-Uri $request_uri;
-      proxy_set_header X-Forwarded-Method "";
-      proxy_set_header X-Original-URL "";
     }}
-    # The protected app.
-    location /app/ {{
-      auth_request /oauth/auth;
-      # A refreshed session comes back on the forward-auth answer.
-      auth_request_set $sso_session $upstream_http_set_cookie;
-      add_header Set-Cookie $sso_session;
-      auth_request_set $sso_user $upstream_http_x_auth_request_user;
-      auth_request_set $sso_email $upstream_http_x_auth_request_email;
-      auth_request_set $sso_groups $upstream_http_x_auth_request_groups;
-      auth_request_set $sso_provider $upstream_http_x_auth_request_provider;
-      proxy_set_header X-Auth-Request-User $sso_user;
-      proxy_set_header X-Auth-Request-Email $sso_email;
-      proxy_set_header X-Auth-Request-Groups $sso_groups;
-      proxy_set_header X-Auth-Request-Provider $sso_provider;
-      error_page 401 = @login;
-      proxy_pass http://app;
-    }}
-    location @login {{
-      return 302 {login}$request_uri;
-    }}
+{locations}
   }}
 }}
 "#
