@@ -14,6 +14,10 @@ Scenarios, each with the same load generator (wrk) and concurrency:
      and Apache serving the same page unprotected (for reference)
   c) full login round trips through the OP's login and consent forms
      (browserless, bench_client), split into relying-party and OP time
+  d) the realistic path: nginx auth_request to the broker at an
+     AccessPolicy's URL, then a static file from nginx; beside nginx
+     auth_request to the bare 200 server (this architecture's ceiling)
+     and Apache with mod_auth_openidc serving the same file
 """
 
 import argparse
@@ -196,6 +200,8 @@ class Parts:
         self.broker = f"http://127.0.0.1:{self.broker_port}"
         self.apache = f"http://127.0.0.1:{self.apache_port}"
         self.ceiling = f"http://127.0.0.1:{self.ceiling_port}"
+        self.nginx_broker_port = free_port()
+        self.nginx_ceiling_port = free_port()
 
     def spawn(self, cmd, name, **kw):
         log = open(os.path.join(self.tmp, f"{name}.log"), "w")
@@ -251,6 +257,11 @@ class Parts:
                 f"spec:\n  issuer: {self.issuer}\n  clientID: broker\n"
                 "  clientSecretRef: {name: op, key: clientSecret}\n"
                 "  scopes: [openid, email, profile, groups]\n"
+                "---\n"
+                "apiVersion: sso-operator.dev/v1alpha1\nkind: AccessPolicy\n"
+                "metadata: {name: app, namespace: bench}\n"
+                "spec:\n  hosts: [127.0.0.1]\n  providers: [{name: op}]\n"
+                "  rules: {allow: [{groups: [users]}]}\n"
             )
         config = os.path.join(self.tmp, "providers.json")
         subprocess.run(
@@ -346,6 +357,67 @@ OIDCSessionMaxDuration 43200
         self.apache_conf = conf
         self.apache_proc = self.spawn(["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], "apache")
         wait_port(self.apache_port, "Apache", self.apache_proc)
+
+    def start_nginx(self):
+        """nginx serving a static file behind auth_request: one server asks
+        the broker at the AccessPolicy's URL, one the bare 200 server."""
+        d = os.path.join(self.tmp, "nginx")
+        docs = os.path.join(d, "htdocs")
+        os.makedirs(docs, exist_ok=True)
+        with open(os.path.join(docs, "index.html"), "wb") as f:
+            f.write(b"<!doctype html><title>protected</title><p>hello</p>\n")
+        for root, dirs, files in os.walk(d):
+            os.chmod(root, 0o755)
+            for fn in files:
+                os.chmod(os.path.join(root, fn), 0o644)
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+
+        def server(port, auth):
+            return f"""
+  server {{
+    listen 127.0.0.1:{port};
+    root {docs};
+    location = /_auth {{
+      internal;
+      proxy_pass {auth};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Uri $request_uri;
+      proxy_set_header X-Forwarded-Method "";
+    }}
+    location / {{
+      auth_request /_auth;
+      auth_request_set $sso_user $upstream_http_x_auth_request_user;
+      add_header X-User $sso_user;
+    }}
+  }}"""
+
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""{user}worker_processes auto;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/client_body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  keepalive_requests 100000;
+  upstream broker {{ server 127.0.0.1:{self.broker_port}; keepalive 64; }}
+  upstream ceiling {{ server 127.0.0.1:{self.ceiling_port}; keepalive 64; }}
+{server(self.nginx_broker_port, "http://broker/oauth/auth/bench/app")}
+{server(self.nginx_ceiling_port, "http://ceiling/")}
+}}
+""")
+        self.nginx_proc = self.spawn(["/usr/sbin/nginx", "-p", d, "-c", conf, "-g", "daemon off;"], "nginx")
+        wait_port(self.nginx_broker_port, "nginx", self.nginx_proc)
+        wait_port(self.nginx_ceiling_port, "nginx", self.nginx_proc)
 
     def start_ceiling(self):
         self.ceiling_proc = self.spawn([CEILING, f"127.0.0.1:{self.ceiling_port}"], "ceiling")
@@ -445,10 +517,13 @@ def main():
         parts.start_broker()
         parts.start_apache()
         parts.start_ceiling()
+        parts.start_nginx()
         time.sleep(1)
         broker_pids = lambda: [parts.broker_proc.pid]
         apache_pids = lambda: children_of(parts.apache_proc.pid)
         ceiling_pids = lambda: [parts.ceiling_proc.pid]
+        nginx_broker_pids = lambda: [parts.broker_proc.pid] + children_of(parts.nginx_proc.pid)
+        nginx_ceiling_pids = lambda: [parts.ceiling_proc.pid] + children_of(parts.nginx_proc.pid)
         results["idle_kib"] = {
             "broker": rss_kib(broker_pids()),
             "apache": rss_kib(apache_pids()),
@@ -494,6 +569,15 @@ def main():
             # cookie included), so only the handling differs.
             run("authenticated", "ceiling", f"{parts.ceiling}/", [html, f"Cookie: {broker_cookie}"], 200, ceiling_pids)
             run("authenticated", "apache_no_auth", f"{parts.apache}/public/index.html", [html], 200, apache_pids)
+            # d) the realistic path: a static file behind nginx auth_request
+            # (the broker at the AccessPolicy's URL, or the bare 200 server),
+            # and behind mod_auth_openidc.
+            run("static_behind_proxy", "nginx+broker", f"http://127.0.0.1:{parts.nginx_broker_port}/index.html",
+                [html, f"Cookie: {broker_cookie}"], 200, nginx_broker_pids)
+            run("static_behind_proxy", "nginx+ceiling", f"http://127.0.0.1:{parts.nginx_ceiling_port}/index.html",
+                [html, f"Cookie: {broker_cookie}"], 200, nginx_ceiling_pids)
+            run("static_behind_proxy", "mod_auth_openidc", f"{parts.apache}/protected/index.html",
+                [html, f"Cookie: {cookie}"], 200, apache_pids)
         # Each row reports its median round by requests/s (latencies from
         # that same round), every round's rate, and the peak RSS of all.
         for (name, who), runs in rounds.items():
@@ -612,6 +696,19 @@ def report(r):
         f"{100 * ratio(au['apache_no_auth']['rps'], c['rps']):.0f}% | {every(au['apache_no_auth'])} |",
         "",
     ]
+    if "static_behind_proxy" in s:
+        sp = s["static_behind_proxy"]
+        nb, nc, na = sp["nginx+broker"], sp["nginx+ceiling"], sp["mod_auth_openidc"]
+        lines += [
+            "| a static file behind the proxy (the realistic path) | req/s | p50 / p99 ms | share of nginx's ceiling | every round, req/s |",
+            "|---|---:|---|---:|---|",
+            f"| nginx `auth_request` → bare 200 server (ceiling) | {nc['rps']:,.0f} | {nc['p50_ms']:.2f} / {nc['p99_ms']:.2f} | 100% | {every(nc)} |",
+            f"| nginx `auth_request` → broker at an AccessPolicy's URL | {nb['rps']:,.0f} | {nb['p50_ms']:.2f} / {nb['p99_ms']:.2f} | {100 * ratio(nb['rps'], nc['rps']):.0f}% | {every(nb)} |",
+            f"| Apache + mod_auth_openidc | {na['rps']:,.0f} | {na['p50_ms']:.2f} / {na['p99_ms']:.2f} | {100 * ratio(na['rps'], nc['rps']):.0f}% | {every(na)} |",
+            "",
+            f"nginx + broker vs Apache + mod_auth_openidc on the same file: {ratio(nb['rps'], na['rps']):.2f}x the requests/s.",
+            "",
+        ]
     if len(b.get("rounds_rps", [])) > 1:
         shares = [100 * ratio(x, y) for x, y in zip(b["rounds_rps"], c["rounds_rps"])]
         lines += [f"Broker's share of the ceiling round by round: {', '.join(f'{x:.0f}%' for x in shares)}.", ""]

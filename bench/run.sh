@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark: installs its parts (Apache 2.4 with Debian's
-# mod_auth_openidc, wrk, matplotlib for the plot, Node.js and the test
+# mod_auth_openidc, nginx, wrk, matplotlib for the plot, Node.js and the test
 # OpenID provider), builds the broker in release mode, then runs
 # bench/bench.py, which writes bench/results/latest.{md,json,png}.
 # Not part of the test command: it measures, it does not pass or fail.
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in apache2 libapache2-mod-auth-openidc wrk python3-matplotlib; do
+for pkg in apache2 libapache2-mod-auth-openidc wrk python3-matplotlib nginx-light; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # Node.js may come from elsewhere than Debian's packages (a nodejs build that
