@@ -168,14 +168,16 @@ fn start(config: &BrokerConfig) -> Broker {
 /// Requests per second from wrk, after checking one request answers 200.
 fn wrk(b: &Broker, policy: &str, host: &str, cookie: &str, a: &Args) -> f64 {
     let url = format!("http://127.0.0.1:{}/oauth/auth/{policy}", b.port);
+    // The same request for the check and for wrk.
+    let headers = [
+        "-H".to_string(),
+        format!("Cookie: {cookie}"),
+        "-H".to_string(),
+        format!("X-Forwarded-Host: {host}"),
+    ];
     let status = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args([
-            "-H",
-            &format!("Cookie: {cookie}"),
-            "-H",
-            &format!("X-Forwarded-Host: {host}"),
-        ])
+        .args(&headers)
         .arg(&url)
         .output()
         .expect("curl");
@@ -186,12 +188,7 @@ fn wrk(b: &Broker, policy: &str, host: &str, cookie: &str, a: &Args) -> f64 {
             &format!("-c{}", a.connections),
             &format!("-d{}s", a.duration),
         ])
-        .args([
-            "-H",
-            &format!("Cookie: {cookie}"),
-            "-H",
-            &format!("X-Forwarded-Host: {host}"),
-        ])
+        .args(&headers)
         .arg(&url)
         .output()
         .expect("wrk (bench/policies.sh installs it)");

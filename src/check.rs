@@ -214,6 +214,17 @@ pub async fn run(opts: &CheckOptions) -> Result<Report, Error> {
     Ok(report)
 }
 
+/// The error for a document of ours at an apiVersion the CRDs do not serve.
+fn unserved_version(doc: &Document) -> Option<String> {
+    let expected = format!("{}/v1alpha1", crate::api::GROUP);
+    (doc.api_version() != expected).then(|| {
+        format!(
+            "apiVersion {:?} is not served; use {expected}",
+            doc.api_version()
+        )
+    })
+}
+
 /// Decides the AccessPolicies in `docs` as the controller would, with the
 /// providers and Namespaces of the same manifests as the cluster.
 fn check_policies(
@@ -280,13 +291,7 @@ fn check_policies(
             conditions: Vec::new(),
             entry: None,
         };
-        let expected = format!("{}/v1alpha1", crate::api::GROUP);
-        if doc.api_version() != expected {
-            report.admission_errors.push(format!(
-                "apiVersion {:?} is not served; use {expected}",
-                doc.api_version()
-            ));
-        }
+        report.admission_errors.extend(unserved_version(doc));
         if report.admission_errors.is_empty() {
             match serde_json::from_value::<AccessPolicy>(doc.value.clone()) {
                 Ok(p) => parsed.push((reports.len(), ns, doc.name().to_string(), p)),
@@ -339,12 +344,8 @@ async fn check_one(
         conditions: Vec::new(),
         unavailable: None,
     };
-    let expected = format!("{}/v1alpha1", crate::api::GROUP);
-    if doc.api_version() != expected {
-        report.admission_errors.push(format!(
-            "apiVersion {:?} is not served; use {expected}",
-            doc.api_version()
-        ));
+    if let Some(e) = unserved_version(doc) {
+        report.admission_errors.push(e);
         return report;
     }
     report.admission_errors = manifest::admission_errors(schema, &doc.value);

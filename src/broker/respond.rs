@@ -29,10 +29,18 @@ pub fn with_cookies(
     resp
 }
 
+/// The pages' Content-Security-Policy, in two halves so a page whose forms
+/// lead elsewhere can name those origins in `form-action` between them.
+macro_rules! csp {
+    ($($origins:expr)?) => {
+        concat!("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'", $($origins,)? "; frame-ancestors 'none'")
+    };
+}
+
 fn page_headers(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static(csp!()),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
@@ -72,11 +80,8 @@ pub fn page_with_form_targets(status: StatusCode, html: String, origins: &[Strin
         })
         .collect();
     if !extra.is_empty() {
-        let csp = format!(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
-            extra.join(" ")
-        );
-        if let Ok(v) = HeaderValue::from_str(&csp) {
+        let policy = csp!("{}").replace("{}", &format!(" {}", extra.join(" ")));
+        if let Ok(v) = HeaderValue::from_str(&policy) {
             resp.headers_mut()
                 .insert(header::CONTENT_SECURITY_POLICY, v);
         }

@@ -35,8 +35,14 @@ pub fn slot(prefix: &str, provider: &str) -> String {
 
 /// Whether `name` is a session cookie's (this version's or the old one).
 pub fn is_session_cookie(name: &str) -> bool {
-    name.strip_prefix(SESSION_COOKIE)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    name == SESSION_COOKIE || in_slot(SESSION_COOKIE, name)
+}
+
+/// Whether `name` is one of the per-provider cookies [`slot`] names under
+/// `prefix`.
+pub fn in_slot(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with('.'))
 }
 /// Purpose (associated data) the session is sealed for.
 const PURPOSE: &str = "session";

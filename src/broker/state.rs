@@ -114,6 +114,8 @@ impl ProviderTable {
 pub struct PolicyRuntime {
     pub cfg: ProgrammedPolicy,
     pub hosts: Vec<HostPattern>,
+    /// The claims its rules name (allow and deny).
+    pub claim_names: BTreeSet<String>,
 }
 
 impl PolicyRuntime {
@@ -129,7 +131,18 @@ impl PolicyRuntime {
         for p in &cfg.paths {
             check_path_prefix(p)?;
         }
-        Ok(Self { cfg, hosts })
+        let claim_names = cfg
+            .rules
+            .allow
+            .iter()
+            .chain(&cfg.rules.deny)
+            .flat_map(|r| r.claims.iter().map(|c| c.name.clone()))
+            .collect();
+        Ok(Self {
+            cfg,
+            hosts,
+            claim_names,
+        })
     }
 
     /// Whether the policy covers `host` (as the proxy sent it).
@@ -287,31 +300,23 @@ impl Broker {
                 Err(why) => applied.rejected_policies.push((key.clone(), why)),
             }
         }
+        // Per provider, what its sessions must carry for its policies.
         let mut token_needs: BTreeMap<String, Needs> = BTreeMap::new();
         let mut claim_needs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for p in policies.values() {
-            let rules = p.cfg.rules.allow.iter().chain(&p.cfg.rules.deny);
-            let names: BTreeSet<&String> = rules
-                .flat_map(|r| r.claims.iter().map(|c| &c.name))
-                .collect();
-            if !names.is_empty() {
-                for key in &p.cfg.providers {
+            let kind = p.cfg.forward.token;
+            for key in &p.cfg.providers {
+                if !p.claim_names.is_empty() {
                     claim_needs
                         .entry(key.clone())
                         .or_default()
-                        .extend(names.iter().map(|n| (*n).clone()));
+                        .extend(p.claim_names.iter().cloned());
                 }
-            }
-        }
-        for p in policies.values() {
-            let kind = p.cfg.forward.token;
-            if kind == ForwardToken::None {
-                continue;
-            }
-            for key in &p.cfg.providers {
-                let n = token_needs.entry(key.clone()).or_default();
-                n.access |= kind == ForwardToken::AccessToken;
-                n.id |= kind == ForwardToken::IdToken;
+                if kind != ForwardToken::None {
+                    let n = token_needs.entry(key.clone()).or_default();
+                    n.access |= kind == ForwardToken::AccessToken;
+                    n.id |= kind == ForwardToken::IdToken;
+                }
             }
         }
         self.metrics.providers.set(providers.len() as i64);

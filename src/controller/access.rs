@@ -30,7 +30,7 @@ use kube::{
     api::{PartialObjectMeta, Patch, PatchParams},
     runtime::{
         WatchStreamExt,
-        events::{Event, EventType, Recorder},
+        events::Recorder,
         reflector::{self, Store},
         watcher,
     },
@@ -98,12 +98,14 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
     // Specs first: a policy whose hosts or paths do not parse claims
     // nothing; nor does one whose providers do not resolve (a policy that
     // cannot be in force must not take a host from one that can).
-    let checked: Vec<(&PolicyInput<'_>, Result<Vec<HostPattern>, String>)> =
-        policies.iter().map(|p| (p, check_spec(p.spec))).collect();
+    let checked: Vec<(&PolicyInput<'_>, Result<Vec<HostPattern>, String>, Resolved)> = policies
+        .iter()
+        .map(|p| (p, check_spec(p.spec), resolve(p, world)))
+        .collect();
     let claims: Vec<Claim> = checked
         .iter()
-        .filter(|(p, _)| resolve(p, world).1.is_none())
-        .filter_map(|(p, hosts)| {
+        .filter(|(_, _, (_, failure))| failure.is_none())
+        .filter_map(|(p, hosts, _)| {
             Some(Claim {
                 key: p.key(),
                 created: p.created,
@@ -137,9 +139,9 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
 
     checked
         .into_iter()
-        .map(|(p, hosts)| {
+        .map(|(p, hosts, resolved)| {
             let key = p.key();
-            let mut outcome = decide(p, hosts, lost.get(&key), world);
+            let mut outcome = decide(p, hosts, resolved, lost.get(&key), world);
             if let Some(note) = contested.get(&key)
                 && let Some(accepted) = outcome
                     .conditions
@@ -153,9 +155,12 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
         .collect()
 }
 
-/// The policy's providers, each existing and admitting its namespace; or
-/// the first reason one does not (with its message).
-fn resolve(p: &PolicyInput<'_>, world: &World) -> (Vec<String>, Option<(&'static str, String)>) {
+/// The policy's providers that exist and admit its namespace, and the
+/// first reason one does not (with its message).
+type Resolved = (Vec<String>, Option<(&'static str, String)>);
+
+/// Resolves the policy's provider references.
+fn resolve(p: &PolicyInput<'_>, world: &World) -> Resolved {
     let mut refs = Vec::new();
     let mut failure: Option<(&'static str, String)> = None;
     let no_labels = BTreeMap::new();
@@ -197,6 +202,7 @@ fn resolve(p: &PolicyInput<'_>, world: &World) -> (Vec<String>, Option<(&'static
 fn decide(
     p: &PolicyInput<'_>,
     hosts: Result<Vec<HostPattern>, String>,
+    (refs, failure): Resolved,
     lost: Option<&String>,
     world: &World,
 ) -> Outcome {
@@ -226,7 +232,6 @@ fn decide(
         ),
     };
 
-    let (refs, failure) = resolve(p, world);
     let resolved = match &failure {
         Some((reason, message)) => CondResult::new(
             policy_types::RESOLVED_REFS,
@@ -405,10 +410,7 @@ pub fn build_status(
 pub fn needs_write(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> bool {
     let strip = |s: &AccessPolicyStatus| {
         let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Timestamp::UNIX_EPOCH;
-        }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        status::strip_condition_times(&mut s.conditions);
         s
     };
     old.is_none_or(|old| strip(old) != strip(new))
@@ -570,25 +572,13 @@ pub async fn run(
             {
                 Ok(_) => {
                     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-                    for t in status::transitions(old_conditions, &new.conditions) {
-                        let ev = Event {
-                            type_: if t.warning {
-                                EventType::Warning
-                            } else {
-                                EventType::Normal
-                            },
-                            reason: t.reason.clone(),
-                            note: Some(super::truncate(
-                                &format!("{} is {}: {}", t.type_, t.status, t.message),
-                                1000,
-                            )),
-                            action: t.type_.clone(),
-                            secondary: None,
-                        };
-                        if let Err(e) = recorder.publish(&ev, &p.object_ref(&())).await {
-                            warn!(error = %e, "could not publish event");
-                        }
-                    }
+                    super::publish_transitions(
+                        &recorder,
+                        &p.object_ref(&()),
+                        old_conditions,
+                        &new.conditions,
+                    )
+                    .await;
                     previous.insert(key, new.conditions);
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}

@@ -197,20 +197,7 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
                 Err(e) => return Err(e.into()),
             }
             let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-            for t in status::transitions(old_conditions, &new.conditions) {
-                let ev = Event {
-                    type_: if t.warning { EventType::Warning } else { EventType::Normal },
-                    reason: t.reason.clone(),
-                    note: Some(truncate(&format!("{} is {}: {}", t.type_, t.status, t.message), 1000)),
-                    // The condition type as the action keeps one event series per
-                    // condition: the recorder keys series on reason and action.
-                    action: t.type_.clone(),
-                    secondary: None,
-                };
-                if let Err(e) = ctx.recorder.publish(&ev, &idp.object_ref(&())).await {
-                    warn!(error = %e, "could not publish event");
-                }
-            }
+            publish_transitions(&ctx.recorder, &idp.object_ref(&()), old_conditions, &new.conditions).await;
         }
         timer.observe();
 
@@ -232,6 +219,37 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
     }
     .instrument(span)
     .await
+}
+
+/// One Event per condition transition from `old` to `new` (Warning when
+/// the condition is not True), on `object`.
+pub(crate) async fn publish_transitions(
+    recorder: &Recorder,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    old: &[crate::api::Condition],
+    new: &[crate::api::Condition],
+) {
+    for t in status::transitions(old, new) {
+        let ev = Event {
+            type_: if t.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: t.reason.clone(),
+            note: Some(truncate(
+                &format!("{} is {}: {}", t.type_, t.status, t.message),
+                1000,
+            )),
+            // The condition type as the action keeps one event series per
+            // condition: the recorder keys series on reason and action.
+            action: t.type_.clone(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, object).await {
+            warn!(error = %e, "could not publish event");
+        }
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -80,11 +80,17 @@ fn strip_time(s: &IdentityProviderStatus) -> IdentityProviderStatus {
     if let Some(d) = s.discovered.as_mut() {
         d.last_checked = None;
     }
-    for c in &mut s.conditions {
+    strip_condition_times(&mut s.conditions);
+    s
+}
+
+/// Conditions as compared for a write: transition times zeroed, sorted by
+/// type (so time alone, or order, never causes a write).
+pub fn strip_condition_times(conditions: &mut [Condition]) {
+    for c in conditions.iter_mut() {
         c.last_transition_time = Timestamp::UNIX_EPOCH;
     }
-    s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    s
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
 /// A condition change worth an Event.

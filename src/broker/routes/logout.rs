@@ -58,8 +58,7 @@ pub async fn logout(
             cookies::all(&headers)
                 .into_iter()
                 .filter(|(k, _)| {
-                    session::is_session_cookie(k)
-                        || k.starts_with(&format!("{}.", tokens::TOKENS_COOKIE))
+                    session::is_session_cookie(k) || session::in_slot(tokens::TOKENS_COOKIE, k)
                 })
                 .map(|(k, _)| k.to_string()),
         ),
@@ -75,10 +74,7 @@ pub async fn logout(
         None => cookies::all(&headers)
             .into_iter()
             .map(|(k, _)| k)
-            .filter(|k| {
-                k.strip_prefix(ID_TOKEN_COOKIE)
-                    .is_some_and(|r| r.is_empty() || r.starts_with('.'))
-            })
+            .filter(|k| *k == ID_TOKEN_COOKIE || session::in_slot(ID_TOKEN_COOKIE, k))
             .map(str::to_string)
             .collect(),
     };
