@@ -201,6 +201,48 @@ async fn token_endpoint_and_authorization_response_checks() {
     .await;
 }
 
+/// A token endpoint or userinfo streaming without end costs the broker one
+/// megabyte: it stops reading there and hangs up, so the provider gets only
+/// that much (plus what the sockets buffer) out of the gigabyte it offers.
+#[tokio::test]
+async fn endless_answers_are_cut_at_one_megabyte() {
+    for (fault, reason, omit) in [
+        (
+            Fault::TokenEndpointEndless,
+            Reason::TokenInvalidResponse,
+            &[][..],
+        ),
+        (
+            Fault::UserinfoEndless,
+            Reason::UserinfoError,
+            &["groups"][..],
+        ),
+    ] {
+        let (op, tb) = setup_with(|_| {}).await;
+        op.omit_from_id_token(omit);
+        op.set_fault(fault);
+        let (_c, landing) = login(&tb).await;
+        assert_eq!(
+            landing.reason(),
+            Some(reason.code()),
+            "{fault:?}: {landing:?}"
+        );
+        assert!(
+            landing.body.contains("larger than 1024 KiB"),
+            "{fault:?} says why: {}",
+            landing.body
+        );
+        let sent = op
+            .recorded()
+            .endless_sent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            sent > 1 << 20 && sent < 16 << 20,
+            "{fault:?}: the provider got {sent} bytes out; the broker must stop at 1 MiB"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_idp_error_and_description_reach_the_page() {
     let (op, tb) = setup_with(|_| {}).await;

@@ -32,6 +32,7 @@ use crate::{
     oidc::{
         assertion::{ASSERTION_TYPE, ClientKey},
         discovery::{self, HttpSettings},
+        http::{Bounded, MAX_BODY_BYTES, read_body},
         jwks::{Fetch, JwksCache},
         verify::{Jws, check_claims},
     },
@@ -255,7 +256,7 @@ impl ProviderRuntime {
                 .add_extra_param("client_assertion", a);
         }
         let response = request
-            .request_async(&self.http)
+            .request_async(&Bounded(&self.http))
             .await
             .map_err(|e| self.token_failure(e))?;
         let id_token = response.extra_fields().id_token.clone().ok_or_else(|| {
@@ -299,7 +300,7 @@ impl ProviderRuntime {
                 .add_extra_param("client_assertion_type", ASSERTION_TYPE)
                 .add_extra_param("client_assertion", a);
         }
-        let result = request.request_async(&self.http).await;
+        let result = request.request_async(&Bounded(&self.http)).await;
         match result {
             Ok(response) => {
                 *self.refresh_failed_at.lock().expect("not poisoned") = None;
@@ -346,6 +347,10 @@ impl ProviderRuntime {
                         .map(|d| format!(": {}", clip(d, 300)))
                         .unwrap_or_default()
                 ),
+            ),
+            RequestTokenError::Request(oauth2::HttpClientError::Other(too_large)) => Refusal::new(
+                Reason::TokenInvalidResponse,
+                format!("the token endpoint {endpoint} answered too much: {too_large}"),
             ),
             RequestTokenError::Request(err) => Refusal::new(
                 Reason::TokenUnreachable,
@@ -444,18 +449,12 @@ impl ProviderRuntime {
                 ),
             ));
         }
-        let body = response.bytes().await.map_err(|e| {
+        let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| {
             Refusal::new(
                 Reason::UserinfoError,
                 format!("userinfo at {endpoint}: {e}"),
             )
         })?;
-        if body.len() > discovery::MAX_BODY_BYTES {
-            return Err(Refusal::new(
-                Reason::UserinfoError,
-                format!("userinfo at {endpoint} is larger than 1 MiB"),
-            ));
-        }
         let claims: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
             Refusal::new(
                 Reason::UserinfoError,

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use url::Url;
 
+use super::http::BodyError;
 use crate::api::{EndpointOverrides, conditions::reasons};
 
-/// Largest discovery document or JWKS the controller reads.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use super::http::MAX_BODY_BYTES;
 
 /// What to discover: the issuer plus anything that changes the answer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -210,7 +210,7 @@ pub async fn get_json(
     url: &str,
     settings: &HttpSettings,
 ) -> Result<serde_json::Value, Failure> {
-    let mut response = client
+    let response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
@@ -243,25 +243,16 @@ pub async fn get_json(
             format!("{what} at {url} answered HTTP {status}"),
         ));
     }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(Failure::new(
-                        reasons::INVALID_RESPONSE,
-                        format!(
-                            "{what} at {url} is larger than {} KiB",
-                            MAX_BODY_BYTES / 1024
-                        ),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => return Err(classify_request_error(what, url, &e, settings)),
+    let body = match super::http::read_body(response, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(e @ BodyError::TooLarge) => {
+            return Err(Failure::new(
+                reasons::INVALID_RESPONSE,
+                format!("{what} at {url} is {e}"),
+            ));
         }
-    }
+        Err(BodyError::Read(e)) => return Err(classify_request_error(what, url, &e, settings)),
+    };
     serde_json::from_slice(&body).map_err(|e| {
         Failure::new(
             reasons::INVALID_RESPONSE,

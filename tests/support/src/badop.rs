@@ -7,7 +7,10 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use axum::{
@@ -62,6 +65,42 @@ pub enum Fault {
     TokenEndpointSlow,
     /// Refresh answers carry no ID token.
     RefreshWithoutIdToken,
+    /// The token endpoint streams an endless JSON string (up to 1 GiB, no
+    /// `Content-Length`).
+    TokenEndpointEndless,
+    /// Userinfo streams an endless JSON string the same way.
+    UserinfoEndless,
+}
+
+/// Most an endless answer sends before it ends on its own.
+pub const ENDLESS_BYTES: usize = 1 << 30;
+
+/// An answer of `{"access_token":"aaaa…` streamed in 64 KiB chunks until
+/// the client stops reading or [`ENDLESS_BYTES`] went out; `sent` counts
+/// the bytes the connection took.
+fn endless(sent: Arc<AtomicUsize>) -> Response {
+    let chunk = bytes_of(64 * 1024);
+    let head = axum::body::Bytes::from_static(b"{\"access_token\":\"");
+    let stream = futures::stream::unfold(0usize, move |n| {
+        let (chunk, head, sent) = (chunk.clone(), head.clone(), sent.clone());
+        async move {
+            if n >= ENDLESS_BYTES {
+                return None;
+            }
+            let next = if n == 0 { head } else { chunk };
+            sent.fetch_add(next.len(), Ordering::Relaxed);
+            Some((Ok::<_, std::io::Error>(next.clone()), n + next.len()))
+        }
+    });
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+fn bytes_of(n: usize) -> axum::body::Bytes {
+    axum::body::Bytes::from(vec![b'a'; n])
 }
 
 struct Key {
@@ -106,6 +145,8 @@ pub struct Recorded {
     pub token_auth: Vec<Option<String>>,
     pub jwks_fetches: usize,
     pub userinfo_calls: usize,
+    /// Bytes the endless answers got out before the client hung up.
+    pub endless_sent: Arc<AtomicUsize>,
 }
 
 struct Grant {
@@ -522,6 +563,7 @@ async fn token(
         Fault::TokenResponseNotJson => {
             return (StatusCode::OK, "this is not json").into_response();
         }
+        Fault::TokenEndpointEndless => return endless(i.rec.endless_sent.clone()),
         _ => {}
     }
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
@@ -633,6 +675,9 @@ async fn userinfo(State(s): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Res
         .unwrap_or("");
     if !i.tokens.contains_key(token) {
         return (StatusCode::UNAUTHORIZED, "invalid token").into_response();
+    }
+    if i.fault == Fault::UserinfoEndless {
+        return endless(i.rec.endless_sent.clone());
     }
     let mut claims = i.user.clone();
     if i.fault == Fault::UserinfoSubMismatch {
