@@ -110,6 +110,8 @@ pub async fn run(opts: DevOptions, listener: tokio::net::TcpListener) -> Result<
         opts.public_url.as_str().trim_end_matches('/')
     );
 
+    // Ctrl-C or SIGTERM ends the run with exit 0, as for every subcommand.
+    let mut shutdown = std::pin::pin!(crate::cli::runtime::shutdown_signal());
     let mut last_fingerprint = None;
     let mut last_config: Option<BrokerConfig> = None;
     let mut since_check = Duration::ZERO;
@@ -152,7 +154,13 @@ pub async fn run(opts: DevOptions, listener: tokio::net::TcpListener) -> Result<
                 Err(e) => Err(Error::Startup(format!("broker task failed: {e}"))),
             };
         }
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = &mut shutdown => {
+                println!("sso-operator dev: stopped");
+                return Ok(());
+            }
+        }
         since_check += tick;
     }
 }

@@ -97,7 +97,7 @@ async fn dev_serves_a_browser_login_from_a_manifest_folder() {
     )
     .unwrap();
     let listen = format!("127.0.0.1:{port}");
-    let (_dev, rx) = spawn(&[
+    let (mut dev, rx) = spawn(&[
         "dev",
         "-f",
         dir.path().to_str().unwrap(),
@@ -159,6 +159,10 @@ async fn dev_serves_a_browser_login_from_a_manifest_folder() {
         r.status() == 403
     })
     .await;
+
+    // Ctrl-C or SIGTERM stops dev with exit 0, as --help promises.
+    let status = common::terminate(&mut dev.0, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
 }
 
 #[tokio::test]

@@ -849,6 +849,45 @@ fn last_known_good_takes_a_rotated_secret() {
     assert!(v.condition(t::PROGRAMMED).message.contains("generation 2"));
 }
 
+/// An admin locking out a compromised account while the IdP is down: the
+/// rule change reaches the broker although discovery fails, and so do
+/// claim mapping and the verified-email rule.
+#[test]
+fn last_known_good_takes_the_current_access_rules() {
+    let mut i = Inputs::good();
+    discovery_fails(&mut i, r::UNREACHABLE, "down");
+    i.idp.metadata.generation = Some(3);
+    i.idp.spec.allowed_users = vec!["bob".into()];
+    i.idp.spec.allowed_groups = vec!["admins".into()];
+    i.idp.spec.require_verified_email = false;
+    i.idp.spec.claims.username = "email".into();
+    let prev = previous();
+    assert!(prev.allowed_users.is_empty() && prev.require_verified_email);
+    let v = validate(
+        &i.idp,
+        &i.secrets,
+        i.discovery.as_ref(),
+        Some(&prev),
+        &env(),
+    );
+    let Programming::KeepLastKnownGood(kept) = &v.programming else {
+        panic!("expected last known good, got {:?}", v.programming)
+    };
+    assert_eq!(kept.allowed_users, ["bob"]);
+    assert_eq!(kept.allowed_groups, ["admins"]);
+    assert!(!kept.require_verified_email);
+    assert_eq!(kept.claims.username, "email");
+    assert_eq!(kept.endpoints, prev.endpoints, "what discovery decided stays");
+    assert_eq!(kept.issuer, prev.issuer);
+    assert!(
+        v.condition(t::PROGRAMMED)
+            .message
+            .contains("access rules, claims and credentials are generation 3's"),
+        "{}",
+        v.condition(t::PROGRAMMED).message
+    );
+}
+
 #[test]
 fn discovery_request_needs_a_valid_spec_and_ca() {
     let i = Inputs::good();

@@ -233,24 +233,29 @@ impl ProviderRuntime {
 
     /// A fresh signed client assertion for the token endpoint when the
     /// provider uses `private_key_jwt`.
-    fn client_assertion(&self) -> Result<Option<String>, Refusal> {
+    fn client_assertion(&self, now: i64) -> Result<Option<String>, Refusal> {
         let Some(key) = &self.client_key else {
             return Ok(None);
         };
-        let now = jiff::Timestamp::now().as_second();
         key.assertion(&self.cfg.client_id, &self.cfg.endpoints.token_endpoint, now)
             .map(Some)
             .map_err(|e| Refusal::new(Reason::TokenError, format!("client assertion: {e}")))
     }
 
     /// Exchanges the authorization code at the token endpoint.
-    pub async fn exchange(&self, code: &str, verifier: Option<String>) -> Result<Tokens, Refusal> {
+    /// `now` (Unix seconds) dates a client assertion.
+    pub async fn exchange(
+        &self,
+        code: &str,
+        verifier: Option<String>,
+        now: i64,
+    ) -> Result<Tokens, Refusal> {
         let client = self.token_client()?;
         let mut request = client.exchange_code(AuthorizationCode::new(code.to_string()));
         if let Some(v) = verifier {
             request = request.set_pkce_verifier(PkceCodeVerifier::new(v));
         }
-        if let Some(a) = self.client_assertion()? {
+        if let Some(a) = self.client_assertion(now)? {
             request = request
                 .add_extra_param("client_assertion_type", ASSERTION_TYPE)
                 .add_extra_param("client_assertion", a);
@@ -277,7 +282,11 @@ impl ProviderRuntime {
     /// other failure (IdP down, 5xx, garbage, `invalid_client` after a
     /// botched secret rotation) keeps it, and further attempts for this
     /// provider pause for [`REFRESH_BACKOFF`].
-    pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshedTokens, RefreshFailure> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        now: i64,
+    ) -> Result<RefreshedTokens, RefreshFailure> {
         if self
             .refresh_failed_at
             .lock()
@@ -293,7 +302,7 @@ impl ProviderRuntime {
         let token = oauth2::RefreshToken::new(refresh_token.to_string());
         let mut request = client.exchange_refresh_token(&token);
         if let Some(a) = self
-            .client_assertion()
+            .client_assertion(now)
             .map_err(RefreshFailure::Unavailable)?
         {
             request = request

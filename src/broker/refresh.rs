@@ -163,7 +163,7 @@ pub async fn refresh(
             "the session has no refresh token",
         ));
     };
-    let tokens = match provider.refresh(&refresh_token).await {
+    let tokens = match provider.refresh(&refresh_token, now).await {
         Ok(t) => t,
         Err(RefreshFailure::Revoked(r)) => return Outcome::Ended(r),
         Err(RefreshFailure::Unavailable(r)) => return Outcome::Kept(r),

@@ -97,24 +97,6 @@ async fn poll_file(path: PathBuf, interval: Duration, mut on_change: impl FnMut(
     }
 }
 
-/// Loads the config from a file now and whenever it changes.
-pub async fn watch_config_file(broker: Arc<Broker>, path: PathBuf, interval: Duration) {
-    let origin = path.display().to_string();
-    poll_file(path, interval, |bytes| {
-        apply_config_bytes(&broker, bytes, &origin)
-    })
-    .await
-}
-
-/// Loads the session keys from a file now and whenever it changes.
-pub async fn watch_keys_file(broker: Arc<Broker>, path: PathBuf, interval: Duration) {
-    let origin = path.display().to_string();
-    poll_file(path, interval, |bytes| {
-        apply_keys_text(&broker, &String::from_utf8_lossy(bytes), &origin)
-    })
-    .await
-}
-
 /// Watches one Secret by name and calls `on_data` with the value of the
 /// first of `keys` it has, on every change. Runs until the process ends;
 /// API errors back off.
@@ -150,51 +132,76 @@ async fn watch_secret(
     }
 }
 
-/// Watches the controller's broker config Secret.
-pub async fn watch_config_secret(
-    broker: Arc<Broker>,
-    client: Client,
-    namespace: String,
-    name: String,
-) {
-    let origin = format!("Secret {namespace}/{name}");
-    watch_secret(
-        client,
-        &namespace,
-        &name,
-        &[BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY],
-        |data| match data {
-            Some(bytes) => apply_config_bytes(&broker, bytes, &origin),
-            // The chart creates the Secret empty; the controller fills it.
-            None => apply_config_bytes(&broker, b"{\"providers\":{}}", &origin),
-        },
-    )
-    .await
+/// The broker's two inputs.
+#[derive(Clone, Copy, Debug)]
+pub enum Input {
+    /// The providers and access policies the controller programs.
+    Config,
+    /// The session keys, newest first.
+    Keys,
 }
 
-/// Watches the session keys Secret.
-pub async fn watch_keys_secret(
-    broker: Arc<Broker>,
-    client: Client,
-    namespace: String,
-    name: String,
-) {
-    let origin = format!("Secret {namespace}/{name}");
-    watch_secret(
-        client,
-        &namespace,
-        &name,
-        &[SESSION_KEYS_KEY],
-        |data| match data {
-            Some(bytes) => apply_keys_text(&broker, &String::from_utf8_lossy(bytes), &origin),
-            None => error!(
+/// Where an input comes from: a file (polled; for local use) or a Secret
+/// (watched by name).
+pub enum Origin {
+    File(PathBuf),
+    Secret {
+        client: Client,
+        namespace: String,
+        name: String,
+    },
+}
+
+impl Input {
+    /// The Secret keys that may hold it, first found wins.
+    fn secret_keys(self) -> &'static [&'static str] {
+        match self {
+            Input::Config => &[BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY],
+            Input::Keys => &[SESSION_KEYS_KEY],
+        }
+    }
+
+    /// Loads new content; `None` when the Secret has none of the keys.
+    fn apply(self, broker: &Broker, data: Option<&[u8]>, origin: &str) {
+        match (self, data) {
+            (Input::Config, Some(bytes)) => apply_config_bytes(broker, bytes, origin),
+            // The chart creates the Secret empty; the controller fills it.
+            (Input::Config, None) => apply_config_bytes(broker, b"{\"providers\":{}}", origin),
+            (Input::Keys, Some(bytes)) => {
+                apply_keys_text(broker, &String::from_utf8_lossy(bytes), origin)
+            }
+            (Input::Keys, None) => error!(
                 origin,
                 key = SESSION_KEYS_KEY,
                 "the session keys Secret has no such key"
             ),
-        },
-    )
-    .await
+        }
+    }
+}
+
+/// Loads `input` from `from` now and on every change, until the process
+/// ends. A file is read every `interval`.
+pub async fn watch(broker: Arc<Broker>, input: Input, from: Origin, interval: Duration) {
+    match from {
+        Origin::File(path) => {
+            let origin = path.display().to_string();
+            poll_file(path, interval, |bytes| {
+                input.apply(&broker, Some(bytes), &origin)
+            })
+            .await
+        }
+        Origin::Secret {
+            client,
+            namespace,
+            name,
+        } => {
+            let origin = format!("Secret {namespace}/{name}");
+            watch_secret(client, &namespace, &name, input.secret_keys(), |data| {
+                input.apply(&broker, data, &origin)
+            })
+            .await
+        }
+    }
 }
 
 #[cfg(test)]

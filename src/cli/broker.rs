@@ -3,7 +3,11 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{CliError, CliResult, Verdict, args, runtime};
-use crate::broker::{Broker, BrokerSettings, redirect::RedirectPolicy, source};
+use crate::broker::{
+    Broker, BrokerSettings,
+    redirect::RedirectPolicy,
+    source::{self, Input, Origin},
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -77,33 +81,20 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         ),
     };
     let ns = a.operator.namespace;
-    match (a.config_file, &client) {
-        (Some(path), _) => {
-            tokio::spawn(source::watch_config_file(broker.clone(), path, FILE_POLL));
-        }
-        (None, Some(c)) => {
-            tokio::spawn(source::watch_config_secret(
-                broker.clone(),
-                c.clone(),
-                ns.clone(),
-                a.config_secret,
-            ));
-        }
-        (None, None) => unreachable!("a client exists when no file is given"),
-    }
-    match (a.session_keys_file, &client) {
-        (Some(path), _) => {
-            tokio::spawn(source::watch_keys_file(broker.clone(), path, FILE_POLL));
-        }
-        (None, Some(c)) => {
-            tokio::spawn(source::watch_keys_secret(
-                broker.clone(),
-                c.clone(),
-                ns,
-                a.session_keys_secret,
-            ));
-        }
-        (None, None) => unreachable!("a client exists when no file is given"),
+    for (input, file, secret) in [
+        (Input::Config, a.config_file, a.config_secret),
+        (Input::Keys, a.session_keys_file, a.session_keys_secret),
+    ] {
+        let from = match (file, &client) {
+            (Some(path), _) => Origin::File(path),
+            (None, Some(c)) => Origin::Secret {
+                client: c.clone(),
+                namespace: ns.clone(),
+                name: secret,
+            },
+            (None, None) => unreachable!("a client exists when no file is given"),
+        };
+        tokio::spawn(source::watch(broker.clone(), input, from, FILE_POLL));
     }
     runtime::spawn_metrics(a.serve.metrics_addr, broker.metrics.clone());
     let listener = runtime::listen(a.listen).await?;

@@ -116,9 +116,6 @@ pub(super) fn current_session<'h>(
     }
 }
 
-/// A request's session after a refresh when one is due: the session, its
-/// provider and the cookie to set (after a refresh), or why there is none
-/// and the cookie to clear.
 /// A usable session after any refresh: the cookies to set, and the tokens
 /// the refresh brought (for policies that forward one).
 struct Live {

@@ -365,7 +365,7 @@ async fn finish_login(
         ));
     };
     let tokens = provider
-        .exchange(code, login_state.verifier.clone())
+        .exchange(code, login_state.verifier.clone(), now)
         .await?;
     let identity = provider
         .identity(

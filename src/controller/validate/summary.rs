@@ -80,12 +80,17 @@ pub fn summarize(
     };
     // Last known good: a provider that worked keeps serving through a
     // transient provider failure, as long as its spec and Secrets are fine.
+    // Only what discovery decided (issuer, endpoints, CA, algorithms) is
+    // the last good generation's; everything else is the current spec, so
+    // an access rule tightened during an outage takes effect at once.
     let [config, secret, ..] = checked.conditions;
     let transient_only = config.is_true() && secret.is_true() && checked.failed_transiently;
     if let (true, Some(prev), Some(r)) = (transient_only, previous, checked.resolved) {
-        let mut kept = prev.clone();
-        kept.client_id = r.client_id.clone();
-        kept.client_secret = r.client_secret.clone();
+        let mut kept = program(idp, r, &prev.endpoints, env);
+        kept.issuer = prev.issuer.clone();
+        kept.ca_bundle = prev.ca_bundle.clone();
+        kept.generation = prev.generation;
+        let generation = idp.metadata.generation.unwrap_or_default();
         return Summary {
             programming: Programming::KeepLastKnownGood(Box::new(kept)),
             phase: phases::DEGRADED,
@@ -93,7 +98,7 @@ pub fn summarize(
                 types::PROGRAMMED,
                 reasons::LAST_KNOWN_GOOD,
                 format!(
-                    "the broker keeps serving generation {} (last known good) while the provider fails",
+                    "the broker keeps the provider endpoints of generation {} (last known good) while the provider fails; access rules, claims and credentials are generation {generation}'s",
                     prev.generation
                 ),
             ),
