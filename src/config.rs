@@ -55,6 +55,10 @@ pub struct ProgrammedProvider {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authorize_params: BTreeMap<String, String>,
     pub endpoints: ProviderEndpoints,
+    /// The algorithms ID tokens must be signed with; empty: any allowed
+    /// asymmetric one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_token_algs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
     pub claims: ClaimMapping,
@@ -76,6 +80,7 @@ impl ProgrammedProvider {
             issuer: &self.issuer,
             client_id: &self.client_id,
             nonce,
+            algs: &self.id_token_algs,
         }
     }
 

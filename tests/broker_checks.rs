@@ -124,6 +124,19 @@ async fn signature_and_key_checks() {
     assert_refused(Fault::Hs256ClientSecret, Reason::DisallowedAlg, |_| {}).await;
     assert_refused(Fault::Hs256PublicKey, Reason::DisallowedAlg, |_| {}).await;
     assert_refused(Fault::MalformedIdToken, Reason::MalformedIdToken, |_| {}).await;
+
+    // A provider that signs ID tokens with RS256 only (discovery or
+    // spec.idTokenSigningAlgs): an ES256 token under a key it publishes is
+    // refused.
+    let (_op, tb) = setup_with(|p| p.id_token_algs = vec!["RS256".into()]).await;
+    let (_c, landing) = login(&tb).await;
+    assert_eq!(
+        landing.reason(),
+        Some(Reason::DisallowedAlg.code()),
+        "{landing:?}"
+    );
+    let (_op, tb) = setup_with(|p| p.id_token_algs = vec!["ES256".into()]).await;
+    assert_eq!(login(&tb).await.1.status, 302, "ES256 pinned, ES256 signed");
 }
 
 #[tokio::test]
@@ -141,6 +154,7 @@ async fn claim_checks() {
     assert_refused(Fault::WrongAzp, Reason::InvalidAzp, |_| {}).await;
     assert_refused(Fault::Expired, Reason::TokenExpired, |_| {}).await;
     assert_refused(Fault::IssuedInFuture, Reason::IssuedInFuture, |_| {}).await;
+    assert_refused(Fault::NotYetValid, Reason::NotYetValid, |_| {}).await;
     assert_refused(Fault::NonceMismatch, Reason::InvalidNonce, |_| {}).await;
     assert_refused(Fault::NonceMissing, Reason::InvalidNonce, |_| {}).await;
     assert_refused(Fault::SubMissing, Reason::MissingSub, |_| {}).await;

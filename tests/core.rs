@@ -877,7 +877,10 @@ fn last_known_good_takes_the_current_access_rules() {
     assert_eq!(kept.allowed_groups, ["admins"]);
     assert!(!kept.require_verified_email);
     assert_eq!(kept.claims.username, "email");
-    assert_eq!(kept.endpoints, prev.endpoints, "what discovery decided stays");
+    assert_eq!(
+        kept.endpoints, prev.endpoints,
+        "what discovery decided stays"
+    );
     assert_eq!(kept.issuer, prev.issuer);
     assert!(
         v.condition(t::PROGRAMMED)

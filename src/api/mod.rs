@@ -161,6 +161,14 @@ pub struct IdentityProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<EndpointOverrides>,
 
+    /// The algorithms the provider signs ID tokens with. A token signed
+    /// otherwise is refused (`disallowed_alg`). Default: what discovery
+    /// advertises in `id_token_signing_alg_values_supported`; set it for a
+    /// provider configured without discovery, or to pin one algorithm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
+    pub id_token_signing_algs: Vec<IdTokenAlg>,
+
     /// TLS settings for talking to the provider (discovery, JWKS, token and
     /// userinfo endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,6 +301,36 @@ impl ClientAuthMethod {
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
             Self::None => "none",
+        }
+    }
+}
+
+/// An ID token signature algorithm the broker accepts: asymmetric only.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum IdTokenAlg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl IdTokenAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdTokenAlg::RS256 => "RS256",
+            IdTokenAlg::RS384 => "RS384",
+            IdTokenAlg::RS512 => "RS512",
+            IdTokenAlg::PS256 => "PS256",
+            IdTokenAlg::PS384 => "PS384",
+            IdTokenAlg::PS512 => "PS512",
+            IdTokenAlg::ES256 => "ES256",
+            IdTokenAlg::ES384 => "ES384",
+            IdTokenAlg::EdDSA => "EdDSA",
         }
     }
 }

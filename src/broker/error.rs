@@ -85,6 +85,7 @@ reasons! {
     InvalidAzp => ("invalid_azp", UNAUTHORIZED, "ID token authorized for another party"),
     TokenExpired => ("token_expired", UNAUTHORIZED, "ID token expired"),
     IssuedInFuture => ("issued_in_future", UNAUTHORIZED, "ID token issued in the future"),
+    NotYetValid => ("token_not_yet_valid", UNAUTHORIZED, "ID token not valid yet"),
     InvalidNonce => ("invalid_nonce", UNAUTHORIZED, "ID token nonce does not match"),
     MissingSub => ("missing_sub", UNAUTHORIZED, "ID token has no subject"),
     InvalidSubject => ("invalid_subject", UNAUTHORIZED, "Refreshed ID token is for another user"),

@@ -393,6 +393,8 @@ impl ProviderRuntime {
         now: i64,
     ) -> Result<Map<String, Value>, Refusal> {
         let jws = Jws::parse(raw)?;
+        let expected = self.cfg.expected(nonce);
+        jws.check_alg(expected.algs)?;
         let key = self.cfg.key();
         let fetch = Fetch {
             http: &self.http,
@@ -409,7 +411,7 @@ impl ProviderRuntime {
             }
             other => other?,
         }
-        check_claims(jws.claims(), &self.cfg.expected(nonce), now)?;
+        check_claims(jws.claims(), &expected, now)?;
         Ok(jws.into_claims())
     }
 

@@ -84,6 +84,10 @@ pub struct ProviderEndpoints {
     pub token_endpoint_auth_signing_algs: Option<Vec<String>>,
     /// `code_challenge_methods_supported`; `None` when not advertised.
     pub code_challenge_methods: Option<Vec<String>>,
+    /// `id_token_signing_alg_values_supported`, keeping the algorithms the
+    /// broker accepts; `None` when not advertised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_signing_algs: Option<Vec<String>>,
     /// Whether the endpoints came from a discovery document (false when all
     /// required endpoints were configured by hand).
     pub discovered: bool,
@@ -394,6 +398,31 @@ pub fn endpoints_from_document(
                 .collect()
         })
     };
+    // The algorithms the provider signs ID tokens with, of those the broker
+    // accepts. Advertising only others (HS256, none) makes it unusable.
+    let id_token_signing_algs = match list("id_token_signing_alg_values_supported") {
+        None => None,
+        Some(advertised) => {
+            let usable: Vec<String> = advertised
+                .iter()
+                .filter(|a| {
+                    serde_json::from_value::<CoreJwsSigningAlgorithm>(serde_json::json!(a))
+                        .is_ok_and(|alg| is_allowed_alg(&alg))
+                })
+                .cloned()
+                .collect();
+            if usable.is_empty() && !advertised.is_empty() {
+                return Err(Failure::new(
+                    reasons::INVALID_RESPONSE,
+                    format!(
+                        "the provider signs ID tokens with {} only (id_token_signing_alg_values_supported); the broker accepts asymmetric signatures (RS*, PS*, ES*, EdDSA), never \"none\" or HMAC",
+                        advertised.join(", ")
+                    ),
+                ));
+            }
+            Some(usable)
+        }
+    };
     Ok(ProviderEndpoints {
         issuer,
         authorization_endpoint: required(
@@ -408,6 +437,7 @@ pub fn endpoints_from_document(
         token_endpoint_auth_methods: list("token_endpoint_auth_methods_supported"),
         token_endpoint_auth_signing_algs: list("token_endpoint_auth_signing_alg_values_supported"),
         code_challenge_methods: list("code_challenge_methods_supported"),
+        id_token_signing_algs,
         discovered: true,
     })
 }
@@ -442,8 +472,26 @@ pub fn endpoints_from_overrides(
         token_endpoint_auth_methods: None,
         token_endpoint_auth_signing_algs: None,
         code_challenge_methods: None,
+        id_token_signing_algs: None,
         discovered: false,
     })
+}
+
+/// The JWKS document without keys whose `key_ops` (RFC 7517 4.3) is
+/// present and does not include `verify`: a key the IdP marked for
+/// encryption or signing only never verifies an ID token. (`use` and `alg`
+/// are checked on the parsed keys; openidconnect does not keep `key_ops`.)
+pub fn verify_keys_only(doc: &serde_json::Value) -> serde_json::Value {
+    let mut doc = doc.clone();
+    if let Some(keys) = doc.get_mut("keys").and_then(|k| k.as_array_mut()) {
+        keys.retain(|k| match k.get("key_ops") {
+            None => true,
+            Some(ops) => ops
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|o| o == "verify")),
+        });
+    }
+    doc
 }
 
 /// Counts the keys in a JWKS document that can verify an ID token.
@@ -458,7 +506,7 @@ pub fn summarize_jwks(url: &str, doc: &serde_json::Value) -> Result<JwksSummary,
                 format!("JWKS at {url} has no \"keys\" array"),
             )
         })?;
-    let set: CoreJsonWebKeySet = serde_json::from_value(doc.clone()).map_err(|e| {
+    let set: CoreJsonWebKeySet = serde_json::from_value(verify_keys_only(doc)).map_err(|e| {
         Failure::new(
             reasons::INVALID_RESPONSE,
             format!("JWKS at {url} is not a valid JSON Web Key Set: {e}"),
@@ -712,6 +760,63 @@ mod tests {
         assert_eq!(
             summarize_jwks("u", &json!({"keys":[]})).unwrap_err().reason,
             reasons::NO_USABLE_KEYS
+        );
+        // key_ops without "verify" (or not a list) rules a key out.
+        let with_ops = |ops: serde_json::Value| {
+            let mut k = rsa.clone();
+            k["key_ops"] = ops;
+            summarize_jwks("u", &json!({ "keys": [k] })).map(|s| s.usable_keys)
+        };
+        assert_eq!(with_ops(json!(["verify"])), Ok(1));
+        assert_eq!(with_ops(json!(["sign", "verify"])), Ok(1));
+        for ops in [
+            json!(["encrypt"]),
+            json!(["sign"]),
+            json!([]),
+            json!("verify"),
+        ] {
+            assert_eq!(
+                with_ops(ops.clone()).unwrap_err().reason,
+                reasons::NO_USABLE_KEYS,
+                "{ops}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_token_algs_keep_the_allowed_advertised_ones() {
+        let base = doc("https://idp.example.com");
+        let algs = |advertised: serde_json::Value| {
+            let mut d = base.clone();
+            d["id_token_signing_alg_values_supported"] = advertised;
+            endpoints_from_document("https://idp.example.com", &d, &EndpointOverrides::default())
+                .map(|e| e.id_token_signing_algs)
+        };
+        assert_eq!(
+            algs(json!(["RS256", "HS256", "none", "ES256"])),
+            Ok(Some(vec!["RS256".into(), "ES256".into()]))
+        );
+        let only_hmac = algs(json!(["HS256", "none"])).unwrap_err();
+        assert_eq!(only_hmac.reason, reasons::INVALID_RESPONSE);
+        assert!(
+            only_hmac.message.contains("HS256, none only"),
+            "{}",
+            only_hmac.message
+        );
+        // The field is required by OpenID Connect Discovery: a document
+        // without it is refused before this check.
+        let mut silent = base.clone();
+        silent
+            .as_object_mut()
+            .unwrap()
+            .remove("id_token_signing_alg_values_supported");
+        assert!(
+            endpoints_from_document(
+                "https://idp.example.com",
+                &silent,
+                &EndpointOverrides::default()
+            )
+            .is_err()
         );
     }
 

@@ -85,7 +85,7 @@ impl JwksCache {
         let doc = discovery::get_json(f.http, "JWKS", &self.uri, f.settings)
             .await
             .map_err(|e| Refusal::new(Reason::JwksUnavailable, e.message))?;
-        serde_json::from_value(doc).map_err(|e| {
+        serde_json::from_value(discovery::verify_keys_only(&doc)).map_err(|e| {
             Refusal::new(
                 Reason::JwksUnavailable,
                 format!("JWKS at {} is not a valid key set: {e}", self.uri),

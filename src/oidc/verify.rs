@@ -33,6 +33,10 @@ pub struct Expected<'a> {
     /// The nonce the login sent; `None` for an ID token from a refresh,
     /// which carries no fresh nonce (OpenID Connect Core 12.2).
     pub nonce: Option<&'a str>,
+    /// The signature algorithms this provider signs ID tokens with (its
+    /// `id_token_signing_alg_values_supported`, or the spec's override);
+    /// empty when it names none, and then any allowed asymmetric one.
+    pub algs: &'a [String],
 }
 
 /// A parsed, not yet verified, compact JWS.
@@ -141,6 +145,23 @@ impl Jws {
             .collect()
     }
 
+    /// The token's `alg` must be one the provider signs ID tokens with: a
+    /// key the IdP holds for another purpose cannot sign an ID token it
+    /// would not issue.
+    pub fn check_alg(&self, algs: &[String]) -> Result<(), Refusal> {
+        let alg = alg_name(&self.alg);
+        if algs.is_empty() || algs.contains(&alg) {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            Reason::DisallowedAlg,
+            format!(
+                "the ID token is signed with {alg}; this provider signs ID tokens with {} only (id_token_signing_alg_values_supported or spec.idTokenSigningAlgs)",
+                algs.join(", ")
+            ),
+        ))
+    }
+
     /// Picks the one key that fits and verifies the signature with it.
     /// `UnknownKey` tells the caller a JWKS refetch may help.
     pub fn verify(&self, keys: &CoreJsonWebKeySet) -> Result<(), Refusal> {
@@ -192,6 +213,7 @@ pub fn verify(
     now: i64,
 ) -> Result<Map<String, Value>, Refusal> {
     let jws = Jws::parse(raw)?;
+    jws.check_alg(expected.algs)?;
     jws.verify(keys)?;
     check_claims(jws.claims(), expected, now)?;
     Ok(jws.into_claims())
@@ -290,6 +312,21 @@ pub fn check_claims(
             ),
         ));
     }
+    // nbf, when present: not before, with the same skew.
+    if claims.contains_key("nbf") {
+        let Some(nbf) = num(claims, "nbf") else {
+            return Err(malformed("the ID token's nbf claim is not a number"));
+        };
+        if nbf > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Err(Refusal::new(
+                Reason::NotYetValid,
+                format!(
+                    "the ID token is not valid for another {} s (nbf; clock skew allowed: {CLOCK_SKEW_SECS} s); check the clocks",
+                    nbf.saturating_sub(now)
+                ),
+            ));
+        }
+    }
     // nonce: what this login sent.
     match (expected.nonce, claims.get("nonce").and_then(Value::as_str)) {
         (None, _) => {}
@@ -325,7 +362,10 @@ pub fn check_claims(
 mod tests {
     use ring::{
         rand::SystemRandom,
-        signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _},
+        signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+            RsaKeyPair, RsaPublicKeyComponents,
+        },
     };
     use serde_json::json;
 
@@ -340,6 +380,7 @@ mod tests {
         ec: EcdsaKeyPair,
         other_ec: EcdsaKeyPair,
         ed: Ed25519KeyPair,
+        rsa: RsaKeyPair,
     }
 
     fn keys() -> Keys {
@@ -352,10 +393,20 @@ mod tests {
         };
         let ed = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref())
             .unwrap();
+        // ring makes no RSA keys; the test fixture's 2048-bit one.
+        let pem = include_str!("../../tests/fixtures/client-key-rsa.pem");
+        let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let rsa = RsaKeyPair::from_pkcs8(
+            &base64::engine::general_purpose::STANDARD
+                .decode(der)
+                .unwrap(),
+        )
+        .unwrap();
         Keys {
             ec: ec(),
             other_ec: ec(),
             ed,
+            rsa,
         }
     }
 
@@ -369,13 +420,31 @@ mod tests {
         jwk
     }
 
-    /// The provider's JWKS: the EC key as `ec1` and the Ed25519 key as `ed1`.
+    /// The provider's JWKS: the EC key as `ec1`, the Ed25519 key as `ed1`
+    /// and the RSA key as `rsa1` (any RSA alg).
     fn jwks(k: &Keys) -> CoreJsonWebKeySet {
+        let c: RsaPublicKeyComponents<Vec<u8>> = k.rsa.public().into();
         set(vec![
             ec_jwk(&k.ec, json!({"kid": "ec1", "use": "sig", "alg": "ES256"})),
             json!({"kty": "OKP", "crv": "Ed25519", "kid": "ed1",
                    "x": B64.encode(k.ed.public_key().as_ref())}),
+            json!({"kty": "RSA", "kid": "rsa1", "use": "sig",
+                   "n": B64.encode(c.n.strip_prefix(&[0]).unwrap_or(&c.n)), "e": B64.encode(&c.e)}),
         ])
+    }
+
+    fn sign_rsa(k: &Keys, alg: &str, claims: Value) -> String {
+        let input = encode(&json!({"alg": alg, "kid": "rsa1"}), &claims);
+        let padding: &dyn ring::signature::RsaEncoding = match alg {
+            "RS256" => &ring::signature::RSA_PKCS1_SHA256,
+            "PS256" => &ring::signature::RSA_PSS_SHA256,
+            _ => unreachable!(),
+        };
+        let mut sig = vec![0; k.rsa.public().modulus_len()];
+        k.rsa
+            .sign(padding, &SystemRandom::new(), input.as_bytes(), &mut sig)
+            .unwrap();
+        format!("{input}.{}", B64.encode(sig))
     }
 
     fn set(keys: Vec<Value>) -> CoreJsonWebKeySet {
@@ -425,6 +494,7 @@ mod tests {
             issuer: ISSUER,
             client_id: CLIENT,
             nonce: Some(NONCE),
+            algs: &[],
         }
     }
 
@@ -480,6 +550,16 @@ mod tests {
         let other_alg = self::set(vec![ec_jwk(&k.ec, json!({"kid": "ec1", "alg": "ES384"}))]);
         let no_kid = sign_ec(&k.ec, json!({"alg": "ES256"}), claims());
         let refresh = Expected { nonce: None, ..e };
+        let rsa_only = ["RS256".to_string(), "PS256".to_string()];
+        let pinned_rsa = Expected {
+            algs: &rsa_only,
+            ..e
+        };
+        let es256_only = ["ES256".to_string()];
+        let pinned_ec = Expected {
+            algs: &es256_only,
+            ..e
+        };
 
         #[rustfmt::skip]
         let rows: Vec<(&str, String, &CoreJsonWebKeySet, Expected<'_>, Option<Reason>)> = vec![
@@ -501,6 +581,13 @@ mod tests {
             ("alg unknown", unsigned(json!({"alg": "XX512"}), claims()), &set, e, Some(Reason::DisallowedAlg)),
             ("no alg", unsigned(json!({"kid": "ec1"}), claims()), &set, e, Some(Reason::DisallowedAlg)),
             ("EdDSA passes", ed_signed, &set, e, None),
+            ("RS256 passes", sign_rsa(&k, "RS256", claims()), &set, e, None),
+            ("PS256 passes", sign_rsa(&k, "PS256", claims()), &set, e, None),
+            // alg: one the provider signs ID tokens with (discovery or spec).
+            ("ES256 where the provider signs RS256 and PS256", good.clone(), &set, pinned_rsa, Some(Reason::DisallowedAlg)),
+            ("RS256 where the provider signs RS256 and PS256, passes", sign_rsa(&k, "RS256", claims()), &set, pinned_rsa, None),
+            ("RS256 where the provider signs ES256", sign_rsa(&k, "RS256", claims()), &set, pinned_ec, Some(Reason::DisallowedAlg)),
+            ("ES256 where the provider signs ES256, passes", good.clone(), &set, pinned_ec, None),
             // Key selection.
             ("unknown kid", sign_ec(&k.ec, json!({"alg": "ES256", "kid": "gone"}), claims()), &set, e, Some(Reason::UnknownKey)),
             ("kid of a key of another type", sign_ec(&k.ec, json!({"alg": "ES256", "kid": "ed1"}), claims()), &set, e, Some(Reason::UnknownKey)),
@@ -528,6 +615,11 @@ mod tests {
             ("issued in the future beyond the skew", es256(&k, with(claims(), json!({"iat": NOW + CLOCK_SKEW_SECS + 1}))), &set, e, Some(Reason::IssuedInFuture)),
             ("issued in the future within the skew, passes", es256(&k, with(claims(), json!({"iat": NOW + CLOCK_SKEW_SECS}))), &set, e, None),
             ("iat missing", es256(&k, with(claims(), json!({"iat": null}))), &set, e, Some(Reason::MalformedIdToken)),
+            // nbf, when present: same skew.
+            ("not valid yet beyond the skew", es256(&k, with(claims(), json!({"nbf": NOW + CLOCK_SKEW_SECS + 1}))), &set, e, Some(Reason::NotYetValid)),
+            ("not valid yet within the skew, passes", es256(&k, with(claims(), json!({"nbf": NOW + CLOCK_SKEW_SECS}))), &set, e, None),
+            ("nbf in the past, passes", es256(&k, with(claims(), json!({"nbf": NOW - 10}))), &set, e, None),
+            ("nbf not a number", es256(&k, with(claims(), json!({"nbf": "soon"}))), &set, e, Some(Reason::MalformedIdToken)),
             // nonce.
             ("nonce of another login", es256(&k, with(claims(), json!({"nonce": "other"}))), &set, e, Some(Reason::InvalidNonce)),
             ("nonce missing", es256(&k, with(claims(), json!({"nonce": null}))), &set, e, Some(Reason::InvalidNonce)),

@@ -703,6 +703,7 @@ mod tests {
                 jwks_uri: format!("{issuer}/j"),
                 ..Default::default()
             },
+            id_token_algs: vec![],
             ca_bundle: None,
             claims: Default::default(),
             require_verified_email: true,

@@ -176,6 +176,17 @@ fn program(
         pkce: spec.pkce == PkceMode::S256,
         authorize_params: spec.authorize_params.clone(),
         endpoints: endpoints.clone(),
+        id_token_algs: if spec.id_token_signing_algs.is_empty() {
+            endpoints.id_token_signing_algs.clone().unwrap_or_default()
+        } else {
+            let mut algs: Vec<String> = spec
+                .id_token_signing_algs
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect();
+            algs.dedup();
+            algs
+        },
         ca_bundle: resolved.ca_bundle.clone(),
         claims: spec.claims.clone(),
         require_verified_email: spec.require_verified_email,

@@ -47,6 +47,8 @@ pub enum Fault {
     WrongAzp,
     Expired,
     IssuedInFuture,
+    /// `nbf` ten minutes ahead.
+    NotYetValid,
     NonceMismatch,
     NonceMissing,
     SubMissing,
@@ -451,6 +453,9 @@ fn id_token(i: &Inner, nonce: Option<&str>) -> String {
         Fault::IssuedInFuture => {
             claims.insert("iat".into(), json!(now + 600));
             claims.insert("exp".into(), json!(now + 900));
+        }
+        Fault::NotYetValid => {
+            claims.insert("nbf".into(), json!(now + 600));
         }
         Fault::NonceMismatch => {
             claims.insert("nonce".into(), json!("not-the-nonce"));

@@ -119,6 +119,7 @@ pub fn endpoints() -> ProviderEndpoints {
         ]),
         token_endpoint_auth_signing_algs: None,
         code_challenge_methods: Some(vec!["S256".into()]),
+        id_token_signing_algs: Some(vec!["RS256".into(), "ES256".into()]),
         discovered: true,
     }
 }
