@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use common::*;
 use sso_operator::{
     api::{
-        ClientAuthMethod, EndpointOverrides, IdentityProvider, PkceMode, TlsConfig,
+        ClientAuthMethod, EndpointOverrides, IdTokenAlg, IdentityProvider, PkceMode, TlsConfig,
         conditions::{phases, reasons as r, types as t},
     },
     config::ProgrammedProvider,
@@ -803,6 +803,22 @@ fn programmed_entry_carries_resolved_credentials_and_endpoints() {
         !format!("{p:?}").contains("s3cr3t"),
         "Debug redacts the client secret"
     );
+}
+
+/// The algorithms ID tokens must use: what discovery advertised, unless
+/// the spec pins its own.
+#[test]
+fn id_token_algs_come_from_discovery_or_the_spec() {
+    let i = Inputs::good();
+    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
+    assert_eq!(
+        v.programming.entry().unwrap().id_token_algs,
+        ["RS256", "ES256"]
+    );
+    let mut i = Inputs::good();
+    i.idp.spec.id_token_signing_algs = vec![IdTokenAlg::PS256, IdTokenAlg::PS256];
+    let v = validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
+    assert_eq!(v.programming.entry().unwrap().id_token_algs, ["PS256"]);
 }
 
 #[test]
