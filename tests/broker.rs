@@ -421,6 +421,7 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
     // A port nothing listens on: the "down" provider's IdP.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_issuer = format!("http://{}", dead.local_addr().unwrap());
+    let down_host = dead.local_addr().unwrap().to_string();
     drop(dead);
     let base = format!("http://127.0.0.1:{port}");
     let clients = op_clients(&base, KEY);
@@ -480,7 +481,12 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
         let r = get(&client, tb.url(&format!("/oauth/start?provider={p}"))).await;
         assert_eq!(r.status, status, "{p}");
         assert!(r.body.contains(&format!("data-reason=\"{reason}\"")), "{p}");
+        // An anonymous visitor learns the reason, never the status message
+        // (Secret names, internal hosts, TLS errors).
+        assert!(!r.body.contains("bad-oidc"), "{p}: {}", r.body);
     }
+    let r = get(&client, tb.url("/oauth/start?provider=default/bad")).await;
+    assert!(r.body.contains("not ready (SecretNotFound)"), "{}", r.body);
 
     // The down provider: the callback's code exchange cannot reach it.
     let state = start_login(&client, &tb, "default/down").await;
@@ -492,6 +498,11 @@ async fn two_providers_one_broken_the_healthy_one_keeps_working() {
     )
     .await;
     assert_eq!((r.status, r.reason()), (502, Some("token_unreachable")));
+    assert!(
+        !r.body.contains(&down_host),
+        "the page names no endpoint: {}",
+        r.body
+    );
 
     // The healthy one, chosen by its bare name, logs in.
     let landing = login_at(&client, &tb.base, "demo", "nora", "/x").await;

@@ -274,6 +274,47 @@ async fn the_idp_error_and_description_reach_the_page() {
     assert!(!landing.body.contains("secret"), "no secret on the page");
 }
 
+/// What a provider's endpoints answered is for the operator's log: a
+/// tenant pointing `token_endpoint` at an internal service must not read
+/// that service's answers, or its address, off the login page.
+#[tokio::test]
+async fn the_page_shows_no_endpoint_and_no_answer() {
+    for (fault, reason, leak) in [
+        (
+            Fault::TokenResponseNotJson,
+            Reason::TokenInvalidResponse,
+            "this is not json",
+        ),
+        (
+            Fault::TokenEndpointServerError,
+            Reason::TokenInvalidResponse,
+            "Internal error",
+        ),
+    ] {
+        let (op, tb) = setup_with(|_| {}).await;
+        op.set_fault(fault);
+        let (_c, landing) = login(&tb).await;
+        assert_eq!(landing.reason(), Some(reason.code()), "{fault:?}");
+        assert!(!landing.body.contains(leak), "{fault:?}: {}", landing.body);
+        assert!(
+            !landing.body.contains(&op.addr.to_string()),
+            "{fault:?}: {}",
+            landing.body
+        );
+    }
+    // Userinfo answering an error: the same.
+    let (op, tb) =
+        setup_with(|p| p.endpoints.userinfo_endpoint = Some(format!("{}/nowhere", p.issuer))).await;
+    op.omit_from_id_token(&["groups"]);
+    let (_c, landing) = login(&tb).await;
+    assert_eq!(landing.reason(), Some(Reason::UserinfoError.code()));
+    assert!(
+        !landing.body.contains("/nowhere") && !landing.body.contains("404"),
+        "{}",
+        landing.body
+    );
+}
+
 #[tokio::test]
 async fn key_rotation_refetches_the_jwks_once_and_rate_limits_refetches() {
     // The IdP rotates: the token's kid appears in the JWKS only on the
@@ -410,4 +451,60 @@ async fn rotating_the_client_secret_and_adding_removing_providers_under_a_login_
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "the removed provider is gone");
+}
+
+/// A log writer the test reads back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A user name and an IdP error description carrying a newline cannot
+/// forge a log line in the text format: provider text is logged as quoted,
+/// escaped fields.
+#[tokio::test]
+async fn provider_text_cannot_forge_a_log_line() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (op, tb) = setup_with(|_| {}).await;
+    op.set_claim(
+        "preferred_username",
+        "alice\nINFO forged: admin logged in".into(),
+    );
+    let (_c, landing) = login(&tb).await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    op.set_claim("preferred_username", "alice".into());
+    op.set_fault(Fault::UserinfoSubMismatch);
+    op.omit_from_id_token(&["groups"]);
+    op.set_claim("sub", "alice\nWARN forged: refused".into());
+    let (_c, landing) = login(&tb).await;
+    assert!(landing.status >= 400, "{landing:?}");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("forged: admin logged in"),
+        "the login was logged: {text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("INFO forged") && !line.starts_with("WARN forged"),
+            "{text}"
+        );
+    }
 }

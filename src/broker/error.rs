@@ -2,6 +2,12 @@
 //! code (shown on the error page as `data-reason`, used as the metric label
 //! and in the one log line per failure), an HTTP status, and a message a
 //! user or operator can act on. Messages never carry secrets or tokens.
+//!
+//! The message is shown to whoever asked, who may be anonymous; what only
+//! an operator should see (endpoint URLs, connection errors, a provider's
+//! answer, a Ready message naming Secrets) goes in `detail`, which reaches
+//! the log line and never a page: a tenant's provider pointed at an
+//! internal service must not turn the login page into a port scanner.
 
 use axum::http::StatusCode;
 
@@ -9,7 +15,10 @@ use axum::http::StatusCode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: Reason,
+    /// For the user: what happened and what to do.
     pub message: String,
+    /// For the operator's log only.
+    pub detail: Option<String>,
 }
 
 impl Refusal {
@@ -17,13 +26,25 @@ impl Refusal {
         Self {
             reason,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// Adds what only the log may show.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 }
 
+/// For log lines: the message and the detail.
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.reason.code(), self.message)
+        write!(f, "{}: {}", self.reason.code(), self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
     }
 }
 

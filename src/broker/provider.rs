@@ -32,7 +32,7 @@ use crate::{
     oidc::{
         assertion::{ASSERTION_TYPE, ClientKey},
         discovery::{self, HttpSettings},
-        http::{Bounded, MAX_BODY_BYTES, read_body},
+        http::{BodyError, Bounded, MAX_BODY_BYTES, read_body},
         jwks::{Fetch, JwksCache},
         verify::{Jws, check_claims},
     },
@@ -359,26 +359,30 @@ impl ProviderRuntime {
             ),
             RequestTokenError::Request(oauth2::HttpClientError::Other(too_large)) => Refusal::new(
                 Reason::TokenInvalidResponse,
-                format!("the token endpoint {endpoint} answered too much: {too_large}"),
-            ),
+                format!("the token endpoint's {too_large}"),
+            )
+            .with_detail(format!("token endpoint {endpoint}")),
             RequestTokenError::Request(err) => Refusal::new(
                 Reason::TokenUnreachable,
-                format!(
-                    "the token endpoint {endpoint} could not be reached: {}",
-                    discovery::error_chain(&err)
-                ),
-            ),
+                "the provider's token endpoint could not be reached; try again later",
+            )
+            .with_detail(format!(
+                "token endpoint {endpoint}: {}",
+                discovery::error_chain(&err)
+            )),
             RequestTokenError::Parse(err, body) => Refusal::new(
                 Reason::TokenInvalidResponse,
-                format!(
-                    "the token endpoint {endpoint} answered something that is not a token response ({err}); it began: {}",
-                    clip(&String::from_utf8_lossy(&body), 120)
-                ),
-            ),
+                "the token endpoint answered something that is not a token response",
+            )
+            .with_detail(format!(
+                "token endpoint {endpoint} ({err}); it began: {}",
+                clip(&String::from_utf8_lossy(&body), 120)
+            )),
             RequestTokenError::Other(msg) => Refusal::new(
                 Reason::TokenInvalidResponse,
-                format!("the token endpoint {endpoint} answered unexpectedly: {msg}"),
-            ),
+                "the token endpoint answered unexpectedly",
+            )
+            .with_detail(format!("token endpoint {endpoint}: {msg}")),
         }
     }
 
@@ -424,6 +428,11 @@ impl ProviderRuntime {
         let Some(endpoint) = &self.cfg.endpoints.userinfo_endpoint else {
             return Ok(None);
         };
+        // The page says what failed; where and how is for the log.
+        let fail = |public: String, detail: String| {
+            Refusal::new(Reason::UserinfoError, public)
+                .with_detail(format!("userinfo at {endpoint}: {detail}"))
+        };
         let response = self
             .http
             .get(endpoint)
@@ -432,19 +441,16 @@ impl ProviderRuntime {
             .send()
             .await
             .map_err(|e| {
-                Refusal::new(
-                    Reason::UserinfoError,
-                    format!(
-                        "userinfo at {endpoint} could not be reached: {}",
-                        discovery::error_chain(&e)
-                    ),
+                fail(
+                    "the provider's userinfo endpoint could not be reached".into(),
+                    discovery::error_chain(&e),
                 )
             })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(Refusal::new(
-                Reason::UserinfoError,
-                format!("userinfo at {endpoint} answered HTTP {status}"),
+            return Err(fail(
+                "the provider's userinfo endpoint answered an error".into(),
+                format!("HTTP {status}"),
             ));
         }
         let is_jwt = response
@@ -453,25 +459,22 @@ impl ProviderRuntime {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/jwt"));
         if is_jwt {
-            return Err(Refusal::new(
-                Reason::UserinfoError,
-                format!(
-                    "userinfo at {endpoint} answered a signed JWT; only JSON userinfo is supported"
-                ),
+            return Err(fail(
+                "userinfo answered a signed JWT; only JSON userinfo is supported".into(),
+                "application/jwt".into(),
             ));
         }
-        let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| {
-            Refusal::new(
-                Reason::UserinfoError,
-                format!("userinfo at {endpoint}: {e}"),
-            )
-        })?;
-        let claims: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
-            Refusal::new(
-                Reason::UserinfoError,
-                format!("userinfo at {endpoint} is not a JSON object: {e}"),
-            )
-        })?;
+        let body = read_body(response, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => fail(format!("the userinfo answer is {e}"), e.to_string()),
+                BodyError::Read(_) => fail(
+                    "the userinfo answer could not be read".into(),
+                    e.to_string(),
+                ),
+            })?;
+        let claims: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|e| fail("userinfo is not a JSON object".into(), e.to_string()))?;
         match claims.get("sub").and_then(Value::as_str) {
             Some(s) if s == sub => Ok(Some(claims)),
             other => Err(Refusal::new(
@@ -532,7 +535,9 @@ impl ProviderRuntime {
     }
 }
 
-fn clip(s: &str, max: usize) -> String {
+/// `s` without control characters, cut at `max` characters: a provider's
+/// text as it may appear on a page or in a log line.
+pub fn clip(s: &str, max: usize) -> String {
     let s: String = s.chars().filter(|c| !c.is_control()).collect();
     if s.chars().count() <= max {
         s

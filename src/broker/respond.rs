@@ -119,11 +119,14 @@ impl IntoResponse for Refused<'_> {
     fn into_response(self) -> Response {
         let r = self.refusal;
         self.metrics.failure(r.reason);
+        // Debug-formatted fields: a provider's text (an error description,
+        // a user name) cannot start a new log line.
         tracing::warn!(
             reason = r.reason.code(),
             provider = self.provider.unwrap_or(""),
-            "{}",
-            r.message
+            message = ?r.message,
+            detail = ?r.detail.as_deref().unwrap_or(""),
+            "request refused"
         );
         page(r.reason.status(), pages::error_page(&r, self.retry))
     }

@@ -174,7 +174,7 @@ pub fn seal(
         if session.refresh_token.take().is_some() {
             tracing::warn!(
                 provider = %session.provider,
-                user = %session.user,
+                user = ?session.user,
                 "the refresh token does not fit in the session cookie; this session will not be refreshed"
             );
             continue;

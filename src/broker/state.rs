@@ -396,10 +396,11 @@ impl ProviderTable {
                 Refusal::new(
                     Reason::ProviderNotReady,
                     format!(
-                        "{} ({key}) is not ready: {} — {}",
-                        u.display_name, u.reason, u.message
+                        "{} ({key}) is not ready ({}); its administrator sees why in the IdentityProvider's status",
+                        u.display_name, u.reason
                     ),
                 )
+                .with_detail(u.message.clone())
             });
         }
         Err(Refusal::new(

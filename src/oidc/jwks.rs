@@ -84,12 +84,19 @@ impl JwksCache {
         self.state().fetches += 1;
         let doc = discovery::get_json(f.http, "JWKS", &self.uri, f.settings)
             .await
-            .map_err(|e| Refusal::new(Reason::JwksUnavailable, e.message))?;
+            .map_err(|e| {
+                Refusal::new(
+                    Reason::JwksUnavailable,
+                    "the provider's signing keys could not be fetched",
+                )
+                .with_detail(e.message)
+            })?;
         serde_json::from_value(discovery::verify_keys_only(&doc)).map_err(|e| {
             Refusal::new(
                 Reason::JwksUnavailable,
-                format!("JWKS at {} is not a valid key set: {e}", self.uri),
+                "the provider's signing keys are not a valid key set",
             )
+            .with_detail(format!("JWKS at {}: {e}", self.uri))
         })
     }
 
@@ -241,7 +248,9 @@ mod tests {
         };
         let e = cache.keys(&f).await.unwrap_err();
         assert_eq!(e.reason, Reason::JwksUnavailable);
-        assert!(e.message.contains("HTTP 500"), "{}", e.message);
+        let detail = e.detail.unwrap_or_default();
+        assert!(detail.contains("HTTP 500"), "{detail}");
+        assert!(!e.message.contains("127.0.0.1"), "{}", e.message);
     }
 
     /// A refresh of keys the broker holds, against an endpoint that hangs:

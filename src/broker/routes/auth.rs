@@ -158,23 +158,25 @@ async fn live_session(
                 metrics.refresh_result(&provider.cfg.key(), outcome.result());
                 match &outcome {
                     Outcome::Refreshed { .. } => {
-                        info!(provider = %s.provider, user = %s.user, "session refreshed")
+                        info!(provider = %s.provider, user = ?s.user, "session refreshed")
                     }
                     Outcome::Kept(r) => warn!(
                         provider = %s.provider,
-                        user = %s.user,
+                        user = ?s.user,
                         reason = r.reason.code(),
-                        "session refresh deferred, the session keeps serving: {}",
-                        r.message
+                        message = ?r.message,
+                        detail = ?r.detail.as_deref().unwrap_or(""),
+                        "session refresh deferred, the session keeps serving"
                     ),
                     Outcome::Ended(r) => {
                         metrics.failure(r.reason);
                         warn!(
                             provider = %s.provider,
-                            user = %s.user,
+                            user = ?s.user,
                             reason = r.reason.code(),
-                            "session ended at refresh: {}",
-                            r.message
+                            message = ?r.message,
+                            detail = ?r.detail.as_deref().unwrap_or(""),
+                            "session ended at refresh"
                         )
                     }
                 }

@@ -19,7 +19,7 @@ use crate::broker::{
     login::{self, LoginError, LoginState},
     metrics::ProviderLabel,
     pages,
-    provider::random_token,
+    provider::{clip, random_token},
     respond::{Refused, page, page_with_form_targets, redirect, with_cookies},
     session::{self, Session},
     tokens::{self, Carried},
@@ -284,7 +284,7 @@ pub async fn callback(
                     provider: key.clone(),
                 })
                 .inc();
-            info!(provider = %key, user = %user, "login");
+            info!(provider = %key, user = ?user, "login");
             redirect(&location)
         }
         Err(refusal) => refused(&b, refusal, Some(&key), &retry),
@@ -339,10 +339,10 @@ async fn finish_login(
             format!(
                 "{} answered error \"{}\"{}",
                 provider.cfg.display_name,
-                error,
+                clip(error, 64),
                 q.error_description
                     .as_deref()
-                    .map(|d| format!(": {d}"))
+                    .map(|d| format!(": {}", clip(d, 300)))
                     .unwrap_or_default()
             ),
         ));

@@ -91,7 +91,7 @@ pub async fn logout(
         let raw = ring.open(ID_TOKEN_PURPOSE, sealed).ok()?;
         String::from_utf8(raw).ok()
     });
-    info!(provider = %s.provider, user = %s.user, ended = ending.len(), "logout");
+    info!(provider = %s.provider, user = ?s.user, ended = ending.len(), "logout");
     let done = b.settings.public("/oauth/logged-out");
     let to = match provider.end_session_url(hint.as_deref(), &done, &random_token(16)) {
         Some(url) => redirect(url.as_str()),
