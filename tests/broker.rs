@@ -146,6 +146,8 @@ async fn login_forward_auth_userinfo_and_logout_with_the_real_op() {
     // Logout: the session cookie is cleared and the browser goes to the
     // OP's end_session endpoint with id_token_hint and the logged-out page.
     let r = client.get(tb.url("/oauth/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a GET asks first");
+    let r = client.post(tb.url("/oauth/logout")).send().await.unwrap();
     assert_eq!(r.status(), 302);
     let end = r.headers()["location"].to_str().unwrap().to_string();
     let endu = url::Url::parse(&end).unwrap();

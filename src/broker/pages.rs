@@ -148,6 +148,34 @@ pub struct SignedIn<'a> {
 }
 
 /// Shown after logout.
+/// Asks before signing out (of one provider, or of all).
+pub fn confirm_logout_page(provider: Option<&str>) -> String {
+    let (what, action) = match provider {
+        Some(p) => (
+            format!("Sign out of {}?", escape(p)),
+            format!(
+                "/oauth/logout?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("provider", p)
+                    .finish()
+            ),
+        ),
+        None => (
+            "Sign out everywhere?".to_string(),
+            "/oauth/logout".to_string(),
+        ),
+    };
+    page(
+        "Sign out",
+        "data-page=\"confirm-logout\"",
+        &format!(
+            "<h1>{what}</h1><form method=\"post\" action=\"{}\"><button type=\"submit\" name=\"signout\">Sign out</button></form>\
+<p><a href=\"/\">Stay signed in</a></p>",
+            escape(&action)
+        ),
+    )
+}
+
 pub fn logged_out_page(login_href: &str) -> String {
     page(
         "Signed out",

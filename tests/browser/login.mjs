@@ -89,6 +89,9 @@ try {
 
   step = 'logout at the broker and the provider';
   await page.goto(BASE + '/oauth/logout');
+  // A GET asks first; the button POSTs from the broker's own page.
+  await page.waitForSelector('[data-page="confirm-logout"]');
+  await Promise.all([page.waitForNavigation(), page.click('button[name=signout]')]);
   await page.waitForSelector('button[name=logout]');
   steps.push({ step, url: page.url() });
   await Promise.all([page.waitForNavigation(), page.click('button[name=logout]')]);

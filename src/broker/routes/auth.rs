@@ -1321,6 +1321,54 @@ mod tests {
             "the newest: {me}"
         );
 
+        // Logout CSRF: a GET, or a POST from a page of another origin,
+        // ends nothing and answers a page whose button POSTs.
+        let attempt = async |method: &str, extra: &[(&str, &str)]| {
+            let mut req = Request::builder()
+                .method(method)
+                .uri("/oauth/logout?provider=team%2Fcorp")
+                .header("cookie", &both);
+            for (k, v) in extra {
+                req = req.header(*k, *v);
+            }
+            let r = b
+                .router()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let cleared = r.headers().get_all("set-cookie").iter().count();
+            (r.status(), cleared, body(r).await)
+        };
+        for (method, extra) in [
+            ("GET", &[][..]),
+            ("GET", &[("sec-fetch-site", "same-origin")][..]),
+            ("POST", &[("sec-fetch-site", "cross-site")][..]),
+            ("POST", &[("sec-fetch-site", "same-site")][..]),
+            ("POST", &[("origin", "https://evil.example")][..]),
+            ("POST", &[("origin", "null")][..]),
+        ] {
+            let (status, cleared, html) = attempt(method, extra).await;
+            assert_eq!((status, cleared), (StatusCode::OK, 0), "{method} {extra:?}");
+            assert!(
+                html.contains("data-page=\"confirm-logout\"")
+                    && html
+                        .contains("method=\"post\" action=\"/oauth/logout?provider=team%2Fcorp\""),
+                "{method} {extra:?}: {html}"
+            );
+        }
+        let origin = b.settings.public_url.origin().ascii_serialization();
+        for extra in [
+            &[("sec-fetch-site", "same-origin")][..],
+            &[("origin", origin.as_str())][..],
+            &[][..],
+        ] {
+            let (status, cleared, _) = attempt("POST", extra).await;
+            assert!(
+                status.is_redirection() && cleared > 0,
+                "a same-origin POST signs out: {extra:?} {status}"
+            );
+        }
+
         // Sign out of tenant B only: its cookies go, corp's stay.
         let logout = async |path: &str| {
             let r = b

@@ -83,23 +83,29 @@ pub async fn home(
                 key: &f.session.provider,
             })
             .collect();
-        // Signing out redirects to the providers' end-session endpoints.
-        let mut origins: Vec<String> = found
-            .iter()
-            .filter_map(|f| f.provider.cfg.endpoints.end_session_endpoint.as_deref())
-            .filter_map(|u| url::Url::parse(u).ok())
-            .map(|u| u.origin().ascii_serialization())
-            .filter(|o| o != "null")
-            .collect();
-        origins.sort();
-        origins.dedup();
         return page_with_form_targets(
             StatusCode::OK,
             pages::signed_in_page(&shown, "/oauth/login"),
-            &origins,
+            &end_session_origins(found.iter()),
         );
     }
     login_page(State(b), query).await
+}
+
+/// The origins of these sessions' end-session endpoints: signing out
+/// redirects there, and CSP `form-action` governs that redirect too.
+pub fn end_session_origins<'a>(
+    found: impl Iterator<Item = &'a super::auth::Found<'a>>,
+) -> Vec<String> {
+    let mut origins: Vec<String> = found
+        .filter_map(|f| f.provider.cfg.endpoints.end_session_endpoint.as_deref())
+        .filter_map(|u| url::Url::parse(u).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
+        .collect();
+    origins.sort();
+    origins.dedup();
+    origins
 }
 
 pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) -> Response {

@@ -18,8 +18,8 @@ use crate::broker::{
     error::{Reason, Refusal},
     pages,
     provider::random_token,
-    respond::{page, redirect, with_cookies},
-    routes::login::ID_TOKEN_PURPOSE,
+    respond::{page, page_with_form_targets, redirect, with_cookies},
+    routes::login::{ID_TOKEN_PURPOSE, end_session_origins},
     session, tokens,
 };
 
@@ -29,15 +29,51 @@ pub struct LogoutQuery {
     provider: Option<String>,
 }
 
-/// Ends the browser's sessions (with `provider=`, only that provider's)
-/// and, when the provider of the newest session ended has an
-/// `end_session_endpoint`, sends the browser there (RP-initiated logout)
-/// with the ID-token hint.
+/// Whether a request comes from a page of another origin: `Sec-Fetch-Site`
+/// when the browser sends it, else `Origin`. A request with neither (curl,
+/// a script) is not a browser's cross-site request.
+fn from_another_origin(b: &Broker, headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match text("origin") {
+        None => false,
+        Some(origin) => origin != b.settings.public_url.origin().ascii_serialization(),
+    }
+}
+
+/// `GET /oauth/logout`: a page asking to confirm, whose button POSTs. A
+/// GET changes nothing, so no other site can sign a user out (and out of
+/// the IdP) with an image or a link.
+pub async fn confirm(
+    State(b): State<Arc<Broker>>,
+    Query(q): Query<LogoutQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let only = q.provider.as_deref().filter(|p| !p.is_empty());
+    let found = sessions(&b, &headers).unwrap_or_default();
+    let origins = end_session_origins(
+        found
+            .iter()
+            .filter(|f| only.is_none_or(|p| f.session.provider == p)),
+    );
+    page_with_form_targets(StatusCode::OK, pages::confirm_logout_page(only), &origins)
+}
+
+/// `POST /oauth/logout`: ends the browser's sessions (with `provider=`,
+/// only that provider's) and, when the provider of the newest session
+/// ended has an `end_session_endpoint`, sends the browser there
+/// (RP-initiated logout) with the ID-token hint. A POST from a page of
+/// another origin gets the confirm page instead (logout CSRF).
 pub async fn logout(
     State(b): State<Arc<Broker>>,
     Query(q): Query<LogoutQuery>,
     headers: HeaderMap,
 ) -> Response {
+    if from_another_origin(&b, &headers) {
+        return confirm(State(b), Query(q), headers).await;
+    }
     let only = q.provider.as_deref().filter(|p| !p.is_empty());
     let found = sessions(&b, &headers).unwrap_or_default();
     let ending: Vec<&Found<'_>> = found

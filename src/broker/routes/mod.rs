@@ -14,7 +14,8 @@
 //! - `/oauth/auth` (any method): forward-auth without a policy, any
 //!   provider's session ([`auth`])
 //! - `GET /oauth/userinfo`: the session as JSON ([`auth`])
-//! - `GET|POST /oauth/logout`, `GET /oauth/logged-out` ([`logout`])
+//! - `POST /oauth/logout` (a `GET` shows a confirm page), `GET
+//!   /oauth/logged-out` ([`logout`])
 //!
 //! Every answer passes through [`respond::no_store`].
 
@@ -51,7 +52,7 @@ impl Broker {
                 any(auth::policy_auth),
             )
             .route("/oauth/userinfo", get(auth::userinfo))
-            .route(LOGOUT_PATH, get(logout::logout).post(logout::logout))
+            .route(LOGOUT_PATH, get(logout::confirm).post(logout::logout))
             .route("/oauth/logged-out", get(logout::logged_out))
             .fallback(logout::not_found)
             .layer(axum::middleware::map_response(respond::no_store))
