@@ -508,3 +508,49 @@ async fn provider_text_cannot_forge_a_log_line() {
         );
     }
 }
+
+/// A captured callback replayed with its login cookie: the first opening
+/// logs in, every replay is refused before the broker asks the IdP, so
+/// the IdP sees one token request however often it is replayed.
+#[tokio::test]
+async fn a_replayed_callback_is_refused_without_a_token_request() {
+    let (op, tb) = setup_with(|_| {}).await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = plain
+        .get(tb.url(&format!("/oauth/start?provider={KEY}&rd=/done")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let login_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let authorize = r.headers()["location"].to_str().unwrap().to_string();
+    let r = plain.get(&authorize).send().await.unwrap();
+    let callback = r.headers()["location"].to_str().unwrap().to_string();
+    let open = async || {
+        plain
+            .get(&callback)
+            .header("cookie", &login_cookie)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = open().await;
+    assert_eq!(first.status(), 302, "the first opening logs in");
+    for _ in 0..5 {
+        let again = open().await;
+        assert_eq!(again.status(), 400);
+        let body = again.text().await.unwrap();
+        assert!(body.contains("data-reason=\"state_mismatch\""), "{body}");
+        assert!(body.contains("already finished"), "{body}");
+    }
+    assert_eq!(op.recorded().token.len(), 1, "one token request");
+}

@@ -21,6 +21,7 @@ pub mod pages;
 pub mod provider;
 pub mod redirect;
 pub mod refresh;
+pub mod replay;
 pub mod respond;
 mod routes;
 pub mod seal;

@@ -167,6 +167,8 @@ pub struct Broker {
     config_loaded: AtomicBool,
     pub metrics: Arc<BrokerMetrics>,
     pub(super) refresher: Refresher,
+    /// Login states whose callback already ran here.
+    pub(super) used_states: super::replay::UsedStates,
     clock: Arc<dyn Clock>,
 }
 
@@ -200,6 +202,7 @@ impl Broker {
             config_loaded: AtomicBool::new(false),
             metrics: Arc::new(BrokerMetrics::new()),
             refresher: Refresher::new(settings.refresh_memory()),
+            used_states: super::replay::UsedStates::new(super::replay::USED_STATES_CAP),
             clock,
             settings,
         })

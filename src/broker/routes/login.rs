@@ -338,6 +338,15 @@ async fn finish_login(
             ),
         ),
     })?;
+    if !b
+        .used_states
+        .first_use(state, now + login::LOGIN_TTL_SECS, now)
+    {
+        return Err(Refusal::new(
+            Reason::StateMismatch,
+            "this login already finished (the callback was opened again); start a new login",
+        ));
+    }
     let provider = b.table().resolve(key)?;
     if let Some(error) = &q.error {
         return Err(Refusal::new(
