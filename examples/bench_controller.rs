@@ -26,7 +26,7 @@ use sso_operator::{
     controller::{
         program::{ProgramSet, config_secret},
         status,
-        validate::{self, Env, SecretData},
+        validate::{self, Env, SecretContent, SecretData},
     },
     oidc::discovery::{CacheTtl, DiscoveryCache, HttpSettings},
 };
@@ -240,7 +240,8 @@ async fn main() {
                 .entry(ns)
                 .or_default()
                 .entry("oidc".into())
-                .or_default()
+                .or_insert_with(|| SecretContent::credentials(Default::default()))
+                .data
                 .insert(format!("p{i}"), random_secret());
         }
         let secrets = Arc::new(secrets);

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::{
     Error,
     api::{IdentityProvider, policy::AccessPolicy},
-    controller::validate::SecretData,
+    controller::validate::{SecretContent, SecretData},
 };
 
 /// One YAML document and where it came from.
@@ -153,7 +153,18 @@ pub fn secrets(docs: &[Document], default_ns: &str) -> Result<BTreeMap<String, S
         }
         out.entry(d.namespace(default_ns).to_string())
             .or_default()
-            .insert(d.name().to_string(), data);
+            .insert(
+                d.name().to_string(),
+                SecretContent {
+                    type_: d
+                        .value
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Opaque")
+                        .to_string(),
+                    data,
+                },
+            );
     }
     Ok(out)
 }

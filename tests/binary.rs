@@ -87,7 +87,7 @@ async fn dev_serves_a_browser_login_from_a_manifest_folder() {
     std::fs::write(
         dir.path().join("demo.yaml"),
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\nstringData: {{clientSecret: demo-secret}}\n---\n\
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\ntype: sso-operator.dev/client-credentials\nstringData: {{clientSecret: demo-secret}}\n---\n\
              apiVersion: sso-operator.dev/v1alpha1\nkind: IdentityProvider\nmetadata: {{name: demo, namespace: default}}\n\
              spec:\n  displayName: Local demo\n  issuer: {}\n  clientID: demo\n  clientSecretRef: {{name: demo-oidc, key: clientSecret}}\n  scopes: [openid, email, profile, groups]\n---\n\
              apiVersion: sso-operator.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: app, namespace: default}}\n\
@@ -269,7 +269,7 @@ async fn check_writes_a_broker_config_the_broker_serves() {
     std::fs::write(
         manifests.join("demo.yaml"),
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\nstringData: {{clientSecret: demo-secret}}\n---\n\
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\ntype: sso-operator.dev/client-credentials\nstringData: {{clientSecret: demo-secret}}\n---\n\
              apiVersion: sso-operator.dev/v1alpha1\nkind: IdentityProvider\nmetadata: {{name: demo, namespace: default}}\n\
              spec:\n  issuer: {}\n  clientID: demo\n  clientSecretRef: {{name: demo-oidc, key: clientSecret}}\n  scopes: [openid, email, profile, groups]\n",
             op.issuer

@@ -27,6 +27,7 @@ fn write(dir: &Path, name: &str, text: &str) {
 const SECRET: &str = r#"apiVersion: v1
 kind: Secret
 metadata: {name: corp-oidc, namespace: team-a}
+type: sso-operator.dev/client-credentials
 stringData: {clientSecret: s3cr3t}
 "#;
 

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use sso_operator::{
     api::{IdentityProvider, conditions::types, policy::AccessPolicy},
     config::{BROKER_CONFIG_KEY, BrokerConfig},
-    controller::validate::{Env, SecretData, validate},
+    controller::validate::{CREDENTIALS_SECRET_TYPE, Env, SecretContent, SecretData, validate},
     manifest,
     oidc::discovery::{CacheTtl, DiscoveryCache, DiscoveryRequest, HttpSettings},
 };
@@ -252,8 +252,14 @@ where
     panic!("timed out after 30 s waiting for {what}");
 }
 
+/// A client-credentials Secret (the type a provider may read).
 fn secret(name: &str, key: &str, value: &str) -> Secret {
-    serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}})).unwrap()
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "type": CREDENTIALS_SECRET_TYPE,
+        "stringData": {key: value},
+    }))
+    .unwrap()
 }
 
 fn provider(name: &str, issuer: &str) -> IdentityProvider {
@@ -362,7 +368,7 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
     inputs.status = None;
     let secret_data: SecretData = [(
         "corp-oidc".to_string(),
-        [("clientSecret".to_string(), b"v1".to_vec())].into(),
+        SecretContent::credentials([("clientSecret".to_string(), b"v1".to_vec())].into()),
     )]
     .into();
     let env = Env {
@@ -449,6 +455,40 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
     })
     .await;
     assert_eq!(failed.status, "False");
+
+    // A Secret of another type (here the Opaque one a team keeps its
+    // database password in) is refused unread, through the real server.
+    let mut opaque = secret("db", "password", "db-secret");
+    opaque.type_ = Some("Opaque".into());
+    secrets
+        .create(&PostParams::default(), &opaque)
+        .await
+        .unwrap();
+    let mut thief = provider("thief", &issuer);
+    thief.spec.client_id = None;
+    thief.spec.client_id_from = Some(sso_operator::api::SecretKeyRef {
+        name: "db".into(),
+        key: "password".into(),
+    });
+    idps.create(&PostParams::default(), &thief).await.unwrap();
+    let refused = wait_for("SecretWrongType", async || {
+        let i = idps.get("thief").await.ok()?;
+        let c = i
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == types::SECRET_RESOLVED)?;
+        (c.reason == "SecretWrongType").then_some(c)
+    })
+    .await;
+    assert!(
+        refused.message.contains("has type Opaque") && !refused.message.contains("db-secret"),
+        "{}",
+        refused.message
+    );
+    idps.delete("thief", &DeleteParams::default())
+        .await
+        .unwrap();
 
     // Deleting the provider prunes it from the broker config.
     idps.create(&PostParams::default(), &provider("other", &issuer))

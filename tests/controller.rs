@@ -23,6 +23,7 @@ use sso_operator::{
 
 fn secret_json() -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "corp-oidc", "namespace": "team-a"},
+           "type": "sso-operator.dev/client-credentials",
            "data": {"clientSecret": "czNjcjN0LXZhbHVl"}}) // "s3cr3t-value"
 }
 

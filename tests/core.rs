@@ -13,7 +13,7 @@ use sso_operator::{
     },
     config::ProgrammedProvider,
     controller::validate::{
-        Programming, SecretData, discovery_request, unavailable_entry, validate,
+        Programming, SecretContent, SecretData, discovery_request, unavailable_entry, validate,
     },
     oidc::discovery::{DiscoveryOutcome, Failure, JwksSummary},
 };
@@ -79,12 +79,14 @@ fn discovery_fails(i: &mut Inputs, reason: &str, message: &str) {
 
 const RSA_KEY: &str = include_str!("fixtures/client-key-rsa.pem");
 const EC_KEY: &str = include_str!("fixtures/client-key-ec.pem");
+const TEST_CA_PEM: &str = include_str!("fixtures/test-ca.pem");
 
 /// Puts a PEM private key where `clientSecretRef` points.
 fn put_client_key(i: &mut Inputs, pem: &str) {
     i.secrets
         .get_mut("corp-oidc")
         .unwrap()
+        .data
         .insert("clientSecret".into(), pem.as_bytes().to_vec());
 }
 
@@ -396,11 +398,90 @@ const CASES: &[Case] = &[
         message: Some("Secret team-a/corp-oidc (from spec.clientSecretRef) not found"),
     },
     Case {
+        name: "Secret of another type (not made for a provider)",
+        setup: |i| {
+            i.secrets.insert(
+                "corp-oidc".into(),
+                SecretContent::of_type(
+                    "Opaque",
+                    BTreeMap::from([("password".to_string(), b"db-secret".to_vec())]),
+                ),
+            );
+        },
+        expect: &[
+            (t::SECRET_RESOLVED, "False", r::SECRET_WRONG_TYPE),
+            (t::READY, "False", r::SECRET_WRONG_TYPE),
+        ],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some(
+            "has type Opaque; the controller reads only Secrets of type sso-operator.dev/client-credentials here (create it with --type=sso-operator.dev/client-credentials)",
+        ),
+    },
+    Case {
+        name: "clientIDFrom naming a Secret of another type",
+        setup: |i| {
+            i.idp.spec.client_id = None;
+            i.idp.spec.client_id_from = Some(secret_ref("db", "password"));
+            i.secrets.insert(
+                "db".into(),
+                SecretContent::of_type(
+                    "Opaque",
+                    BTreeMap::from([("password".to_string(), b"db-secret".to_vec())]),
+                ),
+            );
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_WRONG_TYPE)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("Secret team-a/db (from spec.clientIDFrom) has type Opaque"),
+    },
+    Case {
+        name: "CA bundle from a TLS Secret",
+        setup: |i| {
+            i.idp.spec.tls = Some(TlsConfig {
+                ca_bundle: None,
+                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
+            });
+            i.secrets.insert(
+                "corp-ca".into(),
+                SecretContent::of_type(
+                    "kubernetes.io/tls",
+                    BTreeMap::from([("ca.crt".to_string(), TEST_CA_PEM.as_bytes().to_vec())]),
+                ),
+            );
+        },
+        expect: &[(t::SECRET_RESOLVED, "True", r::RESOLVED)],
+        phase: phases::READY,
+        prog: Prog::Program,
+        message: None,
+    },
+    Case {
+        name: "CA bundle from an Opaque Secret",
+        setup: |i| {
+            i.idp.spec.tls = Some(TlsConfig {
+                ca_bundle: None,
+                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
+            });
+            i.secrets.insert(
+                "corp-ca".into(),
+                SecretContent::of_type(
+                    "Opaque",
+                    BTreeMap::from([("ca.crt".to_string(), TEST_CA_PEM.as_bytes().to_vec())]),
+                ),
+            );
+        },
+        expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_WRONG_TYPE)],
+        phase: phases::ERROR,
+        prog: Prog::Remove,
+        message: Some("of type sso-operator.dev/client-credentials or kubernetes.io/tls"),
+    },
+    Case {
         name: "Secret key missing",
         setup: |i| {
             i.secrets.insert(
                 "corp-oidc".into(),
-                BTreeMap::from([("secret".to_string(), b"x".to_vec())]),
+                SecretContent::credentials(BTreeMap::from([("secret".to_string(), b"x".to_vec())])),
             );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_KEY_MISSING)],
@@ -413,7 +494,10 @@ const CASES: &[Case] = &[
         setup: |i| {
             i.secrets.insert(
                 "corp-oidc".into(),
-                BTreeMap::from([("clientSecret".to_string(), b"s3cr3t\n".to_vec())]),
+                SecretContent::credentials(BTreeMap::from([(
+                    "clientSecret".to_string(),
+                    b"s3cr3t\n".to_vec(),
+                )])),
             );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
@@ -426,7 +510,10 @@ const CASES: &[Case] = &[
         setup: |i| {
             i.secrets.insert(
                 "corp-oidc".into(),
-                BTreeMap::from([("clientSecret".to_string(), Vec::new())]),
+                SecretContent::credentials(BTreeMap::from([(
+                    "clientSecret".to_string(),
+                    Vec::new(),
+                )])),
             );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
@@ -439,7 +526,10 @@ const CASES: &[Case] = &[
         setup: |i| {
             i.secrets.insert(
                 "corp-oidc".into(),
-                BTreeMap::from([("clientSecret".to_string(), vec![0xff, 0xfe])]),
+                SecretContent::credentials(BTreeMap::from([(
+                    "clientSecret".to_string(),
+                    vec![0xff, 0xfe],
+                )])),
             );
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],
@@ -455,6 +545,7 @@ const CASES: &[Case] = &[
             i.secrets
                 .get_mut("corp-oidc")
                 .unwrap()
+                .data
                 .insert("clientID".into(), b"from-secret".to_vec());
         },
         expect: &[
@@ -509,7 +600,10 @@ const CASES: &[Case] = &[
             });
             i.secrets.insert(
                 "corp-ca".into(),
-                BTreeMap::from([("ca.crt".to_string(), b"garbage".to_vec())]),
+                SecretContent::credentials(BTreeMap::from([(
+                    "ca.crt".to_string(),
+                    b"garbage".to_vec(),
+                )])),
             );
             i.discovery = None;
         },
@@ -844,6 +938,7 @@ fn last_known_good_takes_a_rotated_secret() {
     i.secrets
         .get_mut("corp-oidc")
         .unwrap()
+        .data
         .insert("clientSecret".into(), b"rotated".to_vec());
     let prev = previous();
     let v = validate(

@@ -100,6 +100,7 @@ fn check_live_reports_ready_against_the_real_provider() {
         r#"apiVersion: v1
 kind: Secret
 metadata: {{name: demo-oidc}}
+type: sso-operator.dev/client-credentials
 stringData: {{clientSecret: demo-secret}}
 ---
 apiVersion: sso-operator.dev/v1alpha1

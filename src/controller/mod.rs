@@ -34,7 +34,7 @@ use crate::{
     api::{FIELD_MANAGER, IdentityProvider, IdentityProviderStatus, conditions::phases},
     controller::{
         program::ProgramSet,
-        validate::{Env, Facts, SecretData, referenced_secrets, validate_with},
+        validate::{Env, Facts, SecretContent, SecretData, referenced_secrets, validate_with},
     },
     metrics::Metrics,
     oidc::discovery::DiscoveryCache,
@@ -147,7 +147,8 @@ async fn fetch_secrets(client: &Client, ns: &str, names: &[String]) -> Result<Se
             for (k, v) in secret.string_data.unwrap_or_default() {
                 data.insert(k, v.into_bytes());
             }
-            out.insert(name.clone(), data);
+            let type_ = secret.type_.unwrap_or_else(|| "Opaque".into());
+            out.insert(name.clone(), SecretContent { type_, data });
         }
     }
     Ok(out)

@@ -25,7 +25,9 @@ pub mod summary;
 use url::Url;
 
 pub use provider::NotRun;
-pub use secrets::{Resolved, SecretData, referenced_secrets};
+pub use secrets::{
+    CREDENTIALS_SECRET_TYPE, Resolved, SecretContent, SecretData, referenced_secrets,
+};
 pub use spec::{check_spec, effective_scopes, redirect_uri};
 
 use crate::{

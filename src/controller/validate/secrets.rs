@@ -14,7 +14,45 @@ use crate::{
 
 /// Secrets in the provider's namespace that the provider references, by
 /// name. A name that is absent was not found.
-pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+pub type SecretData = BTreeMap<String, SecretContent>;
+
+/// The Secret `type` that opts a Secret in to being read as an
+/// IdentityProvider's client credentials. Only Secrets made for it are
+/// read: a team that may create IdentityProviders cannot name the
+/// database password beside them as `clientIDFrom` and read it back from
+/// the authorization URL, or send it to a token endpoint of its choosing.
+/// A type, not a label, because a Secret's type cannot change: opting in
+/// means creating the Secret with its value, which only someone who has
+/// the value can do, while anyone allowed to patch a Secret could label
+/// it without reading it.
+pub const CREDENTIALS_SECRET_TYPE: &str = "sso-operator.dev/client-credentials";
+
+/// Types a CA bundle Secret may have: the credentials type, or a TLS
+/// Secret (cert-manager writes `ca.crt` there). A CA bundle is only ever
+/// used as trust anchors, never shown or sent.
+const CA_SECRET_TYPES: &[&str] = &[CREDENTIALS_SECRET_TYPE, "kubernetes.io/tls"];
+
+/// One Secret as the controller read it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretContent {
+    /// `type`; `Opaque` when the Secret has none.
+    pub type_: String,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl SecretContent {
+    /// A Secret of [`CREDENTIALS_SECRET_TYPE`].
+    pub fn credentials(data: BTreeMap<String, Vec<u8>>) -> Self {
+        Self::of_type(CREDENTIALS_SECRET_TYPE, data)
+    }
+
+    pub fn of_type(type_: &str, data: BTreeMap<String, Vec<u8>>) -> Self {
+        Self {
+            type_: type_.to_string(),
+            data,
+        }
+    }
+}
 
 /// Values resolved from Secrets.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -94,7 +132,13 @@ pub(super) fn resolve_credentials(
     let client_secret = match (&spec.client_secret_ref, spec.client_auth_method) {
         (_, ClientAuthMethod::None) | (None, _) => None,
         (Some(r), ClientAuthMethod::PrivateKeyJwt) => {
-            let v = secret_value(ns, r, secrets, "spec.clientSecretRef")?;
+            let v = secret_value(
+                ns,
+                r,
+                secrets,
+                "spec.clientSecretRef",
+                &[CREDENTIALS_SECRET_TYPE],
+            )?;
             let key = ClientKey::from_pem(&v).map_err(|e| {
                 invalid(
                     ns,
@@ -130,7 +174,7 @@ pub(super) fn resolve_ca(
         (Some(pem), _) => Ok(Some(pem.clone())),
         (None, Some(r)) => {
             let field = "spec.tls.caBundleSecretRef";
-            let pem = secret_value(ns, r, secrets, field)?;
+            let pem = secret_value(ns, r, secrets, field, CA_SECRET_TYPES)?;
             check_pem(&pem).map_err(|m| invalid(ns, r, field, &m))?;
             Ok(Some(pem))
         }
@@ -149,14 +193,18 @@ fn invalid(ns: &str, r: &SecretKeyRef, field: &str, what: &str) -> Failure {
     )
 }
 
-/// Reads one key of a referenced Secret as a UTF-8 string.
+/// Reads one key of a referenced Secret as a UTF-8 string, when the
+/// Secret is of one of `types`. The type is checked first: of a Secret not
+/// made for this, nothing is read and nothing (not even its key names) is
+/// told.
 fn secret_value(
     ns: &str,
     r: &SecretKeyRef,
     secrets: &SecretData,
     field: &str,
+    types: &[&str],
 ) -> Result<String, Failure> {
-    let Some(data) = secrets.get(&r.name) else {
+    let Some(secret) = secrets.get(&r.name) else {
         return Err(Failure::new(
             reasons::SECRET_NOT_FOUND,
             format!(
@@ -165,6 +213,19 @@ fn secret_value(
             ),
         ));
     };
+    if !types.contains(&secret.type_.as_str()) {
+        return Err(Failure::new(
+            reasons::SECRET_WRONG_TYPE,
+            format!(
+                "Secret {ns}/{} (from {field}) has type {}; the controller reads only Secrets of type {} here (create it with --type={}), so that a provider cannot read Secrets that were not made for it",
+                r.name,
+                secret.type_,
+                types.join(" or "),
+                CREDENTIALS_SECRET_TYPE
+            ),
+        ));
+    }
+    let data = &secret.data;
     let Some(bytes) = data.get(&r.key) else {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         return Err(Failure::new(
@@ -194,7 +255,7 @@ fn credential(
     secrets: &SecretData,
     field: &str,
 ) -> Result<String, Failure> {
-    let value = secret_value(ns, r, secrets, field)?;
+    let value = secret_value(ns, r, secrets, field, &[CREDENTIALS_SECRET_TYPE])?;
     if value.trim() != value {
         return Err(invalid(
             ns,

@@ -17,7 +17,7 @@ use kube::api::ObjectMeta;
 use sso_operator::{
     api::{IdentityProvider, IdentityProviderSpec, SecretKeyRef},
     config::ProgrammedProvider,
-    controller::validate::{Env, SecretData, validate},
+    controller::validate::{Env, SecretContent, SecretData, validate},
     oidc::discovery::{DiscoveryOutcome, JwksSummary, ProviderEndpoints},
 };
 
@@ -100,7 +100,10 @@ pub fn secrets() -> SecretData {
     let mut s = SecretData::new();
     s.insert(
         "corp-oidc".into(),
-        BTreeMap::from([("clientSecret".to_string(), b"s3cr3t-value".to_vec())]),
+        SecretContent::credentials(BTreeMap::from([(
+            "clientSecret".to_string(),
+            b"s3cr3t-value".to_vec(),
+        )])),
     );
     s
 }
