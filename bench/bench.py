@@ -251,6 +251,7 @@ class Parts:
         with open(os.path.join(manifests, "op.yaml"), "w") as f:
             f.write(
                 "apiVersion: v1\nkind: Secret\nmetadata: {name: op, namespace: bench}\n"
+                "type: sso-operator.dev/client-credentials\n"
                 "stringData: {clientSecret: broker-secret}\n---\n"
                 "apiVersion: sso-operator.dev/v1alpha1\nkind: IdentityProvider\n"
                 "metadata: {name: op, namespace: bench}\n"
@@ -265,7 +266,9 @@ class Parts:
             )
         config = os.path.join(self.tmp, "providers.json")
         subprocess.run(
-            [BIN, "check", "--live", "-f", manifests, "--public-url", self.broker, "--broker-config", config],
+            [BIN, "check", "--live", "-f", manifests, "--public-url", self.broker, "--broker-config", config,
+             # The OP listens on loopback.
+             "--allow-provider-cidrs", "127.0.0.0/8"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -280,6 +283,7 @@ class Parts:
                 "--config-file", config,
                 "--session-keys-file", keys,
                 "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
+                "--allow-provider-cidrs", "127.0.0.0/8",
                 # /oauth/auth as before AccessPolicies, so figures compare
                 # with earlier runs.
                 "--any-provider-auth",

@@ -245,8 +245,12 @@ async fn main() {
                 .insert(format!("p{i}"), random_secret());
         }
         let secrets = Arc::new(secrets);
+        // The issuers listen on loopback.
         let cache = Arc::new(DiscoveryCache::new(
-            HttpSettings::default(),
+            HttpSettings {
+                egress: sso_operator::oidc::egress::Egress::with_loopback(),
+                ..HttpSettings::default()
+            },
             CacheTtl::default(),
         ));
         let programs = Arc::new(ProgramSet::default());

@@ -278,7 +278,8 @@ async fn check_writes_a_broker_config_the_broker_serves() {
     .unwrap();
     let out = dir.path().join("providers.json");
     let status = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
-        .args(["check", "--live", "--public-url", &base, "-f"])
+        .args(["check", "--live", "--public-url", &base])
+        .args(["--allow-provider-cidrs", "127.0.0.0/8", "-f"])
         .arg(&manifests)
         .arg("--broker-config")
         .arg(&out)

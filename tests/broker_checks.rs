@@ -554,3 +554,36 @@ async fn a_replayed_callback_is_refused_without_a_token_request() {
     }
     assert_eq!(op.recorded().token.len(), 1, "one token request");
 }
+
+/// The broker's own requests obey the egress rule too: a programmed token
+/// or userinfo endpoint at the cloud metadata address or a cluster address
+/// is never asked (these brokers allow loopback only, where the test OP
+/// listens), and the page says only that it could not be reached.
+#[tokio::test]
+async fn token_and_userinfo_endpoints_outside_the_egress_rule_are_never_asked() {
+    let (op, tb) = setup_with(|p| {
+        p.endpoints.token_endpoint = "https://169.254.169.254/latest/meta-data/iam".into()
+    })
+    .await;
+    let (_c, landing) = login(&tb).await;
+    assert_eq!(
+        landing.reason(),
+        Some(Reason::TokenUnreachable.code()),
+        "{landing:?}"
+    );
+    assert!(!landing.body.contains("169.254"), "{}", landing.body);
+    assert!(op.recorded().token.is_empty());
+
+    let (op, tb) = setup_with(|p| {
+        p.endpoints.userinfo_endpoint = Some("https://10.96.0.1/api/v1/secrets".into())
+    })
+    .await;
+    op.omit_from_id_token(&["groups"]);
+    let (_c, landing) = login(&tb).await;
+    assert_eq!(
+        landing.reason(),
+        Some(Reason::UserinfoError.code()),
+        "{landing:?}"
+    );
+    assert!(!landing.body.contains("10.96"), "{}", landing.body);
+}

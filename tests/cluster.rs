@@ -232,6 +232,8 @@ fn controller(cp: &cluster::ControlPlane, ns: &str, extra: &[&str]) -> Running {
         &metrics,
         "--provider-timeout",
         "5",
+        "--allow-provider-cidrs",
+        "127.0.0.0/8",
     ]
     .map(str::to_string)
     .to_vec();
@@ -357,13 +359,19 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
     .await;
 
     // The same conditions the pure core computes from the same inputs.
-    let discovery = DiscoveryCache::new(HttpSettings::default(), CacheTtl::default())
-        .get(&DiscoveryRequest {
-            issuer: issuer.clone(),
-            overrides: Default::default(),
-            ca_bundle: None,
-        })
-        .await;
+    let discovery = DiscoveryCache::new(
+        HttpSettings {
+            egress: sso_operator::oidc::egress::Egress::with_loopback(),
+            ..Default::default()
+        },
+        CacheTtl::default(),
+    )
+    .get(&DiscoveryRequest {
+        issuer: issuer.clone(),
+        overrides: Default::default(),
+        ca_bundle: None,
+    })
+    .await;
     let mut inputs = ready.clone();
     inputs.status = None;
     let secret_data: SecretData = [(
@@ -567,9 +575,12 @@ fn helm(cp: &cluster::ControlPlane, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `helm install|upgrade rel charts/sso-operator -n ns --set ...`.
+/// `helm install|upgrade rel charts/sso-operator -n ns --set ...`. The
+/// test OPs listen on loopback: `providerEgress.allowCIDRs` lets the
+/// processes reach them (without it they refuse, EgressDenied).
 fn chart(cp: &cluster::ControlPlane, verb: &str, ns: &str, sets: &[&str]) {
     let mut args = vec![verb, "rel", "charts/sso-operator", "-n", ns];
+    args.extend(["--set", "providerEgress.allowCIDRs={127.0.0.0/8}"]);
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -1288,6 +1299,8 @@ async fn access_policies_bind_apps_to_their_providers_across_namespaces() {
         &metrics,
         "--provider-timeout",
         "5",
+        "--allow-provider-cidrs",
+        "127.0.0.0/8",
         "--auth-url-base",
         auth_base,
     ]
@@ -1306,6 +1319,8 @@ async fn access_policies_bind_apps_to_their_providers_across_namespaces() {
         &listen,
         "--metrics-addr",
         &broker_metrics,
+        "--allow-provider-cidrs",
+        "127.0.0.0/8",
     ]
     .map(str::to_string)
     .to_vec();

@@ -38,6 +38,7 @@ fn context() -> (Arc<Context>, ApiServer) {
         HttpSettings {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(2),
+            egress: sso_operator::oidc::egress::Egress::with_loopback(),
         },
         CacheTtl::default(),
     ));

@@ -17,6 +17,7 @@ fn settings() -> HttpSettings {
     HttpSettings {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_millis(800),
+        egress: sso_operator::oidc::egress::Egress::with_loopback(),
     }
 }
 
@@ -266,4 +267,66 @@ async fn cache_expires_success_and_failure_separately() {
         cache.is_empty() || cache.len() == 1,
         "entries older than max_age are pruned"
     );
+}
+
+/// Provider URLs reach public addresses only unless the cluster operator
+/// allows a range: a tenant's issuer, discovery document or endpoint
+/// override naming loopback, the cloud metadata address or a cluster
+/// address is refused (EgressDenied, not transient), whether written as an
+/// IP or as a name that resolves there, and the status message names the
+/// host but not the address it resolved to.
+#[tokio::test]
+async fn provider_urls_reach_public_addresses_only() {
+    let base = issuer::serve_http().await;
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let strict = HttpSettings {
+        egress: sso_operator::oidc::egress::Egress::default(),
+        ..settings()
+    };
+    for issuer in [
+        format!("http://127.0.0.1:{port}/good"),
+        format!("http://localhost:{port}/good"),
+    ] {
+        let o = fetch(&req(&issuer), &strict).await;
+        let f = o.endpoints.unwrap_err();
+        assert_eq!(f.reason, r::EGRESS_DENIED, "{issuer}: {}", f.message);
+        assert!(!f.is_transient(), "a refusal is not an outage");
+        assert!(
+            f.message.contains("--allow-provider-cidrs"),
+            "{}",
+            f.message
+        );
+        if issuer.contains("localhost") {
+            assert!(
+                !f.message.contains("127.0.0.1"),
+                "no resolved address: {}",
+                f.message
+            );
+        }
+    }
+    // An allowed issuer whose overrides point into the cluster or at the
+    // metadata service: refused before any connection.
+    for jwks in [
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.96.0.1:443/jwks",
+    ] {
+        let mut r = req(&format!("{base}/good"));
+        r.overrides = EndpointOverrides {
+            jwks: Some(jwks.into()),
+            ..Default::default()
+        };
+        let o = fetch(&r, &settings()).await;
+        let f = o.jwks.unwrap().unwrap_err();
+        assert_eq!(f.reason, r::EGRESS_DENIED, "{jwks}: {}", f.message);
+    }
+    // The operator allows the range: the same issuer passes.
+    let allowed = HttpSettings {
+        egress: sso_operator::oidc::egress::Egress::allowing(vec!["127.0.0.0/8".parse().unwrap()]),
+        ..settings()
+    };
+    let o = fetch(&req(&format!("http://localhost:{port}/good")), &allowed).await;
+    // It connected and read the document (which names 127.0.0.1).
+    assert_eq!(o.endpoints.unwrap_err().reason, r::ISSUER_MISMATCH);
+    let o = fetch(&req(&format!("http://127.0.0.1:{port}/good")), &allowed).await;
+    assert!(o.endpoints.is_ok(), "{:?}", o.endpoints);
 }

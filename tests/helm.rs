@@ -152,6 +152,66 @@ fn renders_every_optional_feature_only_when_asked() {
         "ingress-nginx",
         "the broker reachable from the ingress controllers only"
     );
+    // Egress: DNS, the API server's addresses only, and the IdP rules as
+    // given; no rule open to every address on 443.
+    for name in ["rel-broker", "rel-controller"] {
+        let egress = named(&a, "NetworkPolicy", name)["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(egress.len(), 3, "{name}: {egress:?}");
+        assert_eq!(
+            egress[1]["to"][0]["ipBlock"]["cidr"], "10.0.0.1/32",
+            "{name}"
+        );
+        assert_eq!(
+            egress[2]["ports"][1]["port"], 8443,
+            "{name}: an IdP on another port"
+        );
+        assert!(
+            egress
+                .iter()
+                .all(|r| r.get("to").is_some() || r["ports"][0]["port"] == 53),
+            "{name}: only DNS goes anywhere: {egress:?}"
+        );
+        let ingress = named(&a, "NetworkPolicy", name)["spec"]["ingress"].to_string();
+        assert!(ingress.contains("monitoring"), "{name}: {ingress}");
+    }
+    // The default IdP rule: https to public addresses.
+    let (_, np_default) = render(&[
+        "--set",
+        "publicURL=https://sso.example.com",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.apiServerCIDRs={10.0.0.1/32}",
+    ]);
+    let egress = &named(&np_default, "NetworkPolicy", "rel-broker")["spec"]["egress"];
+    assert_eq!(egress[2]["ports"][0]["port"], 443);
+    assert!(
+        egress[2]["to"][0]["ipBlock"]["except"]
+            .as_array()
+            .unwrap()
+            .contains(&"10.0.0.0/8".into())
+    );
+    let ingress = &named(&np_default, "NetworkPolicy", "rel-broker")["spec"]["ingress"];
+    assert_eq!(
+        ingress[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring",
+        "metrics from the monitoring namespace, not from every namespace"
+    );
+    // Without the API server's addresses the chart says what to set.
+    let out = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "publicURL=https://sso.example.com",
+        "--set",
+        "networkPolicy.enabled=true",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("networkPolicy.apiServerCIDRs"));
     assert_eq!(of_kind(&a, "PodDisruptionBudget").len(), 2);
     let ingress = of_kind(&a, "Ingress")[0];
     assert_eq!(ingress["spec"]["rules"][0]["host"], "sso.example.com");
@@ -180,6 +240,19 @@ fn renders_every_optional_feature_only_when_asked() {
     assert!(cargs.contains("--leader-election") && cargs.contains("--lease-name=rel-controller"));
     assert!(cargs.contains("--watch-namespace=team-a"));
     assert!(cargs.contains("--auth-url-base=https://sso-internal.example.com/oauth/auth"));
+    // Provider egress: the allowed private ranges reach both processes.
+    assert!(
+        cargs.contains("--allow-provider-cidrs=10.96.0.0/12"),
+        "{cargs}"
+    );
+    assert!(
+        args.contains(&"--allow-provider-cidrs=10.96.0.0/12"),
+        "{args:?}"
+    );
+    assert!(
+        !plain.contains("--allow-provider-cidrs"),
+        "public only by default"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ fn settings() -> HttpSettings {
     HttpSettings {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(5),
+        egress: sso_operator::oidc::egress::Egress::with_loopback(),
     }
 }
 
@@ -125,7 +126,13 @@ spec:
     );
     std::fs::write(dir.path().join("idp.yaml"), manifest).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sso-operator"))
-        .args(["check", "--live", "-f"])
+        .args([
+            "check",
+            "--live",
+            "--allow-provider-cidrs",
+            "127.0.0.0/8",
+            "-f",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

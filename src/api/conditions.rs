@@ -105,6 +105,8 @@ pub mod reasons {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
     pub const SECRET_INVALID: &str = "SecretInvalid";
+    /// A provider URL resolves only to addresses the egress policy refuses.
+    pub const EGRESS_DENIED: &str = "EgressDenied";
     /// The Secret exists but is not of a type the provider may read.
     pub const SECRET_WRONG_TYPE: &str = "SecretWrongType";
 

@@ -204,6 +204,19 @@ impl ProviderRuntime {
     }
 
     fn token_client(&self) -> Result<TokenClient, Refusal> {
+        // An IP literal the egress rule refuses is never asked; names are
+        // judged when they resolve.
+        if let Err(denied) = self
+            .settings
+            .egress
+            .check_url(&self.cfg.endpoints.token_endpoint)
+        {
+            return Err(Refusal::new(
+                Reason::TokenUnreachable,
+                "the provider's token endpoint could not be reached; try again later",
+            )
+            .with_detail(denied.to_string()));
+        }
         let token_url = TokenUrl::new(self.cfg.endpoints.token_endpoint.clone()).map_err(|e| {
             Refusal::new(
                 Reason::TokenInvalidResponse,
@@ -433,6 +446,12 @@ impl ProviderRuntime {
             Refusal::new(Reason::UserinfoError, public)
                 .with_detail(format!("userinfo at {endpoint}: {detail}"))
         };
+        if let Err(denied) = self.settings.egress.check_url(endpoint) {
+            return Err(fail(
+                "the provider's userinfo endpoint could not be reached".into(),
+                denied.to_string(),
+            ));
+        }
         let response = self
             .http
             .get(endpoint)

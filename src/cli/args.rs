@@ -5,7 +5,9 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use url::Url;
 
-use crate::oidc::discovery::HttpSettings;
+use ipnet::IpNet;
+
+use crate::oidc::{discovery::HttpSettings, egress::Egress};
 
 /// Where the operator runs: the broker's public URL and the operator's
 /// namespace (`controller`, `broker`).
@@ -35,13 +37,31 @@ pub struct ProviderHttp {
     /// Timeout of each request to an identity provider, in seconds.
     #[arg(long, alias = "timeout", default_value_t = 10)]
     pub provider_timeout: u64,
+    /// Non-public address ranges provider URLs may reach (comma-separated
+    /// CIDRs, e.g. an in-cluster IdP's Service range). Without them,
+    /// discovery, JWKS, token and userinfo requests go only to public
+    /// addresses, judged after DNS resolution.
+    #[arg(long, value_delimiter = ',')]
+    pub allow_provider_cidrs: Vec<IpNet>,
 }
 
 impl ProviderHttp {
     pub fn settings(&self) -> HttpSettings {
         HttpSettings {
             timeout: Duration::from_secs(self.provider_timeout),
+            egress: Egress::allowing(self.allow_provider_cidrs.clone()),
             ..HttpSettings::default()
+        }
+    }
+
+    /// [`Self::settings`] with loopback allowed too (`dev`: the IdP runs
+    /// on this machine).
+    pub fn settings_with_loopback(&self) -> HttpSettings {
+        let mut allowed = self.allow_provider_cidrs.clone();
+        allowed.extend(Egress::with_loopback().allowed().iter().copied());
+        HttpSettings {
+            egress: Egress::allowing(allowed),
+            ..self.settings()
         }
     }
 }

@@ -45,7 +45,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         public_url,
         namespace: a.manifests.namespace,
         revalidate: Duration::from_secs(a.revalidate),
-        http: a.http.settings(),
+        http: a.http.settings_with_loopback(),
         session_refresh: a.session_refresh,
         unscoped: a.forward_auth.unscoped(),
     };

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use url::Url;
 
-use super::http::BodyError;
+use super::{egress::Egress, http::BodyError};
 use crate::api::{EndpointOverrides, conditions::reasons};
 
 pub use super::http::MAX_BODY_BYTES;
@@ -118,6 +118,8 @@ pub struct DiscoveryOutcome {
 pub struct HttpSettings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Which addresses provider URLs may reach.
+    pub egress: Egress,
 }
 
 impl Default for HttpSettings {
@@ -125,6 +127,7 @@ impl Default for HttpSettings {
         Self {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
+            egress: Egress::default(),
         }
     }
 }
@@ -181,6 +184,10 @@ pub fn http_client(
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // Connections go where the egress rule allows, judged on the
+        // addresses this resolver hands the connector. (Through an
+        // HTTPS_PROXY the proxy resolves names: filtering is then its job.)
+        .dns_resolver(settings.egress.resolver())
         .user_agent(concat!("sso-operator/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_bundle {
         let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
@@ -214,6 +221,12 @@ pub async fn get_json(
     url: &str,
     settings: &HttpSettings,
 ) -> Result<serde_json::Value, Failure> {
+    if let Err(denied) = settings.egress.check_url(url) {
+        return Err(Failure::new(
+            reasons::EGRESS_DENIED,
+            format!("{what} at {url}: {denied}"),
+        ));
+    }
     let response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
@@ -271,6 +284,9 @@ fn classify_request_error(
     err: &reqwest::Error,
     settings: &HttpSettings,
 ) -> Failure {
+    if let Some(denied) = super::egress::denied_in(err) {
+        return Failure::new(reasons::EGRESS_DENIED, format!("{what} at {url}: {denied}"));
+    }
     if err.is_timeout() {
         return Failure::new(
             reasons::UNREACHABLE,

@@ -233,6 +233,7 @@ mod tests {
         HttpSettings {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(2),
+            egress: crate::oidc::egress::Egress::with_loopback(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod assertion;
 pub mod discovery;
+pub mod egress;
 pub mod http;
 pub mod jwks;
 pub mod verify;

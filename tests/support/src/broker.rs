@@ -86,9 +86,11 @@ impl TestBroker {
                 allowed_domains: vec!["app.example.com".into()],
                 allow_http: false,
             },
+            // The test OPs listen on loopback.
             http: HttpSettings {
                 connect_timeout: Duration::from_secs(2),
                 timeout: Duration::from_secs(3),
+                egress: sso_operator::oidc::egress::Egress::with_loopback(),
             },
             // These brokers test logins and sessions; tests/policy.rs and
             // the broker's own tests cover policies and the default.
@@ -204,6 +206,9 @@ pub fn broker_from_files(
 ) -> Vec<String> {
     [
         "broker",
+        // The test OPs listen on loopback.
+        "--allow-provider-cidrs",
+        "127.0.0.0/8",
         "--listen",
         listen,
         "--public-url",
