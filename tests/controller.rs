@@ -15,10 +15,11 @@ use sso_operator::{
     api::{IdentityProvider, IdentityProviderStatus},
     config::{BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig},
     controller::{
-        Context, error_policy, program::ProgramSet, providers_for_secret, reconcile, validate::Env,
+        Context, error_policy, program::ProgramSet, providers_for_secret, reconcile, tidy,
+        validate::Env,
     },
     metrics::Metrics,
-    oidc::discovery::{CacheTtl, DiscoveryCache, HttpSettings},
+    oidc::discovery::{CacheTtl, DiscoveryCache, DiscoveryRequest, HttpSettings},
 };
 
 fn secret_json() -> Value {
@@ -509,4 +510,30 @@ fn env_is_plain_data() {
         sso_operator::controller::validate::redirect_uri(&e.public_url, "ns", "n"),
         "https://sso.example.com/oauth/callback/ns/n"
     );
+}
+
+/// 10,000 providers with distinct issuers, then all but one deleted: the
+/// per-provider backoff counts and the discovery results nobody asks for
+/// any more are forgotten (before, both maps only grew).
+#[tokio::test]
+async fn deleted_providers_and_unused_issuers_are_forgotten() {
+    let (ctx, _api) = context();
+    for i in 0..10_000 {
+        let req = DiscoveryRequest {
+            issuer: format!("https://10.{}.{}.1", i / 256, i % 256),
+            overrides: Default::default(),
+            ca_bundle: None,
+        };
+        // Refused by the egress rule at once: no network needed.
+        let o = ctx.discovery.get(&req).await;
+        assert_eq!(o.endpoints.as_ref().unwrap_err().reason, "EgressDenied");
+        ctx.backoffs.fail(&format!("team/p{i}"));
+    }
+    assert_eq!((ctx.discovery.len(), ctx.backoffs.len()), (10_000, 10_000));
+    let live: std::collections::HashSet<String> = ["team/p7".to_string()].into();
+    // Recently used results stay (a provider asks again within minutes).
+    tidy(&ctx, &live, Duration::from_secs(900));
+    assert_eq!((ctx.discovery.len(), ctx.backoffs.len()), (10_000, 1));
+    tidy(&ctx, &live, Duration::ZERO);
+    assert_eq!(ctx.discovery.len(), 0);
 }

@@ -88,6 +88,36 @@ impl Backoffs {
     pub fn reset(&self, key: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
+
+    /// Forgets providers that no longer exist (a deleted provider never
+    /// reconciles again to reset its count).
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live.contains(k));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How often the controller forgets what deleted providers left behind,
+/// and how long a discovery result nobody asked for again is kept.
+pub const TIDY_EVERY: Duration = Duration::from_secs(60);
+pub const DISCOVERY_UNUSED_FOR: Duration = Duration::from_secs(900);
+
+/// Drops the backoff counts of deleted providers and the discovery results
+/// of issuers (or CA bundles) no provider asked about lately, so memory
+/// follows the providers that exist, not every one that ever did.
+pub fn tidy(ctx: &Context, live: &std::collections::HashSet<String>, unused_for: Duration) {
+    ctx.backoffs.retain(live);
+    ctx.discovery.prune(unused_for);
 }
 
 pub use crate::clock::{Clock, SystemClock};
@@ -353,6 +383,18 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
         ctx.metrics.clone(),
     ));
 
+    let tidy_task = tokio::spawn({
+        let (ctx, reader) = (ctx.clone(), reader.clone());
+        async move {
+            let mut every = tokio::time::interval(TIDY_EVERY);
+            loop {
+                every.tick().await;
+                let live = reader.state().iter().map(|i| i.key()).collect();
+                tidy(&ctx, &live, DISCOVERY_UNUSED_FOR);
+            }
+        }
+    });
+
     let access_task = tokio::spawn(access::run(
         client.clone(),
         ctx.programs.clone(),
@@ -389,5 +431,6 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
         .await;
     writer_task.abort();
     access_task.abort();
+    tidy_task.abort();
     Ok(())
 }
