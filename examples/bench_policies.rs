@@ -129,7 +129,10 @@ fn start(config: &BrokerConfig) -> Broker {
     let keys = dir.path().join("keys");
     std::fs::write(&keys, [KEY, b"\n"].concat()).unwrap();
     let (port, metrics) = (free_port(), free_port());
-    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/sso-operator");
+    // SSO_BIN: another build to compare (an older commit's binary).
+    let bin = std::env::var("SSO_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/sso-operator").to_string()
+    });
     let child = Command::new(bin)
         .args(["broker", "--public-url", "https://sso.example.com"])
         .arg("--listen")
@@ -265,6 +268,21 @@ fn main() {
     let rss_huge = rss_kib(h.child.id());
     drop(h);
 
+    // Memory with 10,000 providers (one team each, none with its own CA)
+    // and a policy for each, after serving.
+    let teams = config(10_000, 10_000);
+    let teams_gzip = teams.to_gzip().len();
+    let t = start(&teams);
+    let _ = wrk(
+        &t,
+        "ns-5757/app-5757",
+        "app-5757.example.com",
+        &cookie("ns-5757/idp"),
+        &Args { duration: 2, ..a },
+    );
+    let rss_teams = rss_kib(t.child.id());
+    drop(t);
+
     let machine = format!(
         "{} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -291,7 +309,8 @@ Machine: {machine}. Date: {date}. `bench/policies.sh` (wrk -t1 -c{c} -d{d}s, {n}
 | 1 provider, 1 policy | {m1:.0} | {r1} | {rs} MiB |\n\
 | 100 providers, 1,000 policies | {m1000:.0} | {r1000} | {rb} MiB |\n\n\
 1,000 policies serve at **{ratio:.0}%** of the one-policy rate (target ≥ 90%).\n\n\
-10,000 policies over 100 providers: config {json} KiB as JSON, {gz} KiB gzip-compressed in the broker config Secret (limit 1,024 KiB); broker RSS {rh} MiB after serving.\n",
+10,000 policies over 100 providers: config {json} KiB as JSON, {gz} KiB gzip-compressed in the broker config Secret (limit 1,024 KiB); broker RSS {rh} MiB after serving.\n\n\
+10,000 providers with a policy each: {tgz} KiB gzip-compressed; broker RSS {rt} MiB after serving (target ≤ 64 MiB).\n",
         c = a.connections,
         d = a.duration,
         n = a.rounds,
@@ -303,6 +322,8 @@ Machine: {machine}. Date: {date}. `bench/policies.sh` (wrk -t1 -c{c} -d{d}s, {n}
         json = json_bytes / 1024,
         gz = gzip_bytes / 1024,
         rh = rss_huge / 1024,
+        tgz = teams_gzip / 1024,
+        rt = rss_teams / 1024,
     );
     print!("{report}");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results/policies.md");

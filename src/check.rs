@@ -13,7 +13,7 @@ use crate::{
     Error,
     api::{
         Condition, IdentityProvider,
-        conditions::{Status, reasons},
+        conditions::{Status, reasons, types},
     },
     controller::{
         status::merge_conditions,
@@ -51,15 +51,20 @@ pub struct ProviderReport {
 
 impl ProviderReport {
     /// Passes when admitted and no condition is False or Unknown, except
-    /// the discovery checks an offline run skips.
+    /// the discovery checks an offline run skips (kstatus' `Reconciling`
+    /// and `Stalled` restate `Ready`, which is judged itself).
     pub fn passed(&self) -> bool {
         self.admission_errors.is_empty()
             && self.validation.is_some()
-            && self.conditions.iter().all(|c| {
-                c.status == Status::True
-                    || c.reason == reasons::NOT_CHECKED
-                    || c.reason == reasons::DISABLED
-            })
+            && self
+                .conditions
+                .iter()
+                .filter(|c| !types::RESTATING_READY.contains(&c.type_.as_str()))
+                .all(|c| {
+                    c.status == Status::True
+                        || c.reason == reasons::NOT_CHECKED
+                        || c.reason == reasons::DISABLED
+                })
     }
 
     pub fn condition(&self, type_: &str) -> Option<&Condition> {

@@ -144,7 +144,9 @@ async fn ready_provider_status_patch_event_and_program() {
             ("JWKSValid", "KeysValid"),
             ("Programmed", "Programmed"),
             ("Ready", "Ready"),
-            ("SecretResolved", "Resolved")
+            ("Reconciling", "Reconciled"),
+            ("SecretResolved", "Resolved"),
+            ("Stalled", "NotStalled"),
         ]
     );
     assert!(

@@ -66,16 +66,29 @@ pub mod types {
     pub const JWKS_VALID: &str = "JWKSValid";
     pub const PROGRAMMED: &str = "Programmed";
     pub const READY: &str = "Ready";
+    /// kstatus: True while the controller has not finished with the
+    /// current generation (first check pending, or retrying an outage).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: True when the provider cannot work until someone changes
+    /// something (phase `Error`), so Flux and kstatus report a failure
+    /// instead of waiting for a timeout.
+    pub const STALLED: &str = "Stalled";
 
     /// All condition types the controller owns.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 8] = [
         CONFIG_VALID,
         SECRET_RESOLVED,
         DISCOVERY_SUCCEEDED,
         JWKS_VALID,
         PROGRAMMED,
         READY,
+        RECONCILING,
+        STALLED,
     ];
+
+    /// Types that restate `Ready` for kstatus; their transitions raise no
+    /// Event of their own (Ready's says it).
+    pub const RESTATING_READY: [&str; 2] = [RECONCILING, STALLED];
 }
 
 /// AccessPolicy condition types (with [`types::PROGRAMMED`] and
@@ -131,6 +144,10 @@ pub mod reasons {
     // Ready
     pub const READY: &str = "Ready";
     pub const DEGRADED: &str = "Degraded";
+
+    // Reconciling and Stalled when False (True takes Ready's reason).
+    pub const RECONCILED: &str = "Reconciled";
+    pub const NOT_STALLED: &str = "NotStalled";
 
     // AccessPolicy: Accepted
     pub const ACCEPTED: &str = "Accepted";

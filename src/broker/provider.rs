@@ -107,6 +107,42 @@ pub struct ProviderRuntime {
     refresh_failed_at: std::sync::Mutex<Option<Instant>>,
 }
 
+/// HTTP clients by CA bundle (`None`: the system roots only).
+#[derive(Default)]
+pub struct HttpClients(std::collections::HashMap<Option<String>, reqwest::Client>);
+
+impl HttpClients {
+    /// Seeds the map with a runtime's client, to be reused.
+    pub fn keep(&mut self, p: &ProviderRuntime) {
+        self.0
+            .entry(p.cfg.ca_bundle.clone())
+            .or_insert_with(|| p.http.clone());
+    }
+
+    /// The client for `ca_bundle`, built once.
+    pub fn get(
+        &mut self,
+        settings: &HttpSettings,
+        ca_bundle: Option<&str>,
+    ) -> Result<reqwest::Client, String> {
+        let key = ca_bundle.map(str::to_string);
+        if let Some(c) = self.0.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = discovery::http_client(settings, ca_bundle).map_err(|f| f.message)?;
+        self.0.insert(key, c.clone());
+        Ok(c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Fresh random URL-safe text of `bytes` random bytes.
 pub fn random_token(bytes: usize) -> String {
     use ring::rand::SecureRandom as _;
@@ -119,14 +155,17 @@ pub fn random_token(bytes: usize) -> String {
 
 impl ProviderRuntime {
     /// Builds the runtime; `previous` donates its JWKS cache when the key
-    /// source is unchanged.
+    /// source is unchanged. `clients` holds the HTTP clients already built
+    /// for this config, by CA bundle: providers with the same trust (most
+    /// have none beyond the system's) share one client, its TLS roots and
+    /// its connection pool, instead of paying for them once each.
     pub fn new(
         cfg: ProgrammedProvider,
         settings: &HttpSettings,
         previous: Option<&ProviderRuntime>,
+        clients: &mut HttpClients,
     ) -> Result<Self, String> {
-        let http =
-            discovery::http_client(settings, cfg.ca_bundle.as_deref()).map_err(|f| f.message)?;
+        let http = clients.get(settings, cfg.ca_bundle.as_deref())?;
         let jwks = match previous {
             Some(p)
                 if p.cfg.endpoints.jwks_uri == cfg.endpoints.jwks_uri

@@ -20,7 +20,7 @@ use super::{
     cookies::CookiePolicy,
     error::{Reason, Refusal},
     metrics::BrokerMetrics,
-    provider::ProviderRuntime,
+    provider::{HttpClients, ProviderRuntime},
     redirect::RedirectPolicy,
     refresh::Refresher,
     seal::KeyRing,
@@ -251,6 +251,10 @@ impl Broker {
         let mut applied = Applied::default();
         let mut providers = BTreeMap::new();
         let mut unavailable = config.unavailable.clone();
+        let mut clients = HttpClients::default();
+        for p in old.providers.values() {
+            clients.keep(p);
+        }
         for (key, cfg) in &config.providers {
             let previous = old.providers.get(key);
             if let Some(p) = previous
@@ -259,7 +263,12 @@ impl Broker {
                 providers.insert(key.clone(), p.clone());
                 continue;
             }
-            match ProviderRuntime::new(cfg.clone(), &self.settings.http, previous.map(|p| &**p)) {
+            match ProviderRuntime::new(
+                cfg.clone(),
+                &self.settings.http,
+                previous.map(|p| &**p),
+                &mut clients,
+            ) {
                 Ok(rt) => {
                     if previous.is_some() {
                         applied.changed.push(key.clone());

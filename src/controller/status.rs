@@ -107,7 +107,9 @@ pub struct Transition {
 /// Conditions whose status or reason changed. A condition appearing for the
 /// first time as True is not news, except the Ready summary.
 pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<Transition> {
+    use crate::api::conditions::types::RESTATING_READY;
     new.iter()
+        .filter(|n| !RESTATING_READY.contains(&n.type_.as_str()))
         .filter(|n| match old.iter().find(|o| o.type_ == n.type_) {
             Some(o) => o.status != n.status || o.reason != n.reason,
             None => n.status != Status::True || n.type_ == crate::api::conditions::types::READY,

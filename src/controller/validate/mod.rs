@@ -256,6 +256,7 @@ pub fn validate_with(
 
     let ns = idp.metadata.namespace.as_deref().unwrap_or_default();
     let name = idp.metadata.name.as_deref().unwrap_or_default();
+    let [reconciling, stalled] = summary::kstatus(summary.phase, &summary.ready);
     Validation {
         conditions: vec![
             config,
@@ -264,6 +265,8 @@ pub fn validate_with(
             jwks,
             summary.programmed,
             summary.ready,
+            reconciling,
+            stalled,
         ],
         phase: summary.phase,
         programming: summary.programming,

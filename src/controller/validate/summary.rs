@@ -20,6 +20,40 @@ pub struct Summary {
     pub ready: CondResult,
 }
 
+/// kstatus' `Reconciling` and `Stalled`, from the phase and `Ready`:
+/// Reconciling while the first check is pending or an outage is retried
+/// (phase `Pending`, `Degraded`), Stalled when the provider cannot work
+/// until someone changes something (phase `Error`). Each True one takes
+/// Ready's reason and message.
+pub fn kstatus(phase: &str, ready: &CondResult) -> [CondResult; 2] {
+    let (reconciling, stalled) = match phase {
+        phases::PENDING | phases::DEGRADED => (true, false),
+        phases::ERROR => (false, true),
+        _ => (false, false),
+    };
+    let restate = |type_: &'static str, on: bool, off_reason: &str, off_message: &str| {
+        if on {
+            CondResult::new(type_, Status::True, &ready.reason, ready.message.clone())
+        } else {
+            CondResult::new(type_, Status::False, off_reason, off_message)
+        }
+    };
+    [
+        restate(
+            types::RECONCILING,
+            reconciling,
+            reasons::RECONCILED,
+            "the controller has finished with this generation",
+        ),
+        restate(
+            types::STALLED,
+            stalled,
+            reasons::NOT_STALLED,
+            "nothing stands in the way of this generation",
+        ),
+    ]
+}
+
 /// The per-input facts a summary needs.
 pub struct Checked<'a> {
     /// `ConfigValid`, `SecretResolved`, `DiscoverySucceeded`, `JWKSValid`,
