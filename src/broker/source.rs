@@ -93,16 +93,25 @@ fn apply_keys_text(broker: &Broker, text: &str, origin: &str) {
     }
 }
 
+/// Reads `path` every `interval` and calls `on_change` when its content
+/// changed. Only a digest of the last content is kept: a config file for
+/// ten thousand providers is tens of megabytes.
 async fn poll_file(path: PathBuf, interval: Duration, mut on_change: impl FnMut(&[u8])) {
+    let digest = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .to_vec()
+    };
     let mut last: Option<Vec<u8>> = None;
     let mut missing_logged = false;
     loop {
         match tokio::fs::read(&path).await {
             Ok(bytes) => {
                 missing_logged = false;
-                if last.as_ref() != Some(&bytes) {
+                let seen = digest(&bytes);
+                if last.as_ref() != Some(&seen) {
                     on_change(&bytes);
-                    last = Some(bytes);
+                    last = Some(seen);
                 }
             }
             Err(e) if !missing_logged => {
