@@ -68,8 +68,15 @@ fn each_phase_reads_right_in_kstatus_and_argo_cd() {
     let no_secret = SecretData::new();
     let mut disabled = idp();
     disabled.spec.enabled = false;
-    let rows: Vec<(&str, (IdentityProvider, &str), &str, &str, &str)> = vec![
-        // (case, provider+phase, Reconciling, Stalled, Argo CD)
+    // (case, provider and phase, Reconciling, Stalled, Argo CD)
+    type Row = (
+        &'static str,
+        (IdentityProvider, &'static str),
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+    let rows: Vec<Row> = vec![
         (
             "ready",
             with_status(idp(), &secrets(), Some(&discovery()), false),
