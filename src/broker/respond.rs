@@ -104,6 +104,31 @@ pub fn unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, "unauthorized").into_response()
 }
 
+/// A forward-auth refusal: 403 with why, for the proxy's log, counted
+/// under its forward-auth result label.
+pub struct Denied<'a> {
+    metrics: &'a BrokerMetrics,
+    result: &'static str,
+    why: String,
+}
+
+impl<'a> Denied<'a> {
+    pub fn new(b: &'a super::Broker, result: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            metrics: &b.metrics,
+            result,
+            why: why.into(),
+        }
+    }
+}
+
+impl IntoResponse for Denied<'_> {
+    fn into_response(self) -> Response {
+        self.metrics.forward_auth_result(self.result);
+        (StatusCode::FORBIDDEN, self.why).into_response()
+    }
+}
+
 /// A refusal shown to the user: logged once, counted by reason, rendered
 /// as the error page with a link to try again.
 pub struct Refused<'a> {

@@ -17,7 +17,7 @@ use crate::broker::{
     headers,
     provider::ProviderRuntime,
     refresh::{self, Outcome},
-    respond::{redirect, unauthorized, with_cookies},
+    respond::{Denied, redirect, unauthorized, with_cookies},
     session::{self, Session},
     tokens::{self, Carried},
 };
@@ -237,12 +237,7 @@ fn carried_tokens(b: &Broker, headers: &HeaderMap, s: &Session) -> Option<Carrie
 pub async fn forward_auth(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Response {
     let key = match &b.settings.unscoped {
         Unscoped::Deny => {
-            b.metrics.forward_auth_result("no_policy");
-            return (
-                StatusCode::FORBIDDEN,
-                "this broker answers forward-auth per AccessPolicy: ask /oauth/auth/<namespace>/<name> (the policy's status.authURL)",
-            )
-                .into_response();
+            return Denied::new(&b, "no_policy", "this broker answers forward-auth per AccessPolicy: ask /oauth/auth/<namespace>/<name> (the policy's status.authURL)").into_response();
         }
         Unscoped::Policy(key) => key.clone(),
         Unscoped::AnyProvider => return any_provider(&b, &headers).await,
@@ -267,8 +262,7 @@ async fn any_provider(b: &Broker, headers: &HeaderMap) -> Response {
     // Access rules are re-checked on every request: a tightened rule
     // applies to existing sessions at once.
     if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg) {
-        b.metrics.forward_auth_result("denied");
-        return (StatusCode::FORBIDDEN, r.message).into_response();
+        return Denied::new(b, "denied", r.message).into_response();
     }
     b.metrics.forward_auth_result("ok");
     let mut resp = StatusCode::OK.into_response();
@@ -307,62 +301,43 @@ pub async fn policy_auth_root(
 /// What policy `key` says about a request.
 async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str>) -> Response {
     let Some(policy) = b.table().policies.get(key).cloned() else {
-        b.metrics.forward_auth_result("no_policy");
         let (ns, name) = key.split_once('/').unwrap_or_default();
-        return (
-            StatusCode::FORBIDDEN,
-            format!(
-                "access policy {key} is not in force: kubectl describe accesspolicy -n {ns} {name}"
-            ),
-        )
-            .into_response();
+        let why = format!(
+            "access policy {key} is not in force: kubectl describe accesspolicy -n {ns} {name}"
+        );
+        return Denied::new(b, "no_policy", why).into_response();
     };
     let target = match Target::of(headers, rest) {
         Ok(t) => t,
         Err(bad) => {
-            b.metrics.forward_auth_result("bad_target");
             let why = match bad {
                 BadTarget::Disagree(what) => format!("the proxy's headers disagree about the request's {what}"),
                 BadTarget::Path => "the request path is not acceptable (encoded slash, backslash, ';' or '..' above the root)".to_string(),
             };
-            return (StatusCode::FORBIDDEN, why).into_response();
+            return Denied::new(b, "bad_target", why).into_response();
         }
     };
     let Some(host) = target.host else {
-        b.metrics.forward_auth_result("no_host");
-        return (
-            StatusCode::FORBIDDEN,
-            "the proxy did not say which host the request is for (send X-Forwarded-Host, or X-Original-URL)",
-        )
-            .into_response();
+        return Denied::new(b, "no_host", "the proxy did not say which host the request is for (send X-Forwarded-Host, or X-Original-URL)").into_response();
     };
     if !policy.covers_host(host) {
-        b.metrics.forward_auth_result("wrong_host");
         warn!(policy = %key, host = ?host, "forward-auth for a host the policy does not cover");
-        return (
-            StatusCode::FORBIDDEN,
-            format!("access policy {key} does not cover this host"),
-        )
-            .into_response();
+        let why = format!("access policy {key} does not cover this host");
+        return Denied::new(b, "wrong_host", why).into_response();
     }
     if !policy.cfg.paths.is_empty() {
         match target.path.as_deref() {
             Some(path) if policy.covers_path(path) => {}
             Some(_) => {
-                b.metrics.forward_auth_result("wrong_path");
-                return (
-                    StatusCode::FORBIDDEN,
+                return Denied::new(
+                    b,
+                    "wrong_path",
                     format!("access policy {key} does not cover this path"),
                 )
-                    .into_response();
+                .into_response();
             }
             None => {
-                b.metrics.forward_auth_result("no_path");
-                return (
-                    StatusCode::FORBIDDEN,
-                    "the proxy did not say which path the request is for (send X-Forwarded-Uri, X-Original-URI or X-Original-URL)",
-                )
-                    .into_response();
+                return Denied::new(b, "no_path", "the proxy did not say which path the request is for (send X-Forwarded-Uri, X-Original-URI or X-Original-URL)").into_response();
             }
         }
     }
@@ -387,8 +362,7 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         return with_cookies(challenge(b, &policy, headers, &target), set);
     }
     if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg) {
-        b.metrics.forward_auth_result("denied");
-        return with_cookies((StatusCode::FORBIDDEN, r.message).into_response(), set);
+        return with_cookies(Denied::new(b, "denied", r.message).into_response(), set);
     }
     // A claim the rules name that was not looked for when the session was
     // sealed (the rule is newer): the session cannot be judged; a fresh
@@ -404,15 +378,7 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
     // Groups dropped to fit the cookie cannot be checked against deny
     // rules: refuse rather than admit someone a deny rule would stop.
     if s.groups_truncated && policy.cfg.rules.deny.iter().any(|r| !r.groups.is_empty()) {
-        b.metrics.forward_auth_result("denied");
-        return with_cookies(
-            (
-                StatusCode::FORBIDDEN,
-                format!("access policy {key}: the user's groups did not all fit in the session, so its deny rules cannot be checked"),
-            )
-                .into_response(),
-            set,
-        );
+        return with_cookies(Denied::new(b, "denied", format!("access policy {key}: the user's groups did not all fit in the session, so its deny rules cannot be checked")).into_response(), set);
     }
     let decision = policy.cfg.rules.decide(&Identity {
         user: &s.user,
@@ -421,13 +387,13 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         claims: &s.claims,
     });
     if !decision.is_allowed() {
-        b.metrics.forward_auth_result("denied");
         return with_cookies(
-            (
-                StatusCode::FORBIDDEN,
+            Denied::new(
+                b,
+                "denied",
                 format!("access policy {key}: {}", decision.explain()),
             )
-                .into_response(),
+            .into_response(),
             set,
         );
     }
@@ -446,15 +412,7 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
             match (token, carried) {
                 (Some(t), _) => Some(t),
                 (None, Some(c)) if c.too_large => {
-                    b.metrics.forward_auth_result("token_too_large");
-                    return with_cookies(
-                        (
-                            StatusCode::FORBIDDEN,
-                            format!("access policy {key} forwards a token that is too large to carry in a cookie"),
-                        )
-                            .into_response(),
-                        set,
-                    );
+                    return with_cookies(Denied::new(b, "token_too_large", format!("access policy {key} forwards a token that is too large to carry in a cookie")).into_response(), set);
                 }
                 // No token, or an expired one: a fresh login brings one.
                 (None, _) => {
