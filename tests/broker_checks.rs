@@ -453,62 +453,6 @@ async fn rotating_the_client_secret_and_adding_removing_providers_under_a_login_
     assert_eq!(r.status(), 404, "the removed provider is gone");
 }
 
-/// A log writer the test reads back.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A user name and an IdP error description carrying a newline cannot
-/// forge a log line in the text format: provider text is logged as quoted,
-/// escaped fields.
-#[tokio::test]
-async fn provider_text_cannot_forge_a_log_line() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let (op, tb) = setup_with(|_| {}).await;
-    op.set_claim(
-        "preferred_username",
-        "alice\nINFO forged: admin logged in".into(),
-    );
-    let (_c, landing) = login(&tb).await;
-    assert_eq!(landing.status, 302, "{landing:?}");
-    op.set_claim("preferred_username", "alice".into());
-    op.set_fault(Fault::UserinfoSubMismatch);
-    op.omit_from_id_token(&["groups"]);
-    op.set_claim("sub", "alice\nWARN forged: refused".into());
-    let (_c, landing) = login(&tb).await;
-    assert!(landing.status >= 400, "{landing:?}");
-
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        text.contains("forged: admin logged in"),
-        "the login was logged: {text}"
-    );
-    for line in text.lines() {
-        assert!(
-            !line.starts_with("INFO forged") && !line.starts_with("WARN forged"),
-            "{text}"
-        );
-    }
-}
-
 /// A captured callback replayed with its login cookie: the first opening
 /// logs in, every replay is refused before the broker asks the IdP, so
 /// the IdP sees one token request however often it is replayed.

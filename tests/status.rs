@@ -37,7 +37,9 @@ fn first_status_is_complete_and_sorted() {
             "JWKSValid",
             "Programmed",
             "Ready",
-            "SecretResolved"
+            "Reconciling",
+            "SecretResolved",
+            "Stalled"
         ]
     );
     assert!(

@@ -26,8 +26,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{PartialObjectMeta, Patch, PatchParams},
+    Api, Client, ResourceExt,
+    api::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
         events::Recorder,
@@ -35,12 +35,11 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
     api::{
-        FIELD_MANAGER, IdentityProvider,
+        IdentityProvider,
         conditions::{Status, policy_types, reasons, types},
         policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus, AccessRule},
     },
@@ -435,10 +434,8 @@ pub async fn run(
     clock: Arc<dyn crate::clock::Clock>,
     settings: Settings,
 ) {
-    let policies_api: Api<AccessPolicy> = match &settings.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let policies_api: Api<AccessPolicy> =
+        super::watched_api(&client, settings.watch_namespace.as_deref());
     let (policies, policy_writer) = reflector::store::<AccessPolicy>();
     let changed = Arc::new(tokio::sync::Notify::new());
     let policy_stream = watcher(policies_api.clone(), watcher::Config::default())
@@ -553,35 +550,21 @@ pub async fn run(
             if previous.get(&key) == Some(&new.conditions) {
                 continue;
             }
-            let api: Api<AccessPolicy> = Api::namespaced(
-                client.clone(),
-                p.metadata.namespace.as_deref().unwrap_or_default(),
-            );
-            let body = json!({
-                "apiVersion": AccessPolicy::api_version(&()),
-                "kind": AccessPolicy::kind(&()),
-                "status": new,
-            });
-            match api
-                .patch_status(
-                    &p.name_any(),
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(body),
-                )
-                .await
+            let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+            match super::write_status(
+                &client,
+                &recorder,
+                &**p,
+                &new,
+                old_conditions,
+                &new.conditions,
+            )
+            .await
             {
-                Ok(_) => {
-                    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-                    super::publish_transitions(
-                        &recorder,
-                        &p.object_ref(&()),
-                        old_conditions,
-                        &new.conditions,
-                    )
-                    .await;
+                Ok(true) => {
                     previous.insert(key, new.conditions);
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Ok(false) => {}
                 Err(e) => {
                     warn!(policy = %key, error = %e, "cannot write AccessPolicy status; retrying")
                 }
@@ -618,6 +601,7 @@ where
 mod tests {
     use super::*;
     use crate::policy::tenancy::From;
+    use serde_json::json;
 
     fn spec(v: serde_json::Value) -> AccessPolicySpec {
         serde_json::from_value(v).unwrap()

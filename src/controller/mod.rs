@@ -31,7 +31,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     Error,
-    api::{FIELD_MANAGER, IdentityProvider, IdentityProviderStatus, conditions::phases},
+    api::{FIELD_MANAGER, IdentityProvider, conditions::phases},
     controller::{
         program::ProgramSet,
         validate::{Env, Facts, SecretContent, SecretData, referenced_secrets, validate_with},
@@ -186,12 +186,60 @@ async fn fetch_secrets(client: &Client, ns: &str, names: &[String]) -> Result<Se
 
 /// The status patch: server-side apply of `status` only, with apiVersion
 /// and kind, under the controller's field manager.
-pub fn status_patch(status: &IdentityProviderStatus) -> serde_json::Value {
+pub fn status_patch<K: Resource<DynamicType = ()>>(
+    status: &impl serde::Serialize,
+) -> serde_json::Value {
     json!({
-        "apiVersion": IdentityProvider::api_version(&()),
-        "kind": IdentityProvider::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     })
+}
+
+/// Writes `obj`'s status and announces each condition that changed from
+/// `old` to `new` with an Event. `Ok(false)` when the object is gone (it
+/// was deleted while the controller worked: nothing left to report on).
+pub(crate) async fn write_status<K>(
+    client: &Client,
+    recorder: &Recorder,
+    obj: &K,
+    status: &impl serde::Serialize,
+    old: &[crate::api::Condition],
+    new: &[crate::api::Condition],
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(
+            &obj.name_any(),
+            &pp,
+            &Patch::Apply(status_patch::<K>(status)),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    publish_transitions(recorder, &obj.object_ref(&()), old, new).await;
+    Ok(true)
+}
+
+/// The API for a kind the controller watches: one namespace's, or all.
+pub(crate) fn watched_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Reconciles one IdentityProvider.
@@ -219,16 +267,13 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         let old = idp.status.as_ref();
         let new = status::build_status(old, &v, generation, ctx.clock.now());
         if status::needs_write(old, &new) {
-            let api: Api<IdentityProvider> = Api::namespaced(ctx.client.clone(), &ns);
-            let pp = PatchParams::apply(FIELD_MANAGER).force();
-            match api.patch_status(&name, &pp, &Patch::Apply(status_patch(&new))).await {
-                Ok(_) => {}
-                // Deleted while we worked: nothing left to report on.
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
-                Err(e) => return Err(e.into()),
-            }
             let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-            publish_transitions(&ctx.recorder, &idp.object_ref(&()), old_conditions, &new.conditions).await;
+            let written =
+                write_status(&ctx.client, &ctx.recorder, &*idp, &new, old_conditions, &new.conditions)
+                    .await?;
+            if !written {
+                return Ok(Action::await_change());
+            }
         }
         timer.observe();
 
@@ -335,10 +380,7 @@ pub struct Settings {
 
 /// Runs the controller until shutdown.
 pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Result<(), Error> {
-    let idps: Api<IdentityProvider> = match &settings.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let idps: Api<IdentityProvider> = watched_api(&client, settings.watch_namespace.as_deref());
     // Secret changes, metadata only (values never enter the cache), mapped
     // to the providers that reference them.
     // Where Secrets are watched: the namespaces the controller may read
