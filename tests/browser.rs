@@ -58,37 +58,18 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
     let nginx = Nginx::start(port, tb.addr, app);
 
     let shots = format!("{root}/test-output/browser");
-    let out = tokio::task::spawn_blocking({
-        let base = nginx.base();
-        let shots = shots.clone();
-        move || {
-            Command::new("node")
-                .arg("login.mjs")
-                .current_dir(format!("{root}/tests/browser"))
-                .env("BASE", base)
-                .env("APP_PATH", "/app/")
-                .env("PROVIDER", "default/demo")
-                .env("LOGIN", "admin-alice")
-                .env("SHOT_DIR", shots)
-                .output()
-                .expect("node runs")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "no result from login.mjs; stdout:\n{stdout}\nstderr:\n{}\nnginx:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                nginx.error_log()
-            )
-        });
-    let result: serde_json::Value = serde_json::from_str(line).unwrap();
+    let result = run_script(
+        "login.mjs",
+        &[
+            ("BASE", nginx.base()),
+            ("APP_PATH", "/app/".into()),
+            ("PROVIDER", "default/demo".into()),
+            ("LOGIN", "admin-alice".into()),
+            ("SHOT_DIR", shots.clone()),
+        ],
+        || nginx.error_log(),
+    )
+    .await;
     assert_eq!(
         result["ok"],
         true,
@@ -190,37 +171,20 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
         ],
     );
     let shots = format!("{root}/test-output/browser");
-    let out = tokio::task::spawn_blocking({
-        let (base, shots) = (nginx.base(), shots.clone());
-        move || {
-            Command::new("node")
-                .arg("two_apps.mjs")
-                .current_dir(format!("{root}/tests/browser"))
-                .env("BASE", base)
-                .env("APP_A", "/a/")
-                .env("APP_B", "/b/")
-                .env("PROVIDER_A", "corp/corp")
-                .env("PROVIDER_B", "tenant-b/evil")
-                .env("LOGIN", "alice")
-                .env("SHOT_DIR", shots)
-                .output()
-                .expect("node runs")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "no result from two_apps.mjs; stdout:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let r = run_script(
+        "two_apps.mjs",
+        &[
+            ("BASE", nginx.base()),
+            ("APP_A", "/a/".into()),
+            ("APP_B", "/b/".into()),
+            ("PROVIDER_A", "corp/corp".into()),
+            ("PROVIDER_B", "tenant-b/evil".into()),
+            ("LOGIN", "alice".into()),
+            ("SHOT_DIR", shots.clone()),
+        ],
+        || nginx.error_log(),
+    )
+    .await;
     assert_eq!(
         r["ok"],
         true,
@@ -253,4 +217,34 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
         "B asks for a login at its provider again: {b_after}"
     );
     drop(corp_op);
+}
+
+/// Runs `tests/browser/<script>` under node with `env` and returns the JSON
+/// result it prints last; a failure shows its output and `context()`.
+async fn run_script(
+    script: &'static str,
+    env: &[(&'static str, String)],
+    context: impl FnOnce() -> String,
+) -> serde_json::Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let env = env.to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .current_dir(format!("{root}/tests/browser"))
+            .envs(env)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = stdout.lines().rev().find(|l| l.starts_with('{')) else {
+        panic!(
+            "no result from {script}; stdout:\n{stdout}\nstderr:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            context()
+        )
+    };
+    serde_json::from_str(line).unwrap()
 }

@@ -158,7 +158,23 @@ async fn the_crd_and_every_rule_and_example_on_a_real_api_server() {
         }
         applied += 1;
     }
-    assert!(applied >= 8, "only {applied} example documents");
+    // Every document of every example file was found: as many as the
+    // files have top-level `kind:` lines.
+    let mut files = vec![];
+    for dir in ["examples", "examples/local"] {
+        for e in std::fs::read_dir(format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"))).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "yaml") {
+                files.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let kinds: usize = files
+        .iter()
+        .map(|t| t.lines().filter(|l| l.starts_with("kind: ")).count())
+        .sum();
+    assert!(files.len() >= 9, "{} example files", files.len());
+    assert_eq!(applied, kinds, "every example document was applied");
 }
 
 /// A process of the real binary, killed if the test ends without
@@ -694,12 +710,17 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
 
     // The broker, as its Deployment runs it, as its ServiceAccount: it
     // watches the config and keys Secrets by name.
-    let (mut broker_args, _, broker_metrics) = deployment_command(&client, &ns, "rel-broker").await;
-    for a in &mut broker_args {
-        if a.starts_with("--listen=") {
-            *a = format!("--listen=127.0.0.1:{port}");
+    // Listening on the public URL's port.
+    let broker_command = async || {
+        let (mut args, _, metrics) = deployment_command(&client, &ns, "rel-broker").await;
+        for a in &mut args {
+            if a.starts_with("--listen=") {
+                *a = format!("--listen=127.0.0.1:{port}");
+            }
         }
-    }
+        (args, metrics)
+    };
+    let (broker_args, broker_metrics) = broker_command().await;
     let broker = run_as(cp, &ns, "rel-broker", &broker_args);
     let b = browser();
     wait_for("the broker to offer corp", async || {
@@ -924,6 +945,37 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
         "config survived the upgrade"
     );
     assert_eq!(get(&b, format!("{public}/oauth/auth")).await.status, 200);
+    // The pods roll with the new values: the broker restarts with the
+    // upgraded Deployment's arguments, the session survives the restart,
+    // and a new login gets the new lifetime.
+    let (upgraded_args, _) = broker_command().await;
+    assert!(
+        upgraded_args.contains(&"--session-lifetime=7200".to_string()),
+        "{upgraded_args:?}"
+    );
+    assert_eq!(broker.terminate(), Some(0));
+    let broker = run_as(cp, &ns, "rel-broker", &upgraded_args);
+    wait_for("the upgraded broker", async || {
+        let r = b.get(format!("{public}/oauth/auth")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let fresh = browser();
+    let landing = login_at(&fresh, &public, &key, "after-upgrade", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    let me: serde_json::Value = fresh
+        .get(format!("{public}/oauth/userinfo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let left = me["expiresAt"].as_i64().unwrap() - jiff::Timestamp::now().as_second();
+    assert!(
+        (7000..=7200).contains(&left),
+        "the upgraded session lifetime (7200 s): {me}"
+    );
 
     // Uninstall keeps both Secrets (resource-policy keep); a reinstall
     // adopts them and everything works again.
@@ -938,12 +990,15 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
         secrets.get("rel-session-keys").await.unwrap().data,
         keys_before
     );
-    chart(cp, "install", &ns, &[&set_url]);
+    chart(cp, "install", &ns, &[&set_url, any]);
     assert_eq!(
         secrets.get("rel-session-keys").await.unwrap().data,
         keys_before,
         "a reinstall reuses the session keys: nobody is logged out"
     );
+    // The reinstalled Deployments' own arguments.
+    let (ctl_args, _, _) = deployment_command(&client, &ns, "rel-controller").await;
+    let (broker_args, _) = broker_command().await;
     let ctl = run_as(cp, &ns, "rel-controller", &ctl_args);
     let broker = run_as(cp, &ns, "rel-broker", &broker_args);
     wait_for("the broker after the reinstall", async || {

@@ -80,6 +80,16 @@ impl JwksCache {
         self.state().fetches
     }
 
+    /// Fetches the keys and, when that worked, keeps them.
+    async fn fetch_and_keep(&self, f: &Fetch<'_>) -> Result<Arc<CoreJsonWebKeySet>, Refusal> {
+        let keys = Arc::new(self.fetch(f).await?);
+        let mut st = self.state();
+        st.keys = Some(keys.clone());
+        st.fetched_at = Some(Instant::now());
+        st.refresh_failed_at = None;
+        Ok(keys)
+    }
+
     async fn fetch(&self, f: &Fetch<'_>) -> Result<CoreJsonWebKeySet, Refusal> {
         self.state().fetches += 1;
         let doc = discovery::get_json(f.http, "JWKS", &self.uri, f.settings)
@@ -135,15 +145,8 @@ impl JwksCache {
                 guard
             }
         };
-        match self.fetch(f).await {
-            Ok(keys) => {
-                let keys = Arc::new(keys);
-                let mut st = self.state();
-                st.keys = Some(keys.clone());
-                st.fetched_at = Some(Instant::now());
-                st.refresh_failed_at = None;
-                Ok(keys)
-            }
+        match self.fetch_and_keep(f).await {
+            Ok(keys) => Ok(keys),
             Err(e) => {
                 let mut st = self.state();
                 match st.keys.clone() {
@@ -172,15 +175,8 @@ impl JwksCache {
             st.last_forced = Some(Instant::now());
         }
         let _fetching = self.fetching.lock().await;
-        match self.fetch(f).await {
-            Ok(keys) => {
-                let keys = Arc::new(keys);
-                let mut st = self.state();
-                st.keys = Some(keys.clone());
-                st.fetched_at = Some(Instant::now());
-                st.refresh_failed_at = None;
-                Some(keys)
-            }
+        match self.fetch_and_keep(f).await {
+            Ok(keys) => Some(keys),
             Err(e) => {
                 tracing::warn!(provider = %f.provider, error = %e, "JWKS refetch for an unknown kid failed");
                 None
