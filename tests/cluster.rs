@@ -541,6 +541,87 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
     assert_eq!(run.terminate(), Some(0), "a clean stop on SIGTERM");
 }
 
+/// `--max-providers-per-namespace 2`: a team's third provider is not
+/// programmed and says why (Stalled, so GitOps tools fail it); when one of
+/// the first two goes, it takes the free place.
+#[tokio::test]
+async fn a_namespace_gets_no_more_providers_than_the_limit() {
+    let cp = cluster::shared();
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = cp.namespace("limit").await;
+    let base = issuer::serve_http().await;
+    let issuer = format!("{base}/good");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("corp-oidc", "clientSecret", "v1"),
+        )
+        .await
+        .unwrap();
+    let run = controller(cp, &ns, &["--max-providers-per-namespace", "2"]);
+    for name in ["first", "second", "third"] {
+        idps.create(&PostParams::default(), &provider(name, &issuer))
+            .await
+            .unwrap();
+        // Distinct creation seconds: the order is the API server's.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let refused = wait_for("the third refused", async || {
+        let i = idps.get("third").await.ok()?;
+        let c = i
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.reason == "NamespaceLimitReached").then_some(c)
+    })
+    .await;
+    assert!(
+        refused.message.contains("allows per namespace"),
+        "{}",
+        refused.message
+    );
+    let third = idps.get("third").await.unwrap();
+    let stalled = third
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "NamespaceLimitReached")
+    );
+    let cfg = wait_for("two programmed", async || {
+        let cfg = broker_config(&secrets).await?;
+        (cfg.providers.len() == 2).then_some(cfg)
+    })
+    .await;
+    assert!(!cfg.providers.contains_key(&format!("{ns}/third")));
+
+    idps.delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The third is retried on its backoff (10 s after its first refusal).
+    let mut programmed = false;
+    for _ in 0..60 {
+        let cfg = broker_config(&secrets).await;
+        if cfg.is_some_and(|c| c.providers.contains_key(&format!("{ns}/third"))) {
+            programmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(programmed, "the third took the free place");
+    assert_eq!(run.terminate(), Some(0));
+}
+
 #[tokio::test]
 async fn two_controller_processes_elect_one_leader_and_hand_over() {
     let cp = cluster::shared();

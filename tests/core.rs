@@ -1054,3 +1054,39 @@ fn unprogrammed_providers_tell_the_broker_why() {
     assert_eq!(u.reason, r::SECRET_NOT_FOUND);
     assert_eq!(u.display_name, "corp", "falls back to the name");
 }
+
+/// The per-namespace limit: the oldest `max` keep their place; the others
+/// are taken out of the broker with NamespaceLimitReached and Stalled.
+#[test]
+fn providers_beyond_the_namespace_limit_are_not_programmed() {
+    let i = Inputs::good();
+    let good = || validate(&i.idp, &i.secrets, i.discovery.as_ref(), None, &env());
+    for (position, max) in [(0, 0), (5, 0), (0, 2), (1, 2)] {
+        let mut v = good();
+        v.limit_per_namespace("team-a", position, max);
+        assert_eq!(v.phase, phases::READY, "{position}/{max}");
+        assert!(v.programming.entry().is_some());
+    }
+    let mut v = good();
+    v.limit_per_namespace("team-a", 2, 2);
+    assert_eq!(v.phase, phases::ERROR);
+    assert!(v.programming.entry().is_none(), "taken out of the broker");
+    for (t, status) in [
+        (t::PROGRAMMED, "False"),
+        (t::READY, "False"),
+        (t::STALLED, "True"),
+    ] {
+        let c = v.condition(t);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            (status, r::NAMESPACE_LIMIT),
+            "{t}"
+        );
+    }
+    assert!(v.condition(t::READY).message.contains("number 3 by age"));
+    assert_eq!(
+        v.condition(t::CONFIG_VALID).status.as_str(),
+        "True",
+        "the checks stay"
+    );
+}

@@ -253,6 +253,15 @@ fn renders_every_optional_feature_only_when_asked() {
         !plain.contains("--allow-provider-cidrs"),
         "public only by default"
     );
+    assert!(
+        cargs.contains("--max-providers-per-namespace=50"),
+        "{cargs}"
+    );
+    let plain_controller = named(&d, "Deployment", "rel-controller").to_string();
+    assert!(
+        !plain_controller.contains("--max-providers-per-namespace"),
+        "no limit by default"
+    );
 }
 
 #[test]

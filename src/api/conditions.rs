@@ -145,6 +145,10 @@ pub mod reasons {
     pub const READY: &str = "Ready";
     pub const DEGRADED: &str = "Degraded";
 
+    // Programmed, Ready: the namespace holds more providers than the
+    // cluster allows per namespace.
+    pub const NAMESPACE_LIMIT: &str = "NamespaceLimitReached";
+
     // Reconciling and Stalled when False (True takes Ready's reason).
     pub const RECONCILED: &str = "Reconciled";
     pub const NOT_STALLED: &str = "NotStalled";

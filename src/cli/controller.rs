@@ -42,6 +42,10 @@ pub struct Args {
     serve: args::Serve,
     #[command(flatten)]
     http: args::ProviderHttp,
+    /// Program at most this many IdentityProviders per namespace, the
+    /// oldest first; the others report NamespaceLimitReached (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_providers_per_namespace: usize,
     /// Reconcile only while holding a Lease, so several replicas can run
     /// (one leads, the others wait to take over).
     #[arg(long, env = "SSO_LEADER_ELECTION")]
@@ -70,7 +74,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
             a.operator.public_url.as_str().trim_end_matches('/')
         )
     });
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         metrics,
         discovery,
@@ -78,7 +82,9 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         Env {
             public_url: a.operator.public_url,
         },
-    ));
+    );
+    ctx.max_per_namespace = a.max_providers_per_namespace;
+    let ctx = Arc::new(ctx);
     let settings = Settings {
         namespace: ns.clone(),
         broker_config_secret: a.broker_config_secret,

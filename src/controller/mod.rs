@@ -133,6 +133,31 @@ pub struct Context {
     pub timing: Timing,
     pub backoffs: Backoffs,
     pub clock: Box<dyn Clock>,
+    /// Most providers programmed per namespace (0: no limit), and the
+    /// controller's view of all providers to rank them by age.
+    pub max_per_namespace: usize,
+    pub providers: std::sync::OnceLock<kube::runtime::reflector::Store<IdentityProvider>>,
+}
+
+/// `idp`'s place by age among the providers of its namespace in `store`
+/// (0 = oldest; ties by name).
+pub fn position_in_namespace(
+    store: &kube::runtime::reflector::Store<IdentityProvider>,
+    idp: &IdentityProvider,
+) -> usize {
+    let age = |i: &IdentityProvider| {
+        (
+            i.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            i.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let mine = age(idp);
+    store
+        .state()
+        .iter()
+        .filter(|i| i.metadata.namespace == idp.metadata.namespace)
+        .filter(|i| age(i) < mine)
+        .count()
 }
 
 impl Context {
@@ -157,6 +182,8 @@ impl Context {
             timing: Timing::default(),
             backoffs: Backoffs::default(),
             clock: Box::new(SystemClock),
+            max_per_namespace: 0,
+            providers: std::sync::OnceLock::new(),
         }
     }
 }
@@ -259,7 +286,10 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
             None => None,
         };
         let previous = ctx.programs.get(&key);
-        let v = validate_with(&idp, &facts, discovery.as_deref(), previous.as_ref(), &ctx.env);
+        let mut v = validate_with(&idp, &facts, discovery.as_deref(), previous.as_ref(), &ctx.env);
+        if let Some(store) = ctx.providers.get() {
+            v.limit_per_namespace(&ns, position_in_namespace(store, &idp), ctx.max_per_namespace);
+        }
         ctx.programs.set(&key, &v.programming);
         ctx.programs
             .set_unavailable(&key, validate::unavailable_entry(&idp, &v));
@@ -414,6 +444,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     }
     let controller = Controller::new(idps, watcher::Config::default());
     let reader = controller.store();
+    let _ = ctx.providers.set(reader.clone());
     let store_for_secrets = reader.clone();
 
     let writer_task = tokio::spawn(program::run_writer(
