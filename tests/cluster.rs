@@ -764,10 +764,31 @@ async fn the_chart_through_its_lifecycle_with_its_own_service_accounts() {
     let any = "broker.anyProviderAuth=true";
     chart(cp, "install", &ns, &[&set_url, any]);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    // The chart generates no session keys (a template cannot keep them:
+    // Argo CD renders it anew on every sync); the controller does.
+    assert!(
+        secrets
+            .get("rel-session-keys")
+            .await
+            .unwrap()
+            .data
+            .is_none(),
+        "the chart's session keys Secret starts empty"
+    );
 
     // The controller, as its Deployment runs it, as its ServiceAccount.
     let (ctl_args, _, _) = deployment_command(&client, &ns, "rel-controller").await;
     let ctl = run_as(cp, &ns, "rel-controller", &ctl_args);
+    let generated = wait_for("the controller to generate session keys", async || {
+        let s = secrets.get("rel-session-keys").await.ok()?;
+        let v = s.data?.get("session-keys")?.0.clone();
+        (!v.is_empty()).then_some(String::from_utf8(v).unwrap())
+    })
+    .await;
+    assert!(
+        sso_operator::broker::source::parse_keys(&generated).is_ok(),
+        "a usable key: {generated:?}"
+    );
 
     // A team's provider at a real OP, with its client secret.
     let key = format!("{team}/corp");

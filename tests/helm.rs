@@ -534,11 +534,34 @@ fn security_posture_and_least_privilege_rbac() {
             .count(),
         2
     );
-    // Session keys: generated once, kept across upgrades and uninstall.
+    // Session keys: kept across upgrades and uninstall, and never made by
+    // the template: two renders (Argo CD renders on every sync, without
+    // lookup) give the same Secret, with no keys; the controller fills it
+    // and may patch exactly it.
     let keys = named(&d, "Secret", "rel-session-keys");
     assert_eq!(
         keys["metadata"]["annotations"]["helm.sh/resource-policy"],
         "keep"
+    );
+    assert!(keys["data"].is_null(), "no keys in the template: {keys}");
+    let (_, again) = defaults();
+    assert_eq!(
+        named(&again, "Secret", "rel-session-keys"),
+        keys,
+        "a render is stable"
+    );
+    let cargs = named(&d, "Deployment", "rel-controller")["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .to_string();
+    assert!(
+        cargs.contains("--session-keys-secret=rel-session-keys"),
+        "{cargs}"
+    );
+    assert!(
+        role["rules"][0]["resourceNames"]
+            .to_string()
+            .contains("rel-session-keys"),
+        "{role}"
     );
     let cfg = named(&d, "Secret", "rel-broker-config");
     assert_eq!(
@@ -562,6 +585,14 @@ fn security_posture_and_least_privilege_rbac() {
     );
     assert!(
         named(&ext, "Role", "rel-broker")["rules"][0]["resourceNames"]
+            .to_string()
+            .contains("my-keys")
+    );
+    // Brought keys: the controller neither generates nor may patch them.
+    let ext_ctl = named(&ext, "Deployment", "rel-controller").to_string();
+    assert!(!ext_ctl.contains("--session-keys-secret"));
+    assert!(
+        !named(&ext, "Role", "rel-controller")
             .to_string()
             .contains("my-keys")
     );

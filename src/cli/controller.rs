@@ -42,6 +42,11 @@ pub struct Args {
     serve: args::Serve,
     #[command(flatten)]
     http: args::ProviderHttp,
+    /// The broker's session keys Secret (in --namespace): the controller
+    /// generates a key into it when it has none. Omit when the keys are
+    /// brought in a Secret of your own.
+    #[arg(long)]
+    session_keys_secret: Option<String>,
     /// Program at most this many IdentityProviders per namespace, the
     /// oldest first; the others report NamespaceLimitReached (0: no limit).
     #[arg(long, default_value_t = 0)]
@@ -92,6 +97,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         secret_label_selector: a.secret_label_selector,
         secret_namespaces: a.secret_namespaces,
         auth_base,
+        session_keys_secret: a.session_keys_secret,
     };
     let work = controller::run(client.clone(), ctx, settings);
     let outcome = if a.leader_election {

@@ -406,6 +406,9 @@ pub struct Settings {
     pub secret_namespaces: Vec<String>,
     /// Base of AccessPolicy auth URLs (`<base>/<namespace>/<name>`).
     pub auth_base: String,
+    /// The broker's session keys Secret (in `namespace`), filled with a
+    /// generated key when it has none; `None` when keys are brought.
+    pub session_keys_secret: Option<String>,
 }
 
 /// Runs the controller until shutdown.
@@ -446,6 +449,14 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     let reader = controller.store();
     let _ = ctx.providers.set(reader.clone());
     let store_for_secrets = reader.clone();
+
+    let keys_task = settings.session_keys_secret.clone().map(|name| {
+        tokio::spawn(program::ensure_session_keys(
+            client.clone(),
+            settings.namespace.clone(),
+            name,
+        ))
+    });
 
     let writer_task = tokio::spawn(program::run_writer(
         client.clone(),
@@ -505,5 +516,8 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     writer_task.abort();
     access_task.abort();
     tidy_task.abort();
+    if let Some(t) = keys_task {
+        t.abort();
+    }
     Ok(())
 }

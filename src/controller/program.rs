@@ -191,6 +191,58 @@ pub fn config_secret(ns: &str, name: &str, config: &BrokerConfig) -> Secret {
     config_secret_from(ns, name, config.to_gzip())
 }
 
+/// Fills the broker's session keys Secret when it holds no keys: one
+/// random key of 64 URL-safe characters (384 bits). Done here, not in the
+/// Helm template, because a template renders anew on every `helm template`
+/// (Argo CD's way of installing a chart) and new keys log everyone out.
+/// Keys already there are never touched (rotation is the operator's
+/// business). Retries every 10 s until the Secret exists and has keys.
+pub async fn ensure_session_keys(client: Client, ns: String, name: String) {
+    use crate::broker::source::SESSION_KEYS_KEY;
+    let api: Api<Secret> = Api::namespaced(client, &ns);
+    loop {
+        match api.get_opt(&name).await {
+            Ok(Some(s))
+                if s.data
+                    .as_ref()
+                    .and_then(|d| d.get(SESSION_KEYS_KEY))
+                    .is_some_and(|v| !String::from_utf8_lossy(&v.0).trim().is_empty()) =>
+            {
+                info!(secret = %name, "session keys present");
+                return;
+            }
+            Ok(Some(_)) => {
+                let key = format!("{}\n", crate::broker::provider::random_token(48));
+                let mut data = BTreeMap::new();
+                data.insert(SESSION_KEYS_KEY.to_string(), ByteString(key.into_bytes()));
+                let value = json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name, "namespace": ns},
+                    "data": data,
+                });
+                let pp = PatchParams::apply(FIELD_MANAGER).force();
+                match api.patch(&name, &pp, &Patch::Apply(value)).await {
+                    Ok(_) => {
+                        info!(secret = %name, "generated the session keys");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(secret = %name, error = %e, "cannot write the session keys; retrying")
+                    }
+                }
+            }
+            Ok(None) => {
+                warn!(secret = %name, "the session keys Secret does not exist yet (the chart creates it); retrying")
+            }
+            Err(e) => {
+                warn!(secret = %name, error = %e, "cannot read the session keys Secret; retrying")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
 fn config_secret_from(ns: &str, name: &str, gzipped: Vec<u8>) -> Secret {
     let mut data = BTreeMap::new();
     data.insert(BROKER_CONFIG_KEY.to_string(), ByteString(gzipped));
