@@ -101,6 +101,7 @@ pub type CliResult = Result<Verdict, CliError>;
 /// Parses the command line, runs the subcommand and turns its outcome into
 /// the exit code.
 pub async fn main() -> ExitCode {
+    runtime::tune_allocator();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Controller(a) => controller::run(a, cli.log_json).await,

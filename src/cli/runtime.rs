@@ -39,6 +39,22 @@ pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, CliErro
         .map_err(|e| CliError::CannotStart(format!("cannot listen on {addr}: {e}")))
 }
 
+/// Keeps glibc from holding on to memory a large config load freed. Its
+/// default raises the size above which allocations get their own mapping
+/// each time such a block is freed, so the next load's tens of megabytes
+/// come from the heap and stay there as fragments: the broker with 10,000
+/// providers and policies sat at 71 MiB resident instead of 51 (measured
+/// with `bench/policies.sh`'s config). A fixed threshold returns big blocks to the
+/// system when they are freed.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters (under the
+    // allocator's own lock).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C: servers stop accepting and finish the
 /// requests in flight.
 pub async fn shutdown_signal() {
