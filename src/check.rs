@@ -283,6 +283,14 @@ fn check_policies(
         world
             .namespace_labels
             .insert(doc.name().to_string(), labels);
+        // Hosts the Namespace lists, as the controller reads them.
+        if let Some(listed) =
+            doc.value["metadata"]["annotations"][access::HOSTS_ANNOTATION].as_str()
+        {
+            world
+                .namespace_hosts
+                .insert(doc.name().to_string(), access::namespace_hosts(listed).0);
+        }
     }
     let mut reports = Vec::new();
     let mut parsed = Vec::new();

@@ -1773,4 +1773,63 @@ async fn access_policies_bind_apps_to_their_providers_across_namespaces() {
             .resource_version,
         before
     );
+
+    // Host ownership: the cluster administrator lists corp's hosts on its
+    // Namespace. Tenant B can no longer claim one first (the squat on a
+    // host corp has no policy for yet is refused as HostNotOwned), and
+    // corp's own policies may claim only what the list holds.
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            &corp,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "sso-operator.dev/hosts": "*.corp.example.com"
+            }}})),
+        )
+        .await
+        .unwrap();
+    tenant_policies
+        .create(
+            &PostParams::default(),
+            &access_policy(
+                "early",
+                json!({
+                    "hosts": ["wiki.corp.example.com"],
+                    "providers": [{"name": "evil"}],
+                    "rules": {"allow": [{"users": ["alice"]}]},
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    let (_, _, message) = wait_for("the early squat refused", async || {
+        let p = tenant_policies.get("early").await.ok()?;
+        let c = policy_condition(&p, "Accepted")?;
+        (c.1 == "HostNotOwned").then_some(c)
+    })
+    .await;
+    assert!(
+        message.contains(&format!("belongs to namespace {corp}")),
+        "{message}"
+    );
+    corp_policies
+        .create(
+            &PostParams::default(),
+            &access_policy(
+                "elsewhere",
+                json!({
+                    "hosts": ["app.example.org"],
+                    "providers": [{"name": "corp"}],
+                    "rules": {"allow": [{"users": ["alice"]}]},
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for("corp's unlisted host refused", async || {
+        let p = corp_policies.get("elsewhere").await.ok()?;
+        let c = policy_condition(&p, "Accepted")?;
+        (c.1 == "HostNotOwned").then_some(())
+    })
+    .await;
 }

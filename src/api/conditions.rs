@@ -157,6 +157,9 @@ pub mod reasons {
     pub const ACCEPTED: &str = "Accepted";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const HOST_CONFLICT: &str = "HostConflict";
+    /// A host another namespace owns (its `sso-operator.dev/hosts`
+    /// annotation), or one outside the policy's own namespace's list.
+    pub const HOST_NOT_OWNED: &str = "HostNotOwned";
     // AccessPolicy: ResolvedRefs
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";

@@ -79,6 +79,10 @@ pub struct World {
     pub serving: BTreeSet<String>,
     /// Namespace labels, for providers that admit by selector.
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The hosts each namespace owns: its `sso-operator.dev/hosts`
+    /// annotation, which cluster administrators set (teams usually may not
+    /// edit their Namespace).
+    pub namespace_hosts: BTreeMap<String, Vec<HostPattern>>,
     /// Base of the auth URLs: `<base>/<namespace>/<name>`.
     pub auth_base: String,
 }
@@ -101,9 +105,18 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
         .iter()
         .map(|p| (p, check_spec(p.spec), resolve(p, world)))
         .collect();
+    // Hosts owned by another namespace are not claimed either.
+    let not_owned: BTreeMap<String, String> = checked
+        .iter()
+        .filter_map(|(p, hosts, _)| {
+            let why = check_ownership(p.namespace, hosts.as_ref().ok()?, world).err()?;
+            Some((p.key(), why))
+        })
+        .collect();
     let claims: Vec<Claim> = checked
         .iter()
         .filter(|(_, _, (_, failure))| failure.is_none())
+        .filter(|(p, _, _)| !not_owned.contains_key(&p.key()))
         .filter_map(|(p, hosts, _)| {
             Some(Claim {
                 key: p.key(),
@@ -140,7 +153,11 @@ pub fn program(policies: &[PolicyInput<'_>], world: &World) -> BTreeMap<String, 
         .into_iter()
         .map(|(p, hosts, resolved)| {
             let key = p.key();
-            let mut outcome = decide(p, hosts, resolved, lost.get(&key), world);
+            let refused = not_owned
+                .get(&key)
+                .map(|why| (reasons::HOST_NOT_OWNED, why))
+                .or_else(|| lost.get(&key).map(|why| (reasons::HOST_CONFLICT, why)));
+            let mut outcome = decide(p, hosts, resolved, refused, world);
             if let Some(note) = contested.get(&key)
                 && let Some(accepted) = outcome
                     .conditions
@@ -198,11 +215,71 @@ fn resolve(p: &PolicyInput<'_>, world: &World) -> Resolved {
     (refs, failure)
 }
 
+/// Host ownership: a namespace that lists its hosts (annotation
+/// `sso-operator.dev/hosts`) claims only those, and no namespace claims a
+/// host another lists, nor a wildcard that would take in one. Hosts nobody
+/// lists stay first come, first served.
+fn check_ownership(ns: &str, hosts: &[HostPattern], world: &World) -> Result<(), String> {
+    let show = |h: &HostPattern| match h {
+        HostPattern::Exact(e) => e.clone(),
+        HostPattern::Wildcard(s) => format!("*.{s}"),
+    };
+    let own = world.namespace_hosts.get(ns);
+    for h in hosts {
+        if let Some(own) = own {
+            if !own.iter().any(|o| o.covers(h)) {
+                return Err(format!(
+                    "host {} is not among the hosts namespace {ns} owns ({}: {}); ask the cluster administrator to add it",
+                    show(h),
+                    HOSTS_ANNOTATION,
+                    own.iter().map(show).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            continue;
+        }
+        for (other, theirs) in &world.namespace_hosts {
+            if other == ns {
+                continue;
+            }
+            if let Some(t) = theirs.iter().find(|t| t.covers(h) || h.covers(t)) {
+                return Err(format!(
+                    "host {} belongs to namespace {other} (its {HOSTS_ANNOTATION} annotation lists {}); a policy in namespace {ns} cannot claim it",
+                    show(h),
+                    show(t)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Namespace annotation listing the hosts (comma-separated, exact or
+/// `*.suffix`) that AccessPolicies in the namespace may claim.
+pub const HOSTS_ANNOTATION: &str = "sso-operator.dev/hosts";
+
+/// The hosts a Namespace's annotation lists; entries that do not parse are
+/// left out (and logged by the caller).
+pub fn namespace_hosts(annotation: &str) -> (Vec<HostPattern>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for entry in annotation
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        match HostPattern::parse(entry) {
+            Ok(h) => ok.push(h),
+            Err(e) => bad.push(e),
+        }
+    }
+    (ok, bad)
+}
+
 fn decide(
     p: &PolicyInput<'_>,
     hosts: Result<Vec<HostPattern>, String>,
     (refs, failure): Resolved,
-    lost: Option<&String>,
+    refused: Option<(&'static str, &String)>,
     world: &World,
 ) -> Outcome {
     let auth_url = format!(
@@ -211,19 +288,16 @@ fn decide(
         p.namespace,
         p.name
     );
-    let accepted = match (&hosts, lost) {
+    let accepted = match (&hosts, refused) {
         (Err(e), _) => CondResult::new(
             policy_types::ACCEPTED,
             Status::False,
             reasons::INVALID_SPEC,
             e.clone(),
         ),
-        (Ok(_), Some(why)) => CondResult::new(
-            policy_types::ACCEPTED,
-            Status::False,
-            reasons::HOST_CONFLICT,
-            why.clone(),
-        ),
+        (Ok(_), Some((reason, why))) => {
+            CondResult::new(policy_types::ACCEPTED, Status::False, reason, why.clone())
+        }
         (Ok(_), None) => CondResult::ok(
             policy_types::ACCEPTED,
             reasons::ACCEPTED,
@@ -505,6 +579,18 @@ pub async fn run(
                 .iter()
                 .map(|n| (n.name_any(), n.labels().clone()))
                 .collect(),
+            namespace_hosts: namespaces
+                .state()
+                .iter()
+                .filter_map(|n| {
+                    let listed = n.annotations().get(HOSTS_ANNOTATION)?;
+                    let (hosts, bad) = namespace_hosts(listed);
+                    for e in bad {
+                        warn!(namespace = %n.name_any(), "{HOSTS_ANNOTATION}: {e}");
+                    }
+                    Some((n.name_any(), hosts))
+                })
+                .collect(),
             auth_base: settings.auth_base.clone(),
         };
         let all = policies.state();
@@ -661,6 +747,101 @@ mod tests {
 
     fn cond<'a>(o: &'a Outcome, t: &str) -> &'a CondResult {
         o.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    /// Namespaces that list their hosts own them: a policy elsewhere cannot
+    /// claim one of them (even first, even by a wider wildcard), and a
+    /// listing namespace claims only what it lists; unlisted hosts stay
+    /// first come, first served.
+    #[test]
+    fn hosts_a_namespace_lists_are_its_own() {
+        let mut w = world();
+        w.namespace_hosts.insert(
+            "corp".into(),
+            namespace_hosts("*.corp.example.com, portal.example.com").0,
+        );
+        let corp_provider = json!([{"name": "corp"}]);
+        let evil_provider = json!([{"name": "evil"}]);
+        let accepted = |ns: &str, hosts: &[&str], providers: &serde_json::Value| {
+            let o = one(ns, &basic(hosts, providers.clone()), &w);
+            let c = cond(&o, policy_types::ACCEPTED).clone();
+            (c.reason, c.message, o.entry.is_some())
+        };
+        // The owner claims what it lists.
+        for hosts in [
+            &["app.corp.example.com"][..],
+            &["portal.example.com"],
+            &["*.x.corp.example.com"],
+        ] {
+            let (reason, msg, in_force) = accepted("corp", hosts, &corp_provider);
+            assert_eq!(
+                (reason.as_str(), in_force),
+                (reasons::ACCEPTED, true),
+                "{hosts:?}: {msg}"
+            );
+        }
+        // ...and nothing else.
+        let (reason, msg, in_force) = accepted("corp", &["other.example.com"], &corp_provider);
+        assert_eq!(
+            (reason.as_str(), in_force),
+            (reasons::HOST_NOT_OWNED, false)
+        );
+        assert!(
+            msg.contains("not among the hosts namespace corp owns"),
+            "{msg}"
+        );
+        // Another namespace cannot take the owner's hosts, even first.
+        for hosts in [
+            &["app.corp.example.com"][..],
+            &["portal.example.com"],
+            &["*.corp.example.com"],
+            &["*.example.com"],
+        ] {
+            let (reason, msg, in_force) = accepted("tenant-b", hosts, &evil_provider);
+            assert_eq!(
+                (reason.as_str(), in_force),
+                (reasons::HOST_NOT_OWNED, false),
+                "{hosts:?}"
+            );
+            assert!(msg.contains("belongs to namespace corp"), "{msg}");
+        }
+        // Hosts nobody lists: first come, as before.
+        let (reason, _, in_force) = accepted("tenant-b", &["b.example.org"], &evil_provider);
+        assert_eq!((reason.as_str(), in_force), (reasons::ACCEPTED, true));
+        // A refused policy claims nothing: the owner, newer, still wins.
+        let squat = basic(&["app.corp.example.com"], evil_provider.clone());
+        let real = basic(&["app.corp.example.com"], corp_provider.clone());
+        let out = program(
+            &[
+                PolicyInput {
+                    namespace: "tenant-b",
+                    name: "app",
+                    generation: 1,
+                    created: 1,
+                    spec: &squat,
+                },
+                PolicyInput {
+                    namespace: "corp",
+                    name: "app",
+                    generation: 1,
+                    created: 99,
+                    spec: &real,
+                },
+            ],
+            &w,
+        );
+        assert!(
+            out["corp/app"].entry.is_some(),
+            "the owner's newer policy is in force"
+        );
+        assert!(out["tenant-b/app"].entry.is_none());
+    }
+
+    #[test]
+    fn the_hosts_annotation_parses_what_it_can() {
+        let (ok, bad) = namespace_hosts(" a.example.com,, *.b.example.com ,*.com, bad_host ");
+        assert_eq!(ok.len(), 2);
+        assert_eq!(bad.len(), 2, "{bad:?}");
     }
 
     #[test]

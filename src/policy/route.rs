@@ -64,6 +64,16 @@ impl HostPattern {
         }
     }
 
+    /// Whether every host `other` matches, this pattern matches too.
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        match (self, other) {
+            (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+            (HostPattern::Exact(_), HostPattern::Wildcard(_)) => false,
+            (HostPattern::Wildcard(_), HostPattern::Exact(h)) => self.matches(h),
+            (HostPattern::Wildcard(a), HostPattern::Wildcard(b)) => a == b || self.matches(b),
+        }
+    }
+
     /// Higher is more specific.
     fn specificity(&self) -> (u8, usize) {
         match self {
