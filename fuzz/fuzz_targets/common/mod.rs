@@ -70,8 +70,10 @@ pub fn provider(namespace: &str, name: &str) -> ProgrammedProvider {
             token_endpoint_auth_methods: None,
             token_endpoint_auth_signing_algs: None,
             code_challenge_methods: Some(vec!["S256".into()]),
+            id_token_signing_algs: None,
             discovered: true,
         },
+        id_token_algs: vec![],
         ca_bundle: None,
         claims: serde_json::from_str::<ClaimMapping>("{}").expect("claim mapping defaults"),
         require_verified_email: true,
@@ -108,6 +110,7 @@ pub fn broker() -> Arc<Broker> {
         http: HttpSettings {
             connect_timeout: Duration::from_millis(200),
             timeout: Duration::from_millis(500),
+            egress: Default::default(),
         },
         unscoped: Unscoped::Policy("sso/app".into()),
     });
