@@ -18,6 +18,7 @@ pub mod config;
 pub mod controller;
 pub mod dev;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;

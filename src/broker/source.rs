@@ -33,22 +33,11 @@ pub fn parse_keys(text: &str) -> Result<KeyRing, String> {
     KeyRing::new(&keys).map_err(|e| e.to_string())
 }
 
-/// Hands the memory a config load freed back to the system. Decoding a
-/// config for thousands of providers builds tens of megabytes (the JSON
-/// text, then the parsed entries) that are freed at once; glibc keeps freed
-/// heap for reuse, so without this the broker's resident size stays at the
-/// load's peak, which is what a memory limit counts.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 fn apply_config_bytes(broker: &Broker, bytes: &[u8], origin: &str) {
     apply_config_decoded(broker, bytes, origin);
-    release_freed_memory();
+    // Decoding a config for thousands of providers builds tens of
+    // megabytes that are freed at once.
+    crate::memory::release_freed();
 }
 
 fn apply_config_decoded(broker: &Broker, bytes: &[u8], origin: &str) {

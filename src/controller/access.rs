@@ -657,6 +657,7 @@ pub async fn run(
             }
         }
         previous.retain(|k, _| outcomes.contains_key(k));
+        crate::memory::release_freed();
         // Wake on any change: a policy, a namespace, a provider's entry
         // coming or going; or every 30 s (providers created or edited, and
         // a retry of failed writes).

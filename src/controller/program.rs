@@ -334,6 +334,8 @@ pub async fn run_writer(
                     info!(providers = config.providers.len(), "wrote broker config");
                     metrics.broker_config_writes.inc();
                     last_written = Some(config);
+                    // The config and its compressed text, built whole.
+                    crate::memory::release_freed();
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot write broker config Secret {ns}/{name}; retrying")

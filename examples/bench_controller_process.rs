@@ -1,0 +1,164 @@
+//! The controller's memory as a process against a real API server (the
+//! test control plane: etcd + kube-apiserver, `scripts/controlplane.sh`),
+//! with N IdentityProviders in one namespace and then an AccessPolicy for
+//! each: the release binary's resident size once the broker config holds
+//! them all. Run through `bench/controller-memory.sh`.
+//!
+//!   bench_controller_process [N]   (default 10000)
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt as _, stream};
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, CustomResourceExt as _,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use sso_operator::{
+    api::{IdentityProvider, policy::AccessPolicy},
+    config::{BROKER_CONFIG_KEY, BrokerConfig},
+};
+use sso_test_support::{cluster::ControlPlane, free_port, issuer};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn config(secrets: &Api<Secret>) -> Option<BrokerConfig> {
+    let s = secrets.get("sso-operator-broker-config").await.ok()?;
+    BrokerConfig::decode(&s.data?.get(BROKER_CONFIG_KEY)?.0).ok()
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("N"))
+        .unwrap_or(10_000);
+    let cp = ControlPlane::start();
+    let client = cp.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [IdentityProvider::crd(), AccessPolicy::crd()] {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ns = cp.namespace("bench").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "oidc"},
+                "type": "sso-operator.dev/client-credentials",
+                "stringData": {"clientSecret": "bench-secret"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let base = issuer::serve_http().await;
+    let issuer = format!("{base}/good");
+
+    let started = Instant::now();
+    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &ns);
+    stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let idps = idps.clone();
+            let issuer = issuer.clone();
+            async move {
+                let idp: IdentityProvider = serde_json::from_value(json!({
+                    "apiVersion": "sso-operator.dev/v1alpha1", "kind": "IdentityProvider",
+                    "metadata": {"name": format!("p{i}")},
+                    "spec": {"issuer": issuer, "clientID": format!("client-{i}"),
+                             "clientSecretRef": {"name": "oidc", "key": "clientSecret"}},
+                }))
+                .unwrap();
+                idps.create(&PostParams::default(), &idp).await.unwrap();
+            }
+        })
+        .await;
+    eprintln!("{n} providers created in {:?}", started.elapsed());
+
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/sso-operator");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(bin)
+        .args(["controller", "--public-url", "https://sso.example.com"])
+        .args(["--namespace", &ns, "--watch-namespace", &ns])
+        .args([
+            "--metrics-addr",
+            &metrics,
+            "--allow-provider-cidrs",
+            "127.0.0.0/8",
+        ])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("target/release/sso-operator (bench/controller-memory.sh builds it)");
+    let pid = child.id();
+    let wait_until = async |what: &str, f: &dyn Fn(&BrokerConfig) -> bool| {
+        let t = Instant::now();
+        loop {
+            if config(&secrets).await.is_some_and(|c| f(&c)) {
+                eprintln!("{what} in {:?}", t.elapsed());
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(900), "{what}: timed out");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    wait_until("all providers programmed", &|c| c.providers.len() == n).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_providers = rss_kib(pid);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    eprintln!("open files after the providers: {fds}");
+
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &ns);
+    stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let policies = policies.clone();
+            async move {
+                let p: AccessPolicy = serde_json::from_value(json!({
+                    "apiVersion": "sso-operator.dev/v1alpha1", "kind": "AccessPolicy",
+                    "metadata": {"name": format!("app{i}")},
+                    "spec": {"hosts": [format!("app{i}.example.com")],
+                             "providers": [{"name": format!("p{i}")}],
+                             "rules": {"allow": [{"groups": ["users"]}]}},
+                }))
+                .unwrap();
+                policies.create(&PostParams::default(), &p).await.unwrap();
+            }
+        })
+        .await;
+    wait_until("all policies in force", &|c| c.policies.len() == n).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_both = rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "controller process, {n} IdentityProviders: RSS {} MiB; with {n} AccessPolicies too: {} MiB",
+        rss_providers / 1024,
+        rss_both / 1024
+    );
+}
