@@ -512,8 +512,12 @@ pub async fn run(
         super::watched_api(&client, settings.watch_namespace.as_deref());
     let (policies, policy_writer) = reflector::store::<AccessPolicy>();
     let changed = Arc::new(tokio::sync::Notify::new());
+    // Cached without managedFields, which nothing here reads.
     let policy_stream = watcher(policies_api.clone(), watcher::Config::default())
         .default_backoff()
+        .modify(|p| {
+            p.managed_fields_mut().clear();
+        })
         .reflect(policy_writer)
         .touched_objects();
     tokio::spawn(wake_on(policy_stream, changed.clone(), "AccessPolicy"));
@@ -526,6 +530,9 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(|n| {
+            n.managed_fields_mut().clear();
+        })
         .reflect(ns_writer)
         .touched_objects();
         tokio::spawn(wake_on(ns_stream, changed.clone(), "Namespace"));
