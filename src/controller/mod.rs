@@ -148,12 +148,12 @@ pub fn position_in_namespace(
     store: &kube::runtime::reflector::Store<IdentityProvider>,
     idp: &IdentityProvider,
 ) -> usize {
-    let age = |i: &IdentityProvider| {
+    fn age(i: &IdentityProvider) -> (Option<&jiff::Timestamp>, &str) {
         (
-            i.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            i.metadata.name.clone().unwrap_or_default(),
+            i.metadata.creation_timestamp.as_ref().map(|t| &t.0),
+            i.metadata.name.as_deref().unwrap_or_default(),
         )
-    };
+    }
     let mine = age(idp);
     store
         .state()
@@ -290,7 +290,10 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         };
         let previous = ctx.programs.get(&key);
         let mut v = validate_with(&idp, &facts, discovery.as_deref(), previous.as_ref(), &ctx.env);
-        if let Some(store) = ctx.providers.get() {
+        // Ranking walks every cached provider: only when a limit is set.
+        if ctx.max_per_namespace > 0
+            && let Some(store) = ctx.providers.get()
+        {
             v.limit_per_namespace(&ns, position_in_namespace(store, &idp), ctx.max_per_namespace);
         }
         ctx.programs.set(&key, &v.programming);
