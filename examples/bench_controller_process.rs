@@ -12,29 +12,17 @@ use std::{
 };
 
 use futures::{StreamExt as _, stream};
-use k8s_openapi::{
-    api::core::v1::Secret,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
-use kube::{
-    Api, CustomResourceExt as _,
-    api::{Patch, PatchParams, PostParams},
-};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, api::PostParams};
 use serde_json::json;
 use sso_operator::{
     api::{IdentityProvider, policy::AccessPolicy},
     config::{BROKER_CONFIG_KEY, BrokerConfig},
 };
-use sso_test_support::{cluster::ControlPlane, free_port, issuer};
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+use sso_test_support::{
+    cluster::{ControlPlane, install_crds},
+    free_port, issuer, rss_kib,
+};
 
 async fn config(secrets: &Api<Secret>) -> Option<BrokerConfig> {
     let s = secrets.get("sso-operator-broker-config").await.ok()?;
@@ -49,18 +37,7 @@ async fn main() {
         .unwrap_or(10_000);
     let cp = ControlPlane::start();
     let client = cp.client().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [IdentityProvider::crd(), AccessPolicy::crd()] {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(crd),
-        )
-        .await
-        .unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    install_crds(&client).await;
     let ns = cp.namespace("bench").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets

@@ -16,7 +16,10 @@ use sso_operator::{
     broker::{seal::KeyRing, session},
     config::{BrokerConfig, ProgrammedPolicy},
 };
-use sso_test_support::broker::{OP_PATHS, provider};
+use sso_test_support::{
+    broker::{OP_PATHS, provider},
+    rss_kib,
+};
 
 const KEY: &[u8] = b"bench-policies-key-0123456789abcdef";
 
@@ -201,15 +204,6 @@ fn wrk(b: &Broker, policy: &str, host: &str, cookie: &str, a: &Args) -> f64 {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

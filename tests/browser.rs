@@ -11,7 +11,7 @@ use sso_test_support as common;
 use std::process::Command;
 
 use common::{
-    broker::{OP_PATHS, TestBroker, config, op_clients, provider},
+    broker::{OP_PATHS, TestBroker, alice_only, config, op_clients, provider, two_tenant_config},
     nginx::{Nginx, echo_upstream},
     op::Op,
 };
@@ -116,7 +116,6 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
 /// app open.
 #[tokio::test]
 async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
-    use serde_json::json;
     let root = env!("CARGO_MANIFEST_DIR");
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
@@ -124,38 +123,12 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
     let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
     let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
     let tb = TestBroker::start_behind(&public, |base| {
-        let mut corp = provider(
-            "corp/corp",
-            &corp_issuer,
-            base,
-            OP_PATHS,
-            "demo",
-            Some("demo-secret"),
-        );
-        corp.display_name = "Corp".into();
-        let mut evil = provider(
-            "tenant-b/evil",
-            &evil_issuer,
-            base,
-            OP_PATHS,
-            "demo",
-            Some("demo-secret"),
-        );
-        evil.display_name = "Tenant B".into();
-        let mut c = config(vec![corp, evil]);
-        for (ns, name, prefix, provider) in [
-            ("corp", "a", "/a", "corp/corp"),
-            ("tenant-b", "b", "/b", "tenant-b/evil"),
+        let mut c = two_tenant_config(base, &corp_issuer, &evil_issuer);
+        for p in [
+            alice_only("corp", "a", "/a", "corp/corp"),
+            alice_only("tenant-b", "b", "/b", "tenant-b/evil"),
         ] {
-            c.policies.insert(
-                format!("{ns}/{name}"),
-                serde_json::from_value(json!({
-                    "namespace": ns, "name": name, "generation": 1,
-                    "hosts": ["127.0.0.1"], "paths": [prefix], "providers": [provider],
-                    "rules": {"allow": [{"users": ["alice"]}]},
-                }))
-                .unwrap(),
-            );
+            c.policies.insert(p.key(), p);
         }
         c
     })

@@ -15,15 +15,12 @@ use std::{
 };
 
 use common::{cluster, crd_cases, free_port, issuer};
-use k8s_openapi::{
-    api::{
-        coordination::v1::Lease,
-        core::v1::{Event, Secret},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Event, Secret},
 };
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde::Deserialize as _;
@@ -38,42 +35,6 @@ use sso_operator::{
 
 const PUBLIC_URL: &str = "https://sso.example.com";
 const CONFIG_SECRET: &str = "sso-operator-broker-config";
-
-/// Installs the CRDs (server-side apply) and waits until each is
-/// Established; returns the IdentityProvider one.
-async fn install_crd(client: &Client) -> CustomResourceDefinition {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut installed = Vec::new();
-    for crd in [IdentityProvider::crd(), AccessPolicy::crd()] {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("sso-operator-tests").force(),
-            &Patch::Apply(crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the real API server refuses the generated CRD {name}: {e}"));
-        installed.push(name);
-    }
-    let mut first = None;
-    for name in installed {
-        let crd = wait_for(&format!("CRD {name} Established"), async || {
-            let crd = crds.get(&name).await.ok()?;
-            let established = crd
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            established.then_some(crd)
-        })
-        .await;
-        first.get_or_insert(crd);
-    }
-    first.unwrap()
-}
 
 /// Creates `object` in `ns` with server-side dry run: nothing is stored.
 async fn dry_run_create(client: &Client, ns: &str, mut object: Value) -> Result<(), String> {
@@ -116,7 +77,7 @@ async fn dry_run_create(client: &Client, ns: &str, mut object: Value) -> Result<
 async fn the_crd_and_every_rule_and_example_on_a_real_api_server() {
     let cp = cluster::shared();
     let client = cp.client().await;
-    let crd = install_crd(&client).await;
+    let crd = cluster::install_crds(&client).await;
     let conditions = crd.status.unwrap().conditions.unwrap();
     assert!(
         conditions
@@ -270,6 +231,47 @@ where
     panic!("timed out after 30 s waiting for {what}");
 }
 
+/// A fresh namespace for providers, with the CRDs installed, the test
+/// issuer's URL and the client Secret `corp-oidc` (value `v1`).
+async fn provider_namespace(
+    cp: &cluster::ControlPlane,
+    prefix: &str,
+) -> (Client, String, String, Api<Secret>, Api<IdentityProvider>) {
+    let client = cp.client().await;
+    cluster::install_crds(&client).await;
+    let ns = cp.namespace(prefix).await;
+    let issuer = format!("{}/good", issuer::serve_http().await);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("corp-oidc", "clientSecret", "v1"),
+        )
+        .await
+        .unwrap();
+    (client, ns, issuer, secrets, idps)
+}
+
+/// Waits until provider `name`'s condition `type_` says `reason`.
+async fn wait_for_reason(
+    idps: &Api<IdentityProvider>,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> sso_operator::api::Condition {
+    wait_for(&format!("{name}: {type_} {reason}"), async || {
+        let i = idps.get(name).await.ok()?;
+        let c = i
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)?;
+        (c.reason == reason).then_some(c)
+    })
+    .await
+}
+
 /// A client-credentials Secret (the type a provider may read).
 fn secret(name: &str, key: &str, value: &str) -> Secret {
     serde_json::from_value(json!({
@@ -350,20 +352,7 @@ async fn events_by_reason(client: &Client, ns: &str, name: &str) -> BTreeMap<Str
 #[tokio::test]
 async fn the_controller_process_programs_a_provider_through_the_real_api_server() {
     let cp = cluster::shared();
-    let client = cp.client().await;
-    install_crd(&client).await;
-    let ns = cp.namespace("ctl").await;
-    let base = issuer::serve_http().await;
-    let issuer = format!("{base}/good");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &secret("corp-oidc", "clientSecret", "v1"),
-        )
-        .await
-        .unwrap();
+    let (client, ns, issuer, secrets, idps) = provider_namespace(cp, "ctl").await;
     let run = controller(cp, &ns, &[]);
     idps.create(&PostParams::default(), &provider("corp", &issuer))
         .await
@@ -468,16 +457,7 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
         .delete("corp-oidc", &DeleteParams::default())
         .await
         .unwrap();
-    let failed = wait_for("SecretNotFound", async || {
-        let i = idps.get("corp").await.ok()?;
-        let c = i
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == types::SECRET_RESOLVED)?;
-        (c.reason == "SecretNotFound").then_some(c)
-    })
-    .await;
+    let failed = wait_for_reason(&idps, "corp", types::SECRET_RESOLVED, "SecretNotFound").await;
     assert_eq!(failed.status, "False");
 
     // A Secret of another type (here the Opaque one a team keeps its
@@ -495,16 +475,7 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
         key: "password".into(),
     });
     idps.create(&PostParams::default(), &thief).await.unwrap();
-    let refused = wait_for("SecretWrongType", async || {
-        let i = idps.get("thief").await.ok()?;
-        let c = i
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == types::SECRET_RESOLVED)?;
-        (c.reason == "SecretWrongType").then_some(c)
-    })
-    .await;
+    let refused = wait_for_reason(&idps, "thief", types::SECRET_RESOLVED, "SecretWrongType").await;
     assert!(
         refused.message.contains("has type Opaque") && !refused.message.contains("db-secret"),
         "{}",
@@ -547,20 +518,7 @@ async fn the_controller_process_programs_a_provider_through_the_real_api_server(
 #[tokio::test]
 async fn a_namespace_gets_no_more_providers_than_the_limit() {
     let cp = cluster::shared();
-    let client = cp.client().await;
-    install_crd(&client).await;
-    let ns = cp.namespace("limit").await;
-    let base = issuer::serve_http().await;
-    let issuer = format!("{base}/good");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let idps: Api<IdentityProvider> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &secret("corp-oidc", "clientSecret", "v1"),
-        )
-        .await
-        .unwrap();
+    let (_, ns, issuer, secrets, idps) = provider_namespace(cp, "limit").await;
     let run = controller(cp, &ns, &["--max-providers-per-namespace", "2"]);
     for name in ["first", "second", "third"] {
         idps.create(&PostParams::default(), &provider(name, &issuer))
@@ -569,35 +527,14 @@ async fn a_namespace_gets_no_more_providers_than_the_limit() {
         // Distinct creation seconds: the order is the API server's.
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let refused = wait_for("the third refused", async || {
-        let i = idps.get("third").await.ok()?;
-        let c = i
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (c.reason == "NamespaceLimitReached").then_some(c)
-    })
-    .await;
+    let refused = wait_for_reason(&idps, "third", types::READY, "NamespaceLimitReached").await;
     assert!(
         refused.message.contains("allows per namespace"),
         "{}",
         refused.message
     );
-    let third = idps.get("third").await.unwrap();
-    let stalled = third
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Stalled")
-        .cloned()
-        .unwrap();
-    assert_eq!(
-        (stalled.status.as_str(), stalled.reason.as_str()),
-        ("True", "NamespaceLimitReached")
-    );
+    let stalled = wait_for_reason(&idps, "third", types::STALLED, "NamespaceLimitReached").await;
+    assert_eq!(stalled.status, "True");
     let cfg = wait_for("two programmed", async || {
         let cfg = broker_config(&secrets).await?;
         (cfg.providers.len() == 2).then_some(cfg)
@@ -626,7 +563,7 @@ async fn a_namespace_gets_no_more_providers_than_the_limit() {
 async fn two_controller_processes_elect_one_leader_and_hand_over() {
     let cp = cluster::shared();
     let client = cp.client().await;
-    install_crd(&client).await;
+    cluster::install_crds(&client).await;
     let ns = cp.namespace("lease").await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let holder = async || -> Option<String> {
@@ -1306,7 +1243,7 @@ async fn the_readme_team_role_manages_providers_and_reads_no_secret() {
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let cp = cluster::shared();
     let admin = cp.client().await;
-    install_crd(&admin).await;
+    cluster::install_crds(&admin).await;
     let ns = cp.namespace("tenant").await;
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
@@ -1406,7 +1343,7 @@ async fn access_policies_bind_apps_to_their_providers_across_namespaces() {
     let own = cluster::ControlPlane::start();
     let cp = &own;
     let client = cp.client().await;
-    install_crd(&client).await;
+    cluster::install_crds(&client).await;
     let sso = cp.namespace("sso").await;
     let corp = cp.namespace("corp").await;
     let tenant = cp.namespace("tenantb").await;

@@ -13,7 +13,8 @@ use sso_operator::{
     },
     config::ProgrammedProvider,
     controller::validate::{
-        Programming, SecretContent, SecretData, discovery_request, unavailable_entry, validate,
+        CREDENTIALS_SECRET_TYPE, Programming, SecretContent, SecretData, discovery_request,
+        unavailable_entry, validate,
     },
     oidc::discovery::{DiscoveryOutcome, Failure, JwksSummary},
 };
@@ -88,6 +89,20 @@ fn put_client_key(i: &mut Inputs, pem: &str) {
         .unwrap()
         .data
         .insert("clientSecret".into(), pem.as_bytes().to_vec());
+}
+
+/// Points `spec.tls.caBundleSecretRef` at key `ca.crt` of Secret
+/// `corp-ca`, and creates that Secret with this type and value (or not).
+fn ca_from_secret(i: &mut Inputs, secret: Option<(&str, &[u8])>) {
+    i.idp.spec.tls = Some(TlsConfig {
+        ca_bundle: None,
+        ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
+    });
+    if let Some((type_, pem)) = secret {
+        let data = BTreeMap::from([("ca.crt".to_string(), pem.to_vec())]);
+        i.secrets
+            .insert("corp-ca".into(), SecretContent::of_type(type_, data));
+    }
 }
 
 /// Makes the discovered provider accept `private_key_jwt` with `algs`.
@@ -439,17 +454,7 @@ const CASES: &[Case] = &[
     Case {
         name: "CA bundle from a TLS Secret",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig {
-                ca_bundle: None,
-                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
-            });
-            i.secrets.insert(
-                "corp-ca".into(),
-                SecretContent::of_type(
-                    "kubernetes.io/tls",
-                    BTreeMap::from([("ca.crt".to_string(), TEST_CA_PEM.as_bytes().to_vec())]),
-                ),
-            );
+            ca_from_secret(i, Some(("kubernetes.io/tls", TEST_CA_PEM.as_bytes())));
         },
         expect: &[(t::SECRET_RESOLVED, "True", r::RESOLVED)],
         phase: phases::READY,
@@ -459,17 +464,7 @@ const CASES: &[Case] = &[
     Case {
         name: "CA bundle from an Opaque Secret",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig {
-                ca_bundle: None,
-                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
-            });
-            i.secrets.insert(
-                "corp-ca".into(),
-                SecretContent::of_type(
-                    "Opaque",
-                    BTreeMap::from([("ca.crt".to_string(), TEST_CA_PEM.as_bytes().to_vec())]),
-                ),
-            );
+            ca_from_secret(i, Some(("Opaque", TEST_CA_PEM.as_bytes())));
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_WRONG_TYPE)],
         phase: phases::ERROR,
@@ -576,10 +571,7 @@ const CASES: &[Case] = &[
     Case {
         name: "CA bundle Secret missing blocks discovery",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig {
-                ca_bundle: None,
-                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
-            });
+            ca_from_secret(i, None);
             i.discovery = None;
         },
         expect: &[
@@ -594,17 +586,7 @@ const CASES: &[Case] = &[
     Case {
         name: "CA bundle Secret not PEM",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig {
-                ca_bundle: None,
-                ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
-            });
-            i.secrets.insert(
-                "corp-ca".into(),
-                SecretContent::credentials(BTreeMap::from([(
-                    "ca.crt".to_string(),
-                    b"garbage".to_vec(),
-                )])),
-            );
+            ca_from_secret(i, Some((CREDENTIALS_SECRET_TYPE, b"garbage")));
             i.discovery = None;
         },
         expect: &[(t::SECRET_RESOLVED, "False", r::SECRET_INVALID)],

@@ -10,7 +10,10 @@
 use sso_test_support as common;
 
 use common::{
-    broker::{OP_PATHS, TestBroker, browser, config, get, login_at, op_clients, provider, walk},
+    broker::{
+        OP_PATHS, TestBroker, alice_only, browser, config, get, login_at, op_clients, provider,
+        two_tenant_config, walk,
+    },
     caddy::Caddy,
     nginx::{Nginx, echo_upstream},
     op::Op,
@@ -25,44 +28,13 @@ async fn two_tenants(public: &str) -> (Op, Op, TestBroker) {
     let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(public, "tenant-b/evil"))]);
     let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
     let tb = TestBroker::start_behind(public, |base| {
-        let corp = provider(
-            "corp/corp",
-            &corp_issuer,
-            base,
-            OP_PATHS,
-            "demo",
-            Some("demo-secret"),
-        );
-        let evil = provider(
-            "tenant-b/evil",
-            &evil_issuer,
-            base,
-            OP_PATHS,
-            "demo",
-            Some("demo-secret"),
-        );
-        let mut c = config(vec![corp, evil]);
-        c.policies.insert(
-            "corp/app".into(),
-            serde_json::from_value(json!({
-                "namespace": "corp", "name": "app", "generation": 1,
-                "hosts": ["127.0.0.1"], "paths": ["/app"],
-                "providers": ["corp/corp"],
-                "rules": {"allow": [{"users": ["alice"]}]},
-            }))
-            .unwrap(),
-        );
+        let mut c = two_tenant_config(base, &corp_issuer, &evil_issuer);
+        let corp_app = alice_only("corp", "app", "/app", "corp/corp");
         // Tenant B's own app, with its own provider.
-        c.policies.insert(
-            "tenant-b/app".into(),
-            serde_json::from_value(json!({
-                "namespace": "tenant-b", "name": "app", "generation": 1,
-                "hosts": ["127.0.0.1"], "paths": ["/app"],
-                "providers": ["tenant-b/evil"],
-                "rules": {"allow": [{"users": ["alice"]}]},
-            }))
-            .unwrap(),
-        );
+        let tenant_app = alice_only("tenant-b", "app", "/app", "tenant-b/evil");
+        for p in [corp_app, tenant_app] {
+            c.policies.insert(p.key(), p);
+        }
         c
     })
     .await;

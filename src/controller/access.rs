@@ -565,6 +565,7 @@ pub async fn run(
         return;
     }
     let mut previous: BTreeMap<String, Vec<crate::api::Condition>> = BTreeMap::new();
+    let mut unparsable: BTreeSet<String> = BTreeSet::new();
     loop {
         let world = World {
             providers: providers
@@ -593,7 +594,10 @@ pub async fn run(
                     let listed = n.annotations().get(HOSTS_ANNOTATION)?;
                     let (hosts, bad) = namespace_hosts(listed);
                     for e in bad {
-                        warn!(namespace = %n.name_any(), "{HOSTS_ANNOTATION}: {e}");
+                        // Once per bad entry, not on every pass.
+                        if unparsable.insert(format!("{}: {e}", n.name_any())) {
+                            warn!(namespace = %n.name_any(), "{HOSTS_ANNOTATION}: {e}");
+                        }
                     }
                     Some((n.name_any(), hosts))
                 })

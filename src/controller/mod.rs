@@ -216,7 +216,7 @@ async fn fetch_secrets(client: &Client, ns: &str, names: &[String]) -> Result<Se
 
 /// The status patch: server-side apply of `status` only, with apiVersion
 /// and kind, under the controller's field manager.
-pub fn status_patch<K: Resource<DynamicType = ()>>(
+fn status_patch<K: Resource<DynamicType = ()>>(
     status: &impl serde::Serialize,
 ) -> serde_json::Value {
     json!({

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use sso_operator::{
     api::{ClaimMapping, ClientAuthMethod},
     broker::{Broker, BrokerSettings, Unscoped, redirect::RedirectPolicy, seal::KeyRing},
-    config::{BrokerConfig, ProgrammedProvider},
+    config::{BrokerConfig, ProgrammedPolicy, ProgrammedProvider},
     oidc::discovery::{HttpSettings, ProviderEndpoints},
 };
 
@@ -169,6 +169,32 @@ pub fn provider(
         allowed_users: vec![],
         redirect_uri: format!("{base}/oauth/callback/{namespace}/{name}"),
     }
+}
+
+/// The two tenants' providers of the multi-tenant tests, at real OPs:
+/// corp's `corp/corp` ("Corp") and tenant B's `tenant-b/evil`
+/// ("Tenant B"), both client `demo`/`demo-secret`.
+pub fn two_tenant_config(base: &str, corp_issuer: &str, evil_issuer: &str) -> BrokerConfig {
+    let named = |key: &str, issuer: &str, display: &str| {
+        let mut p = provider(key, issuer, base, OP_PATHS, "demo", Some("demo-secret"));
+        p.display_name = display.into();
+        p
+    };
+    config(vec![
+        named("corp/corp", corp_issuer, "Corp"),
+        named("tenant-b/evil", evil_issuer, "Tenant B"),
+    ])
+}
+
+/// Policy `ns/name` for host 127.0.0.1 and path `prefix`, through
+/// `provider`, alice only.
+pub fn alice_only(ns: &str, name: &str, prefix: &str, provider: &str) -> ProgrammedPolicy {
+    serde_json::from_value(serde_json::json!({
+        "namespace": ns, "name": name, "generation": 1,
+        "hosts": ["127.0.0.1"], "paths": [prefix], "providers": [provider],
+        "rules": {"allow": [{"users": ["alice"]}]},
+    }))
+    .unwrap()
 }
 
 /// Endpoint paths of the npm oidc-provider harness.

@@ -17,12 +17,16 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
-    Api, Client, Config,
-    api::PostParams,
+    Api, Client, Config, CustomResourceExt as _,
+    api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
+use sso_operator::api::{IdentityProvider, policy::AccessPolicy};
 
 /// The binary `scripts/controlplane.sh` builds.
 pub fn binary() -> PathBuf {
@@ -206,4 +210,44 @@ fn remove_stale_dirs() {
 pub fn shared() -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(ControlPlane::start)
+}
+
+/// Applies the operator's CRDs (IdentityProvider, AccessPolicy) as
+/// generated and waits until the server has established them; the first.
+/// Panics with the server's words if it refuses one.
+pub async fn install_crds(client: &Client) -> CustomResourceDefinition {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut first = None;
+    for crd in [IdentityProvider::crd(), AccessPolicy::crd()] {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("sso-operator-tests").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the real API server refuses the generated CRD {name}: {e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let established = loop {
+            let crd = crds.get(&name).await.unwrap();
+            let ok = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if ok {
+                break crd;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CRD {name} not Established within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        first.get_or_insert(established);
+    }
+    first.unwrap()
 }

@@ -30,6 +30,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A process's resident size in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sends SIGTERM to `child` and waits up to `within` for it to exit; its
 /// exit status, or `None` when it had to be killed.
 pub fn terminate(
