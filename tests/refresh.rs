@@ -364,18 +364,6 @@ async fn refresh_off_keeps_no_refresh_token_and_never_asks() {
     assert_eq!(op.refresh_calls(), 0);
 }
 
-/// Waits for the start of the next wall-clock second. Sessions count in
-/// whole seconds: with a refresh due every second, requests that must not
-/// refresh run early in one second, or a boundary crossed between them
-/// makes the later one due (a real refresh, not the one the test means).
-async fn early_in_a_second() {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_millis();
-    tokio::time::sleep(std::time::Duration::from_millis(u64::from(1000 - ms) + 5)).await;
-}
-
 /// Through a real nginx `auth_request`: the refreshed session reaches the
 /// browser on the protected page's answer, and the app sees the new claims.
 #[tokio::test]
@@ -391,7 +379,7 @@ async fn the_refreshed_cookie_reaches_the_browser_through_nginx() {
     let app = echo_upstream().await;
     let nginx = Nginx::start(port, tb.addr, app);
     let b = Browser::new();
-    early_in_a_second().await;
+    common::early_in_a_second().await;
     let landing = login_at(&b.client, &public, KEY, "unused", "/app/").await;
     assert_eq!(landing.status, 302, "{landing:?}");
     let page = |b: &Browser| {
@@ -407,7 +395,7 @@ async fn the_refreshed_cookie_reaches_the_browser_through_nginx() {
 
     op.set_claim("groups", json!(["staff", "ops"]));
     tokio::time::sleep(DUE).await;
-    early_in_a_second().await;
+    common::early_in_a_second().await;
     let r = page(&b).await;
     assert_eq!(r.status(), 200);
     assert!(

@@ -30,6 +30,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits for the start of the next wall-clock second. Sessions count in
+/// whole seconds: with a refresh due every second, requests that must not
+/// refresh run early in one second, or a boundary crossed between them
+/// makes the later one due (a real refresh, not the one the test means).
+pub async fn early_in_a_second() {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(1000 - ms) + 5)).await;
+}
+
 /// A process's resident size in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
