@@ -75,9 +75,22 @@ async fn main() {
         .await;
     eprintln!("{n} providers created in {:?}", started.elapsed());
 
-    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/sso-operator");
+    // SSO_BIN: another build to compare (an older commit's binary).
+    // SSO_WRAP: a program to run it under, e.g. `heaptrack` for a heap
+    // profile (the resident size printed is then the wrapper's).
+    let bin = std::env::var("SSO_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/sso-operator").to_string()
+    });
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(bin)
+    let mut command = match std::env::var("SSO_WRAP") {
+        Ok(wrap) => {
+            let mut c = Command::new(wrap);
+            c.arg(&bin);
+            c
+        }
+        Err(_) => Command::new(&bin),
+    };
+    let mut child = command
         .args(["controller", "--public-url", "https://sso.example.com"])
         .args(["--namespace", &ns, "--watch-namespace", &ns])
         .args([
@@ -131,6 +144,12 @@ async fn main() {
     wait_until("all policies in force", &|c| c.policies.len() == n).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let rss_both = rss_kib(pid);
+    if std::env::var_os("SSO_WRAP").is_some() {
+        // Killed, not stopped: the profile then shows what was live here.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &pid.to_string()])
+            .status();
+    }
     let _ = child.kill();
     let _ = child.wait();
     println!(

@@ -519,7 +519,7 @@ pub struct DiscoveredStatus {
 }
 
 /// A status condition, as in metav1.Condition.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Condition type, such as Ready.

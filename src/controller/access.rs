@@ -30,7 +30,6 @@ use kube::{
     api::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
-        events::Recorder,
         reflector::{self, Store},
         watcher,
     },
@@ -504,7 +503,7 @@ pub async fn run(
     client: Client,
     programs: Arc<ProgramSet>,
     providers: Store<IdentityProvider>,
-    recorder: Recorder,
+    events: super::events::Events,
     clock: Arc<dyn crate::clock::Clock>,
     settings: Settings,
 ) {
@@ -564,110 +563,120 @@ pub async fn run(
     if !ready {
         return;
     }
-    let mut previous: BTreeMap<String, Vec<crate::api::Condition>> = BTreeMap::new();
+    // What was last written per policy, as a hash of its conditions (the
+    // conditions themselves are in the store).
+    let mut previous: BTreeMap<String, u64> = BTreeMap::new();
+    let digest = |c: &[crate::api::Condition]| {
+        use std::hash::BuildHasher as _;
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(c)
+    };
     let mut unparsable: BTreeSet<String> = BTreeSet::new();
     loop {
-        let world = World {
-            providers: providers
-                .state()
-                .iter()
-                .map(|i| {
-                    let allowed = i
-                        .spec
-                        .allowed_namespaces
-                        .as_ref()
-                        .map(|a| a.to_policy())
-                        .unwrap_or_default();
-                    (i.key(), allowed)
-                })
-                .collect(),
-            serving: programs.serving(),
-            namespace_labels: namespaces
-                .state()
-                .iter()
-                .map(|n| (n.name_any(), n.labels().clone()))
-                .collect(),
-            namespace_hosts: namespaces
-                .state()
-                .iter()
-                .filter_map(|n| {
-                    let listed = n.annotations().get(HOSTS_ANNOTATION)?;
-                    let (hosts, bad) = namespace_hosts(listed);
-                    for e in bad {
-                        // Once per bad entry, not on every pass.
-                        if unparsable.insert(format!("{}: {e}", n.name_any())) {
-                            warn!(namespace = %n.name_any(), "{HOSTS_ANNOTATION}: {e}");
+        // One pass, in a block: what it builds (every policy's outcome, the
+        // world) is dropped before the wait, not kept through it.
+        {
+            let world = World {
+                providers: providers
+                    .state()
+                    .iter()
+                    .map(|i| {
+                        let allowed = i
+                            .spec
+                            .allowed_namespaces
+                            .as_ref()
+                            .map(|a| a.to_policy())
+                            .unwrap_or_default();
+                        (i.key(), allowed)
+                    })
+                    .collect(),
+                serving: programs.serving(),
+                namespace_labels: namespaces
+                    .state()
+                    .iter()
+                    .map(|n| (n.name_any(), n.labels().clone()))
+                    .collect(),
+                namespace_hosts: namespaces
+                    .state()
+                    .iter()
+                    .filter_map(|n| {
+                        let listed = n.annotations().get(HOSTS_ANNOTATION)?;
+                        let (hosts, bad) = namespace_hosts(listed);
+                        for e in bad {
+                            // Once per bad entry, not on every pass.
+                            if unparsable.insert(format!("{}: {e}", n.name_any())) {
+                                warn!(namespace = %n.name_any(), "{HOSTS_ANNOTATION}: {e}");
+                            }
                         }
-                    }
-                    Some((n.name_any(), hosts))
-                })
-                .collect(),
-            auth_base: settings.auth_base.clone(),
-        };
-        let all = policies.state();
-        let inputs: Vec<PolicyInput<'_>> = all
-            .iter()
-            .map(|p| PolicyInput {
-                namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
-                name: p.metadata.name.as_deref().unwrap_or_default(),
-                generation: p.metadata.generation.unwrap_or_default(),
-                created: p
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map_or(0, |t| t.0.as_second()),
-                spec: &p.spec,
-            })
-            .collect();
-        let outcomes = program(&inputs, &world);
-        let in_force: BTreeMap<String, ProgrammedPolicy> = outcomes
-            .iter()
-            .filter_map(|(k, o)| Some((k.clone(), o.entry.clone()?)))
-            .collect();
-        if programs.set_policies(in_force) {
-            info!(
-                policies = all.len(),
-                in_force = outcomes.values().filter(|o| o.entry.is_some()).count(),
-                "access policies decided"
-            );
-        }
-        for p in all.iter() {
-            let key = p.key();
-            let Some(outcome) = outcomes.get(&key) else {
-                continue;
+                        Some((n.name_any(), hosts))
+                    })
+                    .collect(),
+                auth_base: settings.auth_base.clone(),
             };
-            let generation = p.metadata.generation.unwrap_or_default();
-            let old = p.status.as_ref();
-            let new = build_status(old, outcome, generation, clock.now());
-            if !needs_write(old, &new) {
-                continue;
+            let all = policies.state();
+            let inputs: Vec<PolicyInput<'_>> = all
+                .iter()
+                .map(|p| PolicyInput {
+                    namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
+                    name: p.metadata.name.as_deref().unwrap_or_default(),
+                    generation: p.metadata.generation.unwrap_or_default(),
+                    created: p
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map_or(0, |t| t.0.as_second()),
+                    spec: &p.spec,
+                })
+                .collect();
+            let outcomes = program(&inputs, &world);
+            let in_force: BTreeMap<String, ProgrammedPolicy> = outcomes
+                .iter()
+                .filter_map(|(k, o)| Some((k.clone(), o.entry.clone()?)))
+                .collect();
+            if programs.set_policies(in_force) {
+                info!(
+                    policies = all.len(),
+                    in_force = outcomes.values().filter(|o| o.entry.is_some()).count(),
+                    "access policies decided"
+                );
             }
-            // The store may lag behind our own last write: do not write
-            // (or announce) the same thing twice.
-            if previous.get(&key) == Some(&new.conditions) {
-                continue;
-            }
-            let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-            match super::write_status(
-                &client,
-                &recorder,
-                &**p,
-                &new,
-                old_conditions,
-                &new.conditions,
-            )
-            .await
-            {
-                Ok(true) => {
-                    previous.insert(key, new.conditions);
+            for p in all.iter() {
+                let key = p.key();
+                let Some(outcome) = outcomes.get(&key) else {
+                    continue;
+                };
+                let generation = p.metadata.generation.unwrap_or_default();
+                let old = p.status.as_ref();
+                let new = build_status(old, outcome, generation, clock.now());
+                if !needs_write(old, &new) {
+                    continue;
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    warn!(policy = %key, error = %e, "cannot write AccessPolicy status; retrying")
+                // The store may lag behind our own last write: do not write
+                // (or announce) the same thing twice.
+                if previous.get(&key) == Some(&digest(&new.conditions)) {
+                    continue;
+                }
+                let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+                match super::write_status(
+                    &client,
+                    &events,
+                    &**p,
+                    &new,
+                    old_conditions,
+                    &new.conditions,
+                )
+                .await
+                {
+                    Ok(true) => {
+                        previous.insert(key, digest(&new.conditions));
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(policy = %key, error = %e, "cannot write AccessPolicy status; retrying")
+                    }
                 }
             }
+            previous.retain(|k, _| outcomes.contains_key(k));
         }
-        previous.retain(|k, _| outcomes.contains_key(k));
         crate::memory::release_freed();
         // Wake on any change: a policy, a namespace, a provider's entry
         // coming or going; or every 30 s (providers created or edited, and

@@ -2,6 +2,7 @@
 //! metrics, fetch inputs, write outputs) around the pure [`validate`] core.
 
 pub mod access;
+pub mod events;
 pub mod leader;
 pub mod program;
 pub mod status;
@@ -18,13 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{PartialObjectMeta, Patch, PatchParams},
-    runtime::{
-        Controller, WatchStreamExt as _,
-        controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
-        reflector::ObjectRef,
-        watcher,
-    },
+    runtime::{Controller, WatchStreamExt as _, controller::Action, reflector::ObjectRef, watcher},
 };
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
@@ -128,7 +123,7 @@ pub use crate::clock::{Clock, SystemClock};
 /// Everything reconcile needs, built once.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub metrics: Arc<Metrics>,
     pub discovery: Arc<DiscoveryCache>,
     pub programs: Arc<ProgramSet>,
@@ -171,12 +166,12 @@ impl Context {
         programs: Arc<ProgramSet>,
         env: Env,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "sso-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Events::new(
+                client.clone(),
+                "sso-operator",
+                std::env::var("POD_NAME").ok(),
+            ),
             client,
             metrics,
             discovery,
@@ -231,7 +226,7 @@ fn status_patch<K: Resource<DynamicType = ()>>(
 /// was deleted while the controller worked: nothing left to report on).
 pub(crate) async fn write_status<K>(
     client: &Client,
-    recorder: &Recorder,
+    events: &events::Events,
     obj: &K,
     status: &impl serde::Serialize,
     old: &[crate::api::Condition],
@@ -257,7 +252,7 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
         Err(e) => return Err(e),
     }
-    publish_transitions(recorder, &obj.object_ref(&()), old, new).await;
+    publish_transitions(events, &obj.object_ref(&()), old, new).await;
     Ok(true)
 }
 
@@ -305,7 +300,7 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         if status::needs_write(old, &new) {
             let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
             let written =
-                write_status(&ctx.client, &ctx.recorder, &*idp, &new, old_conditions, &new.conditions)
+                write_status(&ctx.client, &ctx.events, &*idp, &new, old_conditions, &new.conditions)
                     .await?;
             if !written {
                 return Ok(Action::await_change());
@@ -336,29 +331,20 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
 /// One Event per condition transition from `old` to `new` (Warning when
 /// the condition is not True), on `object`.
 pub(crate) async fn publish_transitions(
-    recorder: &Recorder,
+    events: &events::Events,
     object: &k8s_openapi::api::core::v1::ObjectReference,
     old: &[crate::api::Condition],
     new: &[crate::api::Condition],
 ) {
     for t in status::transitions(old, new) {
-        let ev = Event {
-            type_: if t.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: t.reason.clone(),
-            note: Some(truncate(
-                &format!("{} is {}: {}", t.type_, t.status, t.message),
-                1000,
-            )),
-            // The condition type as the action keeps one event series per
-            // condition: the recorder keys series on reason and action.
-            action: t.type_.clone(),
-            secondary: None,
+        let note = truncate(&format!("{} is {}: {}", t.type_, t.status, t.message), 1000);
+        let n = events::Note {
+            warning: t.warning,
+            action: &t.type_,
+            reason: &t.reason,
+            note: &note,
         };
-        if let Err(e) = recorder.publish(&ev, object).await {
+        if let Err(e) = events.publish(object, &n).await {
             warn!(error = %e, "could not publish event");
         }
     }
@@ -499,7 +485,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
         client.clone(),
         ctx.programs.clone(),
         reader.clone(),
-        ctx.recorder.clone(),
+        ctx.events.clone(),
         Arc::new(SystemClock),
         access::Settings {
             watch_namespace: settings.watch_namespace.clone(),

@@ -37,6 +37,10 @@ pub struct ProgramSet {
     unavailable: Mutex<BTreeMap<String, Unavailable>>,
     policies: Mutex<BTreeMap<String, ProgrammedPolicy>>,
     changed: Notify,
+    /// Counts changes to the three maps (under their locks), so the writer
+    /// knows whether the set changed since its last write without keeping
+    /// a copy of it.
+    version: std::sync::atomic::AtomicU64,
     /// Woken after every provider reconcile and prune (the policy task
     /// re-decides: a provider may have come, gone or changed whom it admits).
     providers_changed: Notify,
@@ -56,14 +60,12 @@ impl ProgramSet {
     pub fn set(&self, key: &str, p: &Programming) -> bool {
         let changed = {
             let mut m = self.lock();
-            match p.entry() {
+            let changed = match p.entry() {
                 Some(entry) => m.insert(key.to_string(), entry.clone()).as_ref() != Some(entry),
                 None => m.remove(key).is_some(),
-            }
+            };
+            self.bump(changed)
         };
-        if changed {
-            self.changed.notify_one();
-        }
         // Every reconcile: a provider's allowedNamespaces may have changed
         // too (the policy task re-decides, debounced).
         self.providers_changed.notify_one();
@@ -85,12 +87,34 @@ impl ProgramSet {
             let mut m = self.lock_policies();
             let changed = *m != policies;
             *m = policies;
-            changed
+            self.bump(changed)
         };
+        changed
+    }
+
+    /// Counts a change and wakes the writer (called under the lock of the
+    /// map that changed); returns `changed`.
+    fn bump(&self, changed: bool) -> bool {
         if changed {
+            self.version
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.changed.notify_one();
         }
         changed
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The set as the broker config, gzip-compressed, with the version it
+    /// is and the number of providers in it.
+    fn gzip(&self) -> (u64, usize, Vec<u8>) {
+        let providers = self.lock();
+        let unavailable = self.lock_unavailable();
+        let policies = self.lock_policies();
+        let bytes = crate::config::gzip_parts(&providers, &unavailable, &policies);
+        (self.version(), providers.len(), bytes)
     }
 
     /// Waits until a provider was reconciled or pruned.
@@ -107,14 +131,12 @@ impl ProgramSet {
     pub fn set_unavailable(&self, key: &str, entry: Option<Unavailable>) -> bool {
         let changed = {
             let mut m = self.lock_unavailable();
-            match entry {
+            let changed = match entry {
                 Some(e) => m.insert(key.to_string(), e.clone()).as_ref() != Some(&e),
                 None => m.remove(key).is_some(),
-            }
+            };
+            self.bump(changed)
         };
-        if changed {
-            self.changed.notify_one();
-        }
         changed
     }
 
@@ -123,7 +145,7 @@ impl ProgramSet {
         let mut m = self.lock();
         let before = m.len();
         m.retain(|k, _| keep.contains(k));
-        let pruned = m.len() != before;
+        let pruned = self.bump(m.len() != before);
         drop(m);
         if pruned {
             self.providers_changed.notify_one();
@@ -131,9 +153,12 @@ impl ProgramSet {
         let mut u = self.lock_unavailable();
         let before_u = u.len();
         u.retain(|k, _| keep.contains(k));
-        pruned || u.len() != before_u
+        let pruned_u = self.bump(u.len() != before_u);
+        pruned || pruned_u
     }
 
+    /// A copy of the set as the broker config (the writer serializes the
+    /// set in place instead).
     pub fn snapshot(&self) -> BrokerConfig {
         BrokerConfig {
             providers: self.lock().clone(),
@@ -145,8 +170,10 @@ impl ProgramSet {
     pub fn replace(&self, config: BrokerConfig) {
         *self.lock() = config.providers;
         *self.lock_unavailable() = config.unavailable;
-        *self.lock_policies() = config.policies;
-        self.changed.notify_one();
+        let mut policies = self.lock_policies();
+        *policies = config.policies;
+        self.bump(true);
+        drop(policies);
         self.providers_changed.notify_one();
     }
 
@@ -302,23 +329,23 @@ pub async fn run_writer(
     if wait_until_ready(&store).await.is_err() {
         return;
     }
-    let mut last_written: Option<BrokerConfig> = None;
+    // The version of the set last written (or found too large to write).
+    let mut last_written: Option<u64> = None;
     loop {
         let keep: BTreeSet<String> = store.state().iter().map(|i| i.key()).collect();
         programs.retain(&keep);
-        let config = programs.snapshot();
-        if last_written.as_ref() != Some(&config) {
-            let gzipped = config.to_gzip();
+        if last_written != Some(programs.version()) {
+            let (version, providers, gzipped) = programs.gzip();
             if gzipped.len() > SECRET_DATA_LIMIT {
                 error!(
-                    providers = config.providers.len(),
+                    providers,
                     bytes = gzipped.len(),
                     limit = SECRET_DATA_LIMIT,
                     "the broker config does not fit in one Secret even compressed; the broker keeps the last one written (split providers across operator installations, or shorten them)"
                 );
                 metrics.broker_config_too_large.inc();
                 // Not written, but not retried until the config changes.
-                last_written = Some(config);
+                last_written = Some(version);
                 let _ = tokio::time::timeout(Duration::from_secs(10), programs.changed()).await;
                 continue;
             }
@@ -331,10 +358,10 @@ pub async fn run_writer(
                 .await
             {
                 Ok(_) => {
-                    info!(providers = config.providers.len(), "wrote broker config");
+                    info!(providers, "wrote broker config");
                     metrics.broker_config_writes.inc();
-                    last_written = Some(config);
-                    // The config and its compressed text, built whole.
+                    last_written = Some(version);
+                    // The compressed config and the request, built whole.
                     crate::memory::release_freed();
                 }
                 Err(e) => {
