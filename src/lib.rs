@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod dev;
+pub mod domains;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;

@@ -83,13 +83,10 @@ impl ProgramSet {
 
     /// Replaces the policies in force; wakes the writer on a change.
     pub fn set_policies(&self, policies: BTreeMap<String, ProgrammedPolicy>) -> bool {
-        let changed = {
-            let mut m = self.lock_policies();
-            let changed = *m != policies;
-            *m = policies;
-            self.bump(changed)
-        };
-        changed
+        let mut m = self.lock_policies();
+        let changed = *m != policies;
+        *m = policies;
+        self.bump(changed)
     }
 
     /// Counts a change and wakes the writer (called under the lock of the
@@ -129,15 +126,12 @@ impl ProgramSet {
     /// Records why a provider is not programmed (or clears it), so the
     /// broker can say "disabled" or "not ready" instead of "unknown".
     pub fn set_unavailable(&self, key: &str, entry: Option<Unavailable>) -> bool {
-        let changed = {
-            let mut m = self.lock_unavailable();
-            let changed = match entry {
-                Some(e) => m.insert(key.to_string(), e.clone()).as_ref() != Some(&e),
-                None => m.remove(key).is_some(),
-            };
-            self.bump(changed)
+        let mut m = self.lock_unavailable();
+        let changed = match entry {
+            Some(e) => m.insert(key.to_string(), e.clone()).as_ref() != Some(&e),
+            None => m.remove(key).is_some(),
         };
-        changed
+        self.bump(changed)
     }
 
     /// Removes entries whose key is not in `keep`; returns whether any went.

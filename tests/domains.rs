@@ -1,0 +1,271 @@
+//! Domain verification against a real DNS server: dnsmasq on 127.0.0.1,
+//! its records rewritten (and the server restarted on the same port) as
+//! the test goes. dnsmasq because Debian ships it as a single binary that
+//! serves TXT records, NXDOMAIN for names under a local zone, and logs
+//! every query it receives (which the 1,000-domain case counts), from
+//! command-line options alone: no zone files, no control channel.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use jiff::{SignedDuration, Timestamp};
+use sso_operator::domains::{
+    DomainStatus, Owner,
+    dns::{Resolver, Settings, Wanted, refresh},
+    record,
+};
+use sso_test_support::free_port;
+
+const KEY: &[u8] = b"cluster key for the test";
+const GRACE: SignedDuration = SignedDuration::from_hours(1);
+
+struct Dnsmasq {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Dnsmasq {
+    fn new() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("sso-dns-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            port: free_port(),
+            dir,
+            child: None,
+        }
+    }
+
+    /// (Re)starts the server with `lines` as its configuration (after the
+    /// common part: loopback only, no upstream, `.test` answered locally).
+    fn serve(&mut self, lines: &[String]) {
+        self.stop();
+        let conf = self.dir.join("dnsmasq.conf");
+        let mut text = format!(
+            "port={}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\nlocal=/test/\nlog-queries\nlog-facility={}\nuser=root\n",
+            self.port,
+            self.log().display()
+        );
+        for l in lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new("dnsmasq")
+            .arg("--keep-in-foreground")
+            .arg(format!("--conf-file={}", conf.display()))
+            .arg("--pid-file")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dnsmasq (scripts/test.sh installs dnsmasq-base)");
+        self.child = Some(child);
+        // Up once it accepts TCP (it listens on UDP and TCP together).
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "dnsmasq did not start; its log: {:?}",
+            std::fs::read_to_string(self.log())
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("queries.log")
+    }
+
+    /// TXT queries the server has received so far.
+    fn txt_queries(&self) -> usize {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("query[TXT]"))
+            .count()
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            server: Some(SocketAddr::from(([127, 0, 0, 1], self.port))),
+            timeout: Duration::from_millis(700),
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn owner(client_id: &str) -> Owner<'_> {
+    Owner {
+        namespace: "corp",
+        name: "okta",
+        issuer: "https://idp.corp.test",
+        client_id,
+    }
+}
+
+fn txt(name: &str, value: &str) -> String {
+    format!("txt-record={name},\"{value}\"")
+}
+
+/// One domain through one verification pass.
+async fn check(
+    r: &Resolver,
+    domain: &str,
+    client_id: &str,
+    prev: Option<&DomainStatus>,
+    now: Timestamp,
+) -> DomainStatus {
+    let wanted = [Wanted {
+        domain,
+        record: record(KEY, owner(client_id), domain),
+        prev,
+    }];
+    refresh(r, &wanted, now, GRACE).await.remove(0)
+}
+
+fn state(s: &DomainStatus) -> (&str, &str) {
+    (s.state.as_str(), s.reason.as_str())
+}
+
+#[tokio::test]
+async fn a_domain_through_its_states_on_a_real_dns_server() {
+    let mut dns = Dnsmasq::new();
+    let (name, value) = record(KEY, owner("client-1"), "corp.test");
+    // corp.test exists (an address), without the record yet.
+    let exists = "host-record=corp.test,127.0.0.2".to_string();
+    dns.serve(std::slice::from_ref(&exists));
+    let r = Resolver::new(&dns.settings()).unwrap();
+    let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+    let at = |mins: i64| t0 + SignedDuration::from_mins(mins);
+
+    let absent = check(&r, "corp.test", "client-1", None, t0).await;
+    assert_eq!(state(&absent), ("Pending", "RecordNotFound"), "{absent:?}");
+    assert_eq!(absent.record_name, "_sso-operator.corp.test");
+
+    dns.serve(&[
+        exists.clone(),
+        txt(&name, "sso-operator-domain-verification=someone-elses"),
+    ]);
+    let wrong = check(&r, "corp.test", "client-1", Some(&absent), at(1)).await;
+    assert_eq!(state(&wrong), ("Pending", "RecordMismatch"), "{wrong:?}");
+
+    // The right value, beside another TXT value at the same name.
+    dns.serve(&[exists.clone(), txt(&name, "v=other"), txt(&name, &value)]);
+    let ok = check(&r, "corp.test", "client-1", Some(&wrong), at(2)).await;
+    assert_eq!(state(&ok), ("Verified", "Verified"), "{ok:?}");
+    assert_eq!(ok.last_verified, Some(at(2)));
+
+    // The server stops answering (a socket that reads nothing): an error
+    // after the timeout, verified still within the grace period ...
+    dns.stop();
+    // (dnsmasq's per-TCP-connection helper may hold the port a moment.)
+    let blackhole = (0..100)
+        .find_map(|_| {
+            UdpSocket::bind(("127.0.0.1", dns.port))
+                .map_err(|_| std::thread::sleep(Duration::from_millis(50)))
+                .ok()
+        })
+        .expect("the DNS port free again");
+    let started = std::time::Instant::now();
+    let slow = check(&r, "corp.test", "client-1", Some(&ok), at(20)).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(state(&slow), ("Verified", "RecheckFailing"), "{slow:?}");
+    assert!(slow.message.contains("timed out"), "{}", slow.message);
+    // ... and Error once it is over.
+    let late = check(&r, "corp.test", "client-1", Some(&slow), at(70)).await;
+    assert_eq!(state(&late), ("Error", "LookupTimeout"), "{late:?}");
+    drop(blackhole);
+
+    // Back, record still there: verified again.
+    dns.serve(&[exists.clone(), txt(&name, &value)]);
+    let again = check(&r, "corp.test", "client-1", Some(&late), at(71)).await;
+    assert_eq!(state(&again), ("Verified", "Verified"), "{again:?}");
+
+    // The client ID changes: a new value, Pending (no grace) until the
+    // record is updated.
+    let (_, value2) = record(KEY, owner("client-2"), "corp.test");
+    assert_ne!(value, value2);
+    let moved = check(&r, "corp.test", "client-2", Some(&again), at(72)).await;
+    assert_eq!(state(&moved), ("Pending", "RecordMismatch"), "{moved:?}");
+    assert_eq!(moved.record_value, value2);
+    dns.serve(&[exists, txt(&name, &value2)]);
+    let updated = check(&r, "corp.test", "client-2", Some(&moved), at(73)).await;
+    assert_eq!(state(&updated), ("Verified", "Verified"), "{updated:?}");
+
+    // A domain that does not exist.
+    let nx = check(&r, "nowhere.test", "client-1", None, at(74)).await;
+    assert_eq!(state(&nx), ("Error", "DomainNotFound"), "{nx:?}");
+}
+
+/// 1,000 domains on one provider: one query each on the first pass, none
+/// on a pass before their recheck is due, one each again once it is.
+#[tokio::test]
+async fn a_thousand_domains_cost_one_query_each_per_recheck() {
+    let mut dns = Dnsmasq::new();
+    let domains: Vec<String> = (0..1000).map(|i| format!("d{i}.test")).collect();
+    let records: Vec<(String, String)> = domains
+        .iter()
+        .map(|d| record(KEY, owner("client-1"), d))
+        .collect();
+    let lines: Vec<String> = records.iter().map(|(n, v)| txt(n, v)).collect();
+    dns.serve(&lines);
+    let r = Resolver::new(&dns.settings()).unwrap();
+    let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+    let pass = async |prev: &[DomainStatus], now| {
+        let wanted: Vec<Wanted<'_>> = domains
+            .iter()
+            .zip(&records)
+            .enumerate()
+            .map(|(i, (d, rec))| Wanted {
+                domain: d,
+                record: rec.clone(),
+                prev: prev.get(i),
+            })
+            .collect();
+        refresh(&r, &wanted, now, GRACE).await
+    };
+    let first = pass(&[], t0).await;
+    assert!(
+        first.iter().all(|s| s.state == "Verified"),
+        "{:?}",
+        first.iter().find(|s| s.state != "Verified")
+    );
+    // dnsmasq writes its log as it answers; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dns.txt_queries(), 1000);
+    let second = pass(&first, t0 + SignedDuration::from_mins(5)).await;
+    assert_eq!(second, first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        dns.txt_queries(),
+        1000,
+        "no query before the recheck is due"
+    );
+    let third = pass(&second, t0 + SignedDuration::from_mins(10)).await;
+    assert!(third.iter().all(|s| s.state == "Verified"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dns.txt_queries(), 2000);
+}
