@@ -559,6 +559,133 @@ async fn a_namespace_gets_no_more_providers_than_the_limit() {
     assert_eq!(run.terminate(), Some(0));
 }
 
+/// Provider `name`'s status of `domain`, once it says `reason`; polls up
+/// to `secs` seconds (rechecks back off from 30 s).
+async fn wait_for_domain(
+    idps: &Api<IdentityProvider>,
+    name: &str,
+    domain: &str,
+    reason: &str,
+    secs: u64,
+) -> sso_operator::domains::DomainStatus {
+    for _ in 0..secs * 5 {
+        if let Some(d) = idps.get(name).await.ok().and_then(|i| {
+            i.status?
+                .domains
+                .into_iter()
+                .find(|d| d.domain == domain && d.reason == reason)
+        }) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = idps.get(name).await.ok().and_then(|i| i.status);
+    panic!("{name}: {domain} not {reason} in {secs} s; status: {now:?}");
+}
+
+#[tokio::test]
+async fn domains_verified_through_a_real_dns_server() {
+    use sso_operator::domains::{Owner, record};
+    let cp = cluster::shared();
+    let (_, ns, issuer, secrets, idps) = provider_namespace(cp, "dom").await;
+    // The key's Secret, empty, as the chart creates it.
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "domain-key"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut dns = common::dns::Dnsmasq::new();
+    let exists = "host-record=corp.test,127.0.0.2".to_string();
+    dns.serve(std::slice::from_ref(&exists));
+    let server = dns.addr().to_string();
+    let run = controller(
+        cp,
+        &ns,
+        &[
+            "--dns-server",
+            &server,
+            "--dns-timeout-secs",
+            "1",
+            "--domain-key-secret",
+            "domain-key",
+        ],
+    );
+    let mut idp = provider("corp", &issuer);
+    idp.spec.domains = vec!["corp.test".into(), "Gmail.com".into(), "co.uk".into()];
+    idps.create(&PostParams::default(), &idp).await.unwrap();
+
+    let pending = wait_for_domain(&idps, "corp", "corp.test", "RecordNotFound", 30).await;
+    assert_eq!(pending.state, "Pending");
+    assert_eq!(pending.record_name, "_sso-operator.corp.test");
+    // The value is the HMAC under the key the controller generated into
+    // its Secret, of this provider: anyone holding the key computes it.
+    let key = wait_for("the generated key", async || {
+        let s = secrets.get("domain-key").await.ok()?;
+        Some(String::from_utf8(s.data?.get("domain-key")?.0.clone()).unwrap())
+    })
+    .await;
+    let owner = Owner {
+        namespace: &ns,
+        name: "corp",
+        issuer: &issuer,
+        client_id: "c",
+    };
+    let (name, value) = record(key.trim().as_bytes(), owner, "corp.test");
+    assert_eq!(pending.record_value, value);
+    let free = wait_for_domain(&idps, "corp", "Gmail.com", "FreeMail", 5).await;
+    assert_eq!(free.state, "Error");
+    wait_for_domain(&idps, "corp", "co.uk", "PublicSuffix", 5).await;
+    let summary = wait_for_reason(&idps, "corp", types::DOMAINS_VERIFIED, "PublicSuffix").await;
+    assert_eq!(summary.status, "False");
+    // Domains are not part of Ready: the provider serves its other users.
+    wait_for_reason(&idps, "corp", types::READY, "Ready").await;
+
+    // The team creates the record: verified at the next recheck (30 s
+    // after the first miss).
+    dns.serve(&[exists.clone(), common::dns::txt(&name, &value)]);
+    let verified = wait_for_domain(&idps, "corp", "corp.test", "Verified", 60).await;
+    assert!(verified.last_verified.is_some());
+    // The refused domains removed from the spec: all verified, without a
+    // new lookup (the verified domain is not due).
+    let queries = dns.txt_queries();
+    idps.patch(
+        "corp",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"domains": ["corp.test"]}})),
+    )
+    .await
+    .unwrap();
+    let all = wait_for_reason(&idps, "corp", types::DOMAINS_VERIFIED, "AllVerified").await;
+    assert_eq!(all.status, "True");
+    assert_eq!(
+        dns.txt_queries(),
+        queries,
+        "no lookup before the recheck is due"
+    );
+
+    // A new client ID: a new record value, Pending at once.
+    idps.patch(
+        "corp",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"clientID": "c2"}})),
+    )
+    .await
+    .unwrap();
+    let moved = wait_for_domain(&idps, "corp", "corp.test", "RecordMismatch", 30).await;
+    assert_eq!(moved.state, "Pending");
+    let owner2 = Owner {
+        client_id: "c2",
+        ..owner
+    };
+    assert_eq!(
+        moved.record_value,
+        record(key.trim().as_bytes(), owner2, "corp.test").1
+    );
+    assert_eq!(run.terminate(), Some(0));
+}
+
 #[tokio::test]
 async fn two_controller_processes_elect_one_leader_and_hand_over() {
     let cp = cluster::shared();

@@ -1,16 +1,7 @@
-//! Domain verification against a real DNS server: dnsmasq on 127.0.0.1,
-//! its records rewritten (and the server restarted on the same port) as
-//! the test goes. dnsmasq because Debian ships it as a single binary that
-//! serves TXT records, NXDOMAIN for names under a local zone, and logs
-//! every query it receives (which the 1,000-domain case counts), from
-//! command-line options alone: no zone files, no control channel.
+//! Domain verification against a real DNS server: dnsmasq on 127.0.0.1
+//! (`sso_test_support::dns`), its records rewritten as the test goes.
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{net::UdpSocket, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 use sso_operator::domains::{
@@ -18,98 +9,15 @@ use sso_operator::domains::{
     dns::{Resolver, Settings, Wanted, refresh},
     record,
 };
-use sso_test_support::free_port;
+use sso_test_support::dns::{Dnsmasq, txt};
 
 const KEY: &[u8] = b"cluster key for the test";
 const GRACE: SignedDuration = SignedDuration::from_hours(1);
 
-struct Dnsmasq {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Dnsmasq {
-    fn new() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("sso-dns-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self {
-            port: free_port(),
-            dir,
-            child: None,
-        }
-    }
-
-    /// (Re)starts the server with `lines` as its configuration (after the
-    /// common part: loopback only, no upstream, `.test` answered locally).
-    fn serve(&mut self, lines: &[String]) {
-        self.stop();
-        let conf = self.dir.join("dnsmasq.conf");
-        let mut text = format!(
-            "port={}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\nlocal=/test/\nlog-queries\nlog-facility={}\nuser=root\n",
-            self.port,
-            self.log().display()
-        );
-        for l in lines {
-            text.push_str(l);
-            text.push('\n');
-        }
-        std::fs::write(&conf, text).unwrap();
-        let child = Command::new("dnsmasq")
-            .arg("--keep-in-foreground")
-            .arg(format!("--conf-file={}", conf.display()))
-            .arg("--pid-file")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dnsmasq (scripts/test.sh installs dnsmasq-base)");
-        self.child = Some(child);
-        // Up once it accepts TCP (it listens on UDP and TCP together).
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "dnsmasq did not start; its log: {:?}",
-            std::fs::read_to_string(self.log())
-        );
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.join("queries.log")
-    }
-
-    /// TXT queries the server has received so far.
-    fn txt_queries(&self) -> usize {
-        std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("query[TXT]"))
-            .count()
-    }
-
-    fn settings(&self) -> Settings {
-        Settings {
-            server: Some(SocketAddr::from(([127, 0, 0, 1], self.port))),
-            timeout: Duration::from_millis(700),
-        }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+fn settings(dns: &Dnsmasq) -> Settings {
+    Settings {
+        server: Some(dns.addr()),
+        timeout: Duration::from_millis(700),
     }
 }
 
@@ -120,10 +28,6 @@ fn owner(client_id: &str) -> Owner<'_> {
         issuer: "https://idp.corp.test",
         client_id,
     }
-}
-
-fn txt(name: &str, value: &str) -> String {
-    format!("txt-record={name},\"{value}\"")
 }
 
 /// One domain through one verification pass.
@@ -139,7 +43,7 @@ async fn check(
         record: record(KEY, owner(client_id), domain),
         prev,
     }];
-    refresh(r, &wanted, now, GRACE).await.remove(0)
+    refresh(Ok(r), &wanted, now, GRACE).await.remove(0)
 }
 
 fn state(s: &DomainStatus) -> (&str, &str) {
@@ -153,7 +57,7 @@ async fn a_domain_through_its_states_on_a_real_dns_server() {
     // corp.test exists (an address), without the record yet.
     let exists = "host-record=corp.test,127.0.0.2".to_string();
     dns.serve(std::slice::from_ref(&exists));
-    let r = Resolver::new(&dns.settings()).unwrap();
+    let r = Resolver::new(&settings(&dns)).unwrap();
     let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
     let at = |mins: i64| t0 + SignedDuration::from_mins(mins);
 
@@ -180,7 +84,7 @@ async fn a_domain_through_its_states_on_a_real_dns_server() {
     // (dnsmasq's per-TCP-connection helper may hold the port a moment.)
     let blackhole = (0..100)
         .find_map(|_| {
-            UdpSocket::bind(("127.0.0.1", dns.port))
+            UdpSocket::bind(dns.addr())
                 .map_err(|_| std::thread::sleep(Duration::from_millis(50)))
                 .ok()
         })
@@ -232,7 +136,7 @@ async fn a_thousand_domains_cost_one_query_each_per_recheck() {
         .collect();
     let lines: Vec<String> = records.iter().map(|(n, v)| txt(n, v)).collect();
     dns.serve(&lines);
-    let r = Resolver::new(&dns.settings()).unwrap();
+    let r = Resolver::new(&settings(&dns)).unwrap();
     let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
     let pass = async |prev: &[DomainStatus], now| {
         let wanted: Vec<Wanted<'_>> = domains
@@ -245,7 +149,7 @@ async fn a_thousand_domains_cost_one_query_each_per_recheck() {
                 prev: prev.get(i),
             })
             .collect();
-        refresh(&r, &wanted, now, GRACE).await
+        refresh(Ok(&r), &wanted, now, GRACE).await
     };
     let first = pass(&[], t0).await;
     assert!(

@@ -74,7 +74,12 @@ pub mod types {
     /// instead of waiting for a timeout.
     pub const STALLED: &str = "Stalled";
 
-    /// All condition types the controller owns.
+    /// Whether every domain in spec.domains is verified (only on
+    /// providers that list domains; not part of Ready: a provider serves
+    /// its other users while a domain is pending).
+    pub const DOMAINS_VERIFIED: &str = "DomainsVerified";
+
+    /// All condition types the controller owns (and DomainsVerified).
     pub const ALL: [&str; 8] = [
         CONFIG_VALID,
         SECRET_RESOLVED,

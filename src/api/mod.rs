@@ -207,6 +207,15 @@ pub struct IdentityProviderSpec {
     /// (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<AllowedNamespaces>,
+
+    /// Email domains this provider speaks for (for example `corp.com`).
+    /// Each is verified by a DNS TXT record whose name and value
+    /// `status.domains` shows; a user whose email is in a listed domain
+    /// may sign in through this provider only while the domain is
+    /// verified. Public suffixes and free mail domains are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(max = 253)))]
+    pub domains: Vec<String>,
 }
 
 /// Namespaces whose AccessPolicies may use a provider, as a Gateway API
@@ -486,6 +495,11 @@ pub struct IdentityProviderStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Each of spec.domains: the TXT record that verifies it and its
+    /// state (Pending, Verified, Error), with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["domain"]))]
+    pub domains: Vec<crate::domains::DomainStatus>,
 }
 
 /// What the controller found at the issuer.

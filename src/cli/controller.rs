@@ -47,6 +47,19 @@ pub struct Args {
     /// brought in a Secret of your own.
     #[arg(long)]
     session_keys_secret: Option<String>,
+    /// The Secret (in --namespace) holding the key verified domains' TXT
+    /// records are made with (key `domain-key`): generated into it when
+    /// empty. Without it, listed domains stay Pending (KeyNotReady).
+    #[arg(long)]
+    domain_key_secret: Option<String>,
+    /// The DNS server domains are verified through (`ip:port`). Default:
+    /// the system's (/etc/resolv.conf: the cluster DNS in a pod).
+    #[arg(long)]
+    dns_server: Option<std::net::SocketAddr>,
+    /// Seconds one DNS query may take before a domain check fails with
+    /// LookupTimeout.
+    #[arg(long, default_value_t = 5)]
+    dns_timeout_secs: u64,
     /// Program at most this many IdentityProviders per namespace, the
     /// oldest first; the others report NamespaceLimitReached (0: no limit).
     #[arg(long, default_value_t = 0)]
@@ -89,6 +102,10 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         },
     );
     ctx.max_per_namespace = a.max_providers_per_namespace;
+    ctx.domains = controller::domains::Verifier::new(crate::domains::dns::Settings {
+        server: a.dns_server,
+        timeout: std::time::Duration::from_secs(a.dns_timeout_secs.max(1)),
+    });
     let ctx = Arc::new(ctx);
     let settings = Settings {
         namespace: ns.clone(),
@@ -98,6 +115,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         secret_namespaces: a.secret_namespaces,
         auth_base,
         session_keys_secret: a.session_keys_secret,
+        domain_key_secret: a.domain_key_secret,
     };
     let work = controller::run(client.clone(), ctx, settings);
     let outcome = if a.leader_election {

@@ -2,6 +2,7 @@
 //! metrics, fetch inputs, write outputs) around the pure [`validate`] core.
 
 pub mod access;
+pub mod domains;
 pub mod events;
 pub mod leader;
 pub mod program;
@@ -135,6 +136,8 @@ pub struct Context {
     /// controller's view of all providers to rank them by age.
     pub max_per_namespace: usize,
     pub providers: std::sync::OnceLock<kube::runtime::reflector::Store<IdentityProvider>>,
+    /// Verifies the domains providers list (key and DNS resolver).
+    pub domains: domains::Verifier,
 }
 
 /// `idp`'s place by age among the providers of its namespace in `store`
@@ -182,6 +185,7 @@ impl Context {
             clock: Box::new(SystemClock),
             max_per_namespace: 0,
             providers: std::sync::OnceLock::new(),
+            domains: domains::Verifier::new(crate::domains::dns::Settings::default()),
         }
     }
 }
@@ -291,12 +295,27 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         {
             v.limit_per_namespace(&ns, position_in_namespace(store, &idp), ctx.max_per_namespace);
         }
+        let now = ctx.clock.now();
+        let domains = ctx.domains.verify(&idp, facts.client_id(), now).await;
+        if !domains.is_empty() {
+            let (ok, reason, message) = crate::domains::summary(&domains);
+            use crate::api::conditions::Status;
+            let status = if ok { Status::True } else { Status::False };
+            v.conditions.push(validate::CondResult::new(
+                crate::api::conditions::types::DOMAINS_VERIFIED,
+                status,
+                reason,
+                message,
+            ));
+        }
+        let recheck = domains::next_check(&domains, now);
         ctx.programs.set(&key, &v.programming);
         ctx.programs
             .set_unavailable(&key, validate::unavailable_entry(&idp, &v));
 
         let old = idp.status.as_ref();
-        let new = status::build_status(old, &v, generation, ctx.clock.now());
+        let mut new = status::build_status(old, &v, generation, now);
+        new.domains = domains;
         if status::needs_write(old, &new) {
             let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
             let written =
@@ -311,7 +330,7 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         let action = match v.phase {
             phases::READY | phases::DISABLED => {
                 ctx.backoffs.reset(&key);
-                Action::requeue(ctx.timing.revalidate)
+                Action::requeue(recheck.map_or(ctx.timing.revalidate, |r| r.min(ctx.timing.revalidate)))
             }
             _ => {
                 let bad = v.conditions.iter().find(|c| !c.is_true()).map_or("Unknown", |c| c.reason.as_str());
@@ -319,7 +338,7 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
                 let attempt = ctx.backoffs.fail(&key);
                 let delay = ctx.timing.backoff(attempt);
                 info!(phase = v.phase, reason = bad, attempt, retry_in = ?delay, "provider not ready");
-                Action::requeue(delay)
+                Action::requeue(recheck.map_or(delay, |r| r.min(delay)))
             }
         };
         Ok(action)
@@ -401,6 +420,10 @@ pub struct Settings {
     /// The broker's session keys Secret (in `namespace`), filled with a
     /// generated key when it has none; `None` when keys are brought.
     pub session_keys_secret: Option<String>,
+    /// The domain verification key's Secret (in `namespace`), generated
+    /// when empty; `None`: domains wait (KeyNotReady) unless the key is
+    /// set otherwise (`dev`).
+    pub domain_key_secret: Option<String>,
 }
 
 /// Runs the controller until shutdown.
@@ -452,6 +475,13 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     let _ = ctx.providers.set(reader.clone());
     let store_for_secrets = reader.clone();
 
+    let domain_key_task = settings.domain_key_secret.clone().map(|name| {
+        let (client, ns, ctx) = (client.clone(), settings.namespace.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let key = program::ensure_domain_key(client, ns, name).await;
+            let _ = ctx.domains.key.set(key);
+        })
+    });
     let keys_task = settings.session_keys_secret.clone().map(|name| {
         tokio::spawn(program::ensure_session_keys(
             client.clone(),
@@ -525,6 +555,9 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     access_task.abort();
     tidy_task.abort();
     if let Some(t) = keys_task {
+        t.abort();
+    }
+    if let Some(t) = domain_key_task {
         t.abort();
     }
     Ok(())

@@ -220,22 +220,49 @@ pub fn config_secret(ns: &str, name: &str, config: &BrokerConfig) -> Secret {
 /// business). Retries every 10 s until the Secret exists and has keys.
 pub async fn ensure_session_keys(client: Client, ns: String, name: String) {
     use crate::broker::source::SESSION_KEYS_KEY;
+    ensure_key(client, ns, name, SESSION_KEYS_KEY, "session keys").await;
+}
+
+/// The key record values of verified domains are made with, in Secret
+/// `name` (key `domain-key`): generated once as the session keys are, then
+/// read; returns it. A new key changes every record value (every domain
+/// goes back to Pending until its record is updated), so it is never
+/// replaced here.
+pub async fn ensure_domain_key(client: Client, ns: String, name: String) -> Vec<u8> {
+    ensure_key(client, ns, name, DOMAIN_KEY_KEY, "domain verification key")
+        .await
+        .into_bytes()
+}
+
+/// The data key of the domain verification key.
+pub const DOMAIN_KEY_KEY: &str = "domain-key";
+
+/// Reads `data_key` of Secret `ns/name`, first writing a random value
+/// there when it has none; retries every 10 s until it can.
+async fn ensure_key(
+    client: Client,
+    ns: String,
+    name: String,
+    data_key: &str,
+    what: &str,
+) -> String {
     let api: Api<Secret> = Api::namespaced(client, &ns);
     loop {
         match api.get_opt(&name).await {
-            Ok(Some(s))
-                if s.data
+            Ok(Some(s)) => {
+                let present = s
+                    .data
                     .as_ref()
-                    .and_then(|d| d.get(SESSION_KEYS_KEY))
-                    .is_some_and(|v| !String::from_utf8_lossy(&v.0).trim().is_empty()) =>
-            {
-                info!(secret = %name, "session keys present");
-                return;
-            }
-            Ok(Some(_)) => {
+                    .and_then(|d| d.get(data_key))
+                    .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+                    .filter(|v| !v.is_empty());
+                if let Some(value) = present {
+                    info!(secret = %name, "{what} present");
+                    return value;
+                }
                 let key = format!("{}\n", crate::broker::provider::random_token(48));
                 let mut data = BTreeMap::new();
-                data.insert(SESSION_KEYS_KEY.to_string(), ByteString(key.into_bytes()));
+                data.insert(data_key.to_string(), ByteString(key.into_bytes()));
                 let value = json!({
                     "apiVersion": "v1",
                     "kind": "Secret",
@@ -244,20 +271,22 @@ pub async fn ensure_session_keys(client: Client, ns: String, name: String) {
                 });
                 let pp = PatchParams::apply(FIELD_MANAGER).force();
                 match api.patch(&name, &pp, &Patch::Apply(value)).await {
+                    // Read back on the next turn: another replica may have
+                    // written first, and what is stored is what counts.
                     Ok(_) => {
-                        info!(secret = %name, "generated the session keys");
-                        return;
+                        info!(secret = %name, "generated the {what}");
+                        continue;
                     }
                     Err(e) => {
-                        warn!(secret = %name, error = %e, "cannot write the session keys; retrying")
+                        warn!(secret = %name, error = %e, "cannot write the {what}; retrying")
                     }
                 }
             }
             Ok(None) => {
-                warn!(secret = %name, "the session keys Secret does not exist yet (the chart creates it); retrying")
+                warn!(secret = %name, "the {what} Secret does not exist yet (the chart creates it); retrying")
             }
             Err(e) => {
-                warn!(secret = %name, error = %e, "cannot read the session keys Secret; retrying")
+                warn!(secret = %name, error = %e, "cannot read the {what} Secret; retrying")
             }
         }
         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -66,6 +66,8 @@ pub fn build_status(
         discovered,
         observed_generation: Some(generation),
         conditions: merge_conditions(old_conditions, &v.conditions, generation, now),
+        // Verified by the reconcile's DNS step, which fills them in.
+        domains: Vec::new(),
     }
 }
 

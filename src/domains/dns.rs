@@ -119,24 +119,41 @@ pub struct Wanted<'a> {
 /// Looks up the domains whose recheck is due (16 at a time) and returns
 /// every domain's status, the others' as they were.
 pub async fn refresh(
-    resolver: &Resolver,
+    resolver: Result<&Resolver, &str>,
     wanted: &[Wanted<'_>],
     now: jiff::Timestamp,
     grace: jiff::SignedDuration,
 ) -> Vec<super::DomainStatus> {
     use futures::StreamExt as _;
-    futures::stream::iter(wanted)
-        .map(|w| async move {
-            let (name, value) = (&w.record.0, &w.record.1);
-            match w.prev {
-                Some(p) if !super::due(Some(p), value, now) => p.clone(),
-                prev => {
-                    let found = resolver.lookup(w.domain).await;
-                    super::next(prev, w.domain, (name, value), &found, now, grace)
-                }
-            }
-        })
-        .buffered(16)
-        .collect()
-        .await
+    // The futures built first, not by a closure inside the stream: with
+    // one there, the reconcile future is not Send for every lifetime
+    // (rustc's higher-ranked closure limits), and kube's Controller needs
+    // it to be.
+    let mut lookups = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        lookups.push(one(resolver, w, now, grace));
+    }
+    futures::stream::iter(lookups).buffered(16).collect().await
+}
+
+async fn one(
+    resolver: Result<&Resolver, &str>,
+    w: &Wanted<'_>,
+    now: jiff::Timestamp,
+    grace: jiff::SignedDuration,
+) -> super::DomainStatus {
+    let (name, value) = (&w.record.0, &w.record.1);
+    match w.prev {
+        Some(p) if !super::due(Some(p), value, now) => p.clone(),
+        prev => {
+            let found = match resolver {
+                Ok(r) => r.lookup(w.domain).await,
+                Err(why) => Lookup::Failed {
+                    timeout: false,
+                    detail: format!("no DNS resolver: {why}"),
+                },
+            };
+            super::next(prev, w.domain, (name, value), &found, now, grace)
+        }
+    }
 }

@@ -5,6 +5,7 @@
 {{- define "sso.sessionKeysSecret" -}}
 {{- .Values.broker.sessionKeys.existingSecret | default (printf "%s-session-keys" .Release.Name) -}}
 {{- end }}
+{{- define "sso.domainKeySecret" -}}{{ .Release.Name }}-domain-key{{- end }}
 {{- define "sso.leaseName" -}}{{ .Release.Name }}-controller{{- end }}
 {{- define "sso.image" -}}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{- end }}
 {{- define "sso.publicURL" -}}{{ required "publicURL is required (the broker's public base URL, e.g. https://sso.example.com)" .Values.publicURL }}{{- end }}

@@ -219,6 +219,11 @@ impl Facts {
         self.request.as_ref()
     }
 
+    /// The client ID, once the credentials resolve.
+    pub fn client_id(&self) -> Option<&str> {
+        self.resolved.as_ref().ok().map(|r| r.client_id.as_str())
+    }
+
     fn not_run(&self) -> NotRun {
         match (&self.spec, &self.ca) {
             (Err(_), _) => NotRun::InvalidSpec,

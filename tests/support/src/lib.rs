@@ -6,6 +6,7 @@ pub mod broker;
 pub mod caddy;
 pub mod cluster;
 pub mod crd_cases;
+pub mod dns;
 pub mod faultproxy;
 pub mod issuer;
 pub mod nginx;

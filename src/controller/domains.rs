@@ -1,0 +1,140 @@
+//! The reconcile's DNS step: verifies an IdentityProvider's domains (see
+//! [`crate::domains`]) with the controller's key and resolver.
+
+use std::{collections::BTreeSet, sync::OnceLock, time::Duration};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::{
+    api::IdentityProvider,
+    domains::{
+        self, DomainStatus, Owner,
+        dns::{self, Resolver, Wanted},
+        reasons, states,
+    },
+};
+
+/// How long a verified domain stays verified after its record was last
+/// seen, while lookups fail or the record is gone: an hour rides out a DNS
+/// outage or a botched zone edit without locking the domain's users out,
+/// and still revokes a domain whose record was removed (or that changed
+/// hands) within the hour (plus one recheck, ten minutes).
+pub const GRACE: SignedDuration = SignedDuration::from_hours(1);
+
+/// The verification key, the resolver, built on first use.
+pub struct Verifier {
+    /// The per-cluster key record values are made with (from the domain
+    /// key Secret, or generated for `dev`).
+    pub key: OnceLock<Vec<u8>>,
+    settings: dns::Settings,
+    resolver: OnceLock<Result<Resolver, String>>,
+}
+
+impl Verifier {
+    pub fn new(settings: dns::Settings) -> Self {
+        Self {
+            key: OnceLock::new(),
+            settings,
+            resolver: OnceLock::new(),
+        }
+    }
+
+    fn resolver(&self) -> Result<&Resolver, &str> {
+        self.resolver
+            .get_or_init(|| {
+                Resolver::new(&self.settings).inspect_err(|e| {
+                    tracing::error!(error = %e, "no DNS resolver: domains cannot be verified");
+                })
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The status of each of `idp`'s domains (sorted by domain, case aside): the ones
+    /// due looked up now, the others as they were. Before the key or the
+    /// client ID is known, a domain keeps its last status (a new one waits,
+    /// KeyNotReady).
+    pub async fn verify(
+        &self,
+        idp: &IdentityProvider,
+        client_id: Option<&str>,
+        now: Timestamp,
+    ) -> Vec<DomainStatus> {
+        if idp.spec.domains.is_empty() {
+            return Vec::new();
+        }
+        let prev = idp.status.as_ref().map_or(&[][..], |s| &s.domains[..]);
+        let find = |d: &str| prev.iter().find(|p| p.domain == d);
+        let mut out = Vec::new();
+        let mut valid = BTreeSet::new();
+        for listed in &idp.spec.domains {
+            match domains::check_domain(listed) {
+                Ok(d) => {
+                    valid.insert(d);
+                }
+                Err(e) => out.push(domains::refused(listed, &e)),
+            }
+        }
+        match (self.key.get(), client_id) {
+            (Some(key), Some(client_id)) => {
+                let owner = Owner {
+                    namespace: idp.metadata.namespace.as_deref().unwrap_or_default(),
+                    name: idp.metadata.name.as_deref().unwrap_or_default(),
+                    issuer: &idp.spec.issuer,
+                    client_id,
+                };
+                let wanted: Vec<Wanted<'_>> = valid
+                    .iter()
+                    .map(|d| Wanted {
+                        domain: d,
+                        record: domains::record(key, owner, d),
+                        prev: find(d),
+                    })
+                    .collect();
+                out.extend(dns::refresh(self.resolver(), &wanted, now, GRACE).await);
+            }
+            (key, _) => {
+                let why = if key.is_none() {
+                    "the controller has no domain verification key yet (its Secret, --domain-key-secret)"
+                } else {
+                    "the record is made from the client ID, which does not resolve yet"
+                };
+                out.extend(valid.iter().map(|d| {
+                    find(d).cloned().unwrap_or_else(|| DomainStatus {
+                        domain: d.clone(),
+                        state: states::PENDING.to_string(),
+                        reason: reasons::KEY_NOT_READY.to_string(),
+                        message: why.to_string(),
+                        record_name: String::new(),
+                        record_value: String::new(),
+                        last_checked: None,
+                        last_verified: None,
+                        failures: 0,
+                    })
+                }));
+            }
+        }
+        out.sort_by_cached_key(|d| d.domain.to_ascii_lowercase());
+        out
+    }
+}
+
+/// When the next of `statuses` is due for a lookup (at least a second
+/// from now); `None` when none will be. Domains waiting for the key are
+/// tried again in ten seconds.
+pub fn next_check(statuses: &[DomainStatus], now: Timestamp) -> Option<Duration> {
+    statuses
+        .iter()
+        .filter_map(|s| {
+            if s.reason == reasons::KEY_NOT_READY {
+                return Some(Duration::from_secs(10));
+            }
+            let last = s.last_checked?;
+            let at = last
+                .checked_add(SignedDuration::try_from(domains::recheck_after(s)).ok()?)
+                .ok()?;
+            Some(Duration::try_from(at.duration_since(now)).unwrap_or_default())
+        })
+        .min()
+        .map(|d| d.max(Duration::from_secs(1)))
+}
