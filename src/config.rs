@@ -69,6 +69,13 @@ pub struct ProgrammedProvider {
     pub allowed_groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_users: Vec<String>,
+    /// The email domains the provider lists (spec.domains, accepted ones):
+    /// a user whose email is in one signs in only while it is verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// Those of `domains` verified now (DNS TXT record seen).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified_domains: Vec<String>,
     pub redirect_uri: String,
 }
 

@@ -206,6 +206,47 @@ async fn unverified_or_unstated_email_is_refused_with_its_reason() {
     );
 }
 
+/// A provider that lists a domain signs its users in only while the
+/// domain is verified; users of domains it does not list are not this
+/// rule's business.
+#[tokio::test]
+async fn a_listed_domain_admits_its_users_only_once_verified() {
+    let (op, tb) = setup(&[]).await;
+    let mut cfg = demo(&op.issuer, &tb.base);
+    let entry = cfg.providers.get_mut(KEY).unwrap();
+    entry.domains = vec!["example.com".into()];
+    tb.broker.apply_config(&cfg);
+    let client = browser();
+    let landing = login(&tb, &client, "carol", "/").await;
+    assert_eq!(landing.status, 403, "{landing:?}");
+    assert_eq!(landing.reason(), Some("unverified_domain"));
+    assert!(
+        landing.body.contains("has not verified it"),
+        "the user is told why: {}",
+        landing.body
+    );
+    assert_eq!(get(&client, tb.url("/oauth/auth")).await.status, 401);
+
+    cfg.providers.get_mut(KEY).unwrap().verified_domains = vec!["example.com".into()];
+    tb.broker.apply_config(&cfg);
+    let landing = login(&tb, &browser(), "carol", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+
+    // Another domain listed (and not verified): example.com users pass.
+    let entry = cfg.providers.get_mut(KEY).unwrap();
+    entry.domains = vec!["corp.test".into()];
+    entry.verified_domains = vec![];
+    tb.broker.apply_config(&cfg);
+    let landing = login(&tb, &browser(), "carol", "/").await;
+    assert_eq!(landing.status, 302, "{landing:?}");
+    assert_eq!(
+        tb.broker
+            .metrics
+            .failures(sso_operator::broker::error::Reason::UnverifiedDomain),
+        1
+    );
+}
+
 #[tokio::test]
 async fn two_hundred_groups_keep_the_cookie_under_4kb() {
     let (_op, tb) = setup(&[]).await;

@@ -647,6 +647,14 @@ async fn domains_verified_through_a_real_dns_server() {
     dns.serve(&[exists.clone(), common::dns::txt(&name, &value)]);
     let verified = wait_for_domain(&idps, "corp", "corp.test", "Verified", 60).await;
     assert!(verified.last_verified.is_some());
+    // The broker learns it: the refused domains are not the provider's.
+    let key_of = format!("{ns}/corp");
+    wait_for("the broker entry's verified domain", async || {
+        let cfg = broker_config(&secrets).await?;
+        let entry = cfg.providers.get(&key_of)?;
+        (entry.domains == ["corp.test"] && entry.verified_domains == ["corp.test"]).then_some(())
+    })
+    .await;
     // The refused domains removed from the spec: all verified, without a
     // new lookup (the verified domain is not due).
     let queries = dns.txt_queries();

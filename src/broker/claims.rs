@@ -137,6 +137,30 @@ pub fn check_verified_email(id: &Identity, provider: &ProgrammedProvider) -> Res
     }
 }
 
+/// The verified domain rule: a user whose email is in one of the
+/// provider's listed domains signs in only while that domain is verified
+/// (the provider proved by DNS that it speaks for it). An email in a
+/// domain the provider does not list is not this rule's business.
+pub fn check_domain(id: &Identity, provider: &ProgrammedProvider) -> Result<(), Refusal> {
+    if provider.domains.is_empty() {
+        return Ok(());
+    }
+    let Some((_, domain)) = id.email.as_deref().and_then(|e| e.rsplit_once('@')) else {
+        return Ok(());
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if provider.domains.contains(&domain) && !provider.verified_domains.contains(&domain) {
+        return Err(Refusal::new(
+            Reason::UnverifiedDomain,
+            format!(
+                "{} lists {domain} but has not verified it (its TXT record is not in DNS yet, or no longer): see the IdentityProvider's status.domains",
+                provider.display_name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The access lists. Every list that is set must pass.
 pub fn check_access(
     user: &str,

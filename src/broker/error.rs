@@ -115,6 +115,7 @@ reasons! {
     UserinfoSubMismatch => ("userinfo_sub_mismatch", UNAUTHORIZED, "User info is for another user"),
     // The user.
     UnverifiedEmail => ("unverified_email", FORBIDDEN, "Email address not verified"),
+    UnverifiedDomain => ("unverified_domain", FORBIDDEN, "Email domain not verified"),
     AccessDenied => ("access_denied", FORBIDDEN, "Access denied"),
     SessionTooLarge => ("session_too_large", INTERNAL_SERVER_ERROR, "Session too large"),
     // Refresh.

@@ -308,6 +308,7 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
                 message,
             ));
         }
+        v.programming.set_domains(&domains);
         let recheck = domains::next_check(&domains, now);
         ctx.programs.set(&key, &v.programming);
         ctx.programs

@@ -81,6 +81,8 @@ pub fn provider(namespace: &str, name: &str) -> ProgrammedProvider {
         allowed_groups: vec!["admins".into()],
         allowed_users: vec![],
         redirect_uri: format!("{PUBLIC}/oauth/callback/{namespace}/{name}"),
+        domains: Vec::new(),
+        verified_domains: Vec::new(),
     }
 }
 

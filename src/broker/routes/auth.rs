@@ -648,6 +648,8 @@ mod tests {
             name: "corp".into(),
             display_name: "Corp".into(),
             redirect_uri: "https://sso.example.com/oauth/callback/team/corp".into(),
+            domains: Vec::new(),
+            verified_domains: Vec::new(),
             generation: 1,
             issuer: issuer.into(),
             client_id: "c".into(),

@@ -95,6 +95,22 @@ impl Programming {
             Self::Remove => None,
         }
     }
+
+    /// Sets the entry's listed and verified domains (from the current
+    /// generation and the latest DNS checks, last known good or not).
+    pub fn set_domains(&mut self, statuses: &[crate::domains::DomainStatus]) {
+        let (Self::Program(p) | Self::KeepLastKnownGood(p)) = self else {
+            return;
+        };
+        let accepted = statuses.iter().filter(|d| {
+            !d.record_value.is_empty() || d.reason == crate::domains::reasons::KEY_NOT_READY
+        });
+        p.domains = accepted.clone().map(|d| d.domain.clone()).collect();
+        p.verified_domains = accepted
+            .filter(|d| d.state == crate::domains::states::VERIFIED)
+            .map(|d| d.domain.clone())
+            .collect();
+    }
 }
 
 /// Why a provider that is not programmed cannot serve, for the broker's

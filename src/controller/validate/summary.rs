@@ -199,6 +199,8 @@ fn program(
     ProgrammedProvider {
         display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
         redirect_uri: redirect_uri(&env.public_url, &ns, &name),
+        domains: Vec::new(),
+        verified_domains: Vec::new(),
         namespace: ns,
         name,
         generation: idp.metadata.generation.unwrap_or_default(),

@@ -168,6 +168,8 @@ pub fn provider(
         allowed_groups: vec![],
         allowed_users: vec![],
         redirect_uri: format!("{base}/oauth/callback/{namespace}/{name}"),
+        domains: Vec::new(),
+        verified_domains: Vec::new(),
     }
 }
 

@@ -100,6 +100,12 @@ impl Dnsmasq {
     }
 }
 
+impl Default for Dnsmasq {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for Dnsmasq {
     fn drop(&mut self) {
         self.stop();
