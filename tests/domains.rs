@@ -173,3 +173,72 @@ async fn a_thousand_domains_cost_one_query_each_per_recheck() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(dns.txt_queries(), 2000);
 }
+
+/// Two namespaces' providers list one domain, and the domain's DNS holds
+/// both their records: the one verified first has it; the other says so,
+/// and gets it once the first lets go.
+#[tokio::test]
+async fn one_domain_two_namespaces_the_first_verified_has_it() {
+    use sso_operator::{api::IdentityProvider, controller::domains::Verifier};
+    use std::sync::Arc;
+    let provider = |ns: &str, name: &str| -> IdentityProvider {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sso-operator.dev/v1alpha1", "kind": "IdentityProvider",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"issuer": "https://idp.corp.test", "clientID": "c",
+                     "clientSecretRef": {"name": "s", "key": "k"},
+                     "domains": ["corp.test"]}
+        }))
+        .unwrap()
+    };
+    let mut dns = Dnsmasq::new();
+    let verifier = Verifier::new(settings(&dns));
+    verifier.key.set(KEY.to_vec()).unwrap();
+    let value_of = |ns, name| {
+        let owner = Owner {
+            namespace: ns,
+            name,
+            issuer: "https://idp.corp.test",
+            client_id: "c",
+        };
+        record(KEY, owner, "corp.test")
+    };
+    let (name, a_value) = value_of("team-a", "okta");
+    let (_, b_value) = value_of("team-b", "evil");
+    dns.serve(&[txt(&name, &a_value), txt(&name, &b_value)]);
+    let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+    let with = |mut idp: IdentityProvider, d: Vec<DomainStatus>| {
+        idp.status = Some(sso_operator::api::IdentityProviderStatus {
+            domains: d,
+            ..Default::default()
+        });
+        Arc::new(idp)
+    };
+
+    let a_first = verifier
+        .verify(&provider("team-a", "okta"), Some("c"), &[], t0)
+        .await;
+    assert_eq!(state(&a_first[0]), ("Verified", "Verified"));
+    let a = with(provider("team-a", "okta"), a_first);
+    let t1 = t0 + SignedDuration::from_mins(1);
+    let b_status = verifier
+        .verify(&provider("team-b", "evil"), Some("c"), &[a.clone()], t1)
+        .await;
+    assert_eq!(
+        state(&b_status[0]),
+        ("Error", "ClaimedElsewhere"),
+        "{b_status:?}"
+    );
+    assert!(b_status[0].message.contains("team-a/okta"));
+    let b = with(provider("team-b", "evil"), b_status);
+
+    // team-a's provider lists the domain no more: team-b's gets it at its
+    // next check.
+    let a_gone = with(provider("team-a", "okta"), vec![]);
+    let t2 = t1 + SignedDuration::from_mins(10);
+    let b_now = verifier
+        .verify(&b, Some("c"), &[a_gone, b.clone()], t2)
+        .await;
+    assert_eq!(state(&b_now[0]), ("Verified", "Verified"), "{b_now:?}");
+    assert_eq!(b_now[0].verified_since, Some(t2));
+}

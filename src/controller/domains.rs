@@ -53,11 +53,13 @@ impl Verifier {
     /// The status of each of `idp`'s domains (sorted by domain, case aside): the ones
     /// due looked up now, the others as they were. Before the key or the
     /// client ID is known, a domain keeps its last status (a new one waits,
-    /// KeyNotReady).
+    /// KeyNotReady). A domain that a provider of another namespace (among
+    /// `others`) verified first is ClaimedElsewhere.
     pub async fn verify(
         &self,
         idp: &IdentityProvider,
         client_id: Option<&str>,
+        others: &[std::sync::Arc<IdentityProvider>],
         now: Timestamp,
     ) -> Vec<DomainStatus> {
         if idp.spec.domains.is_empty() {
@@ -109,9 +111,28 @@ impl Verifier {
                         record_value: String::new(),
                         last_checked: None,
                         last_verified: None,
+                        verified_since: None,
                         failures: 0,
                     })
                 }));
+            }
+        }
+        // A domain another namespace's provider verified first is its.
+        let me = (
+            idp.metadata.namespace.as_deref().unwrap_or_default(),
+            idp.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let statuses = others.iter().flat_map(|o| {
+            let ns = o.metadata.namespace.as_deref().unwrap_or_default();
+            let name = o.metadata.name.as_deref().unwrap_or_default();
+            o.status
+                .iter()
+                .flat_map(|s| &s.domains)
+                .map(move |d| (ns, name, d))
+        });
+        for d in &mut out {
+            if let Some((owner, since)) = domains::owner_elsewhere(d, me, statuses.clone()) {
+                *d = domains::claimed_elsewhere(d, &owner, since);
             }
         }
         out.sort_by_cached_key(|d| d.domain.to_ascii_lowercase());

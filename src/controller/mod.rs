@@ -296,7 +296,12 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
             v.limit_per_namespace(&ns, position_in_namespace(store, &idp), ctx.max_per_namespace);
         }
         let now = ctx.clock.now();
-        let domains = ctx.domains.verify(&idp, facts.client_id(), now).await;
+        let others = match ctx.providers.get() {
+            Some(store) if !idp.spec.domains.is_empty() => store.state(),
+            _ => Vec::new(),
+        };
+        let domains = ctx.domains.verify(&idp, facts.client_id(), &others, now).await;
+        drop(others);
         if !domains.is_empty() {
             let (ok, reason, message) = crate::domains::summary(&domains);
             use crate::api::conditions::Status;

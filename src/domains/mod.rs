@@ -173,6 +173,8 @@ pub mod reasons {
     pub const PUBLIC_SUFFIX: &str = "PublicSuffix";
     pub const FREE_MAIL: &str = "FreeMail";
     pub const KEY_NOT_READY: &str = "KeyNotReady";
+    /// Verified by another namespace's provider first.
+    pub const CLAIMED_ELSEWHERE: &str = "ClaimedElsewhere";
     /// The DomainsVerified condition's, while some are pending.
     pub const DOMAINS_PENDING: &str = "DomainsPending";
     pub const ALL_VERIFIED: &str = "AllVerified";
@@ -199,7 +201,53 @@ pub fn refused(listed: &str, e: &DomainError) -> DomainStatus {
         record_value: String::new(),
         last_checked: None,
         last_verified: None,
+        verified_since: None,
         failures: 0,
+    }
+}
+
+/// Whether a provider of another namespace has `mine.domain`: verified
+/// before this one was (or at all, when this one is not verified), ties
+/// going to the first by `namespace/name`. `others` are every provider's
+/// `(namespace, name, domain status)`. Returns that provider's
+/// `namespace/name` and since when it has the domain.
+pub fn owner_elsewhere<'a>(
+    mine: &DomainStatus,
+    me: (&str, &str),
+    others: impl IntoIterator<Item = (&'a str, &'a str, &'a DomainStatus)>,
+) -> Option<(String, Timestamp)> {
+    let rank = |since: Option<Timestamp>, ns: &str, name: &str| {
+        (since.unwrap_or(Timestamp::MAX), format!("{ns}/{name}"))
+    };
+    let verified = mine.state == states::VERIFIED;
+    let my_rank = rank(mine.verified_since.filter(|_| verified), me.0, me.1);
+    others
+        .into_iter()
+        .filter(|(ns, _, d)| *ns != me.0 && d.domain == mine.domain && d.state == states::VERIFIED)
+        .filter_map(|(ns, name, d)| {
+            let since = d.verified_since?;
+            let r = rank(Some(since), ns, name);
+            (r < my_rank).then_some((r, since))
+        })
+        .min()
+        .map(|((_, key), since)| (key, since))
+}
+
+/// `mine` taken by the provider `owner` of another namespace (see
+/// [`owner_elsewhere`]): Error, ClaimedElsewhere. The lookup state is kept
+/// (the record, when it was seen): should the owner let go, the next
+/// check decides afresh.
+pub fn claimed_elsewhere(mine: &DomainStatus, owner: &str, since: Timestamp) -> DomainStatus {
+    let ns = owner.split_once('/').map_or(owner, |(ns, _)| ns);
+    DomainStatus {
+        state: states::ERROR.to_string(),
+        reason: reasons::CLAIMED_ELSEWHERE.to_string(),
+        message: format!(
+            "{} is verified by provider {owner} of namespace {ns} since {since}, before this one: an email domain belongs to one namespace (remove it here, or there)",
+            mine.domain
+        ),
+        verified_since: None,
+        ..mine.clone()
     }
 }
 
@@ -242,7 +290,8 @@ pub struct DomainStatus {
     /// Why, in one word: Verified, RecordNotFound, RecordMismatch,
     /// DomainNotFound, LookupTimeout, LookupFailed, RecheckFailing;
     /// InvalidDomain, PublicSuffix, FreeMail for a domain refused; KeyNotReady
-    /// before the controller has its verification key.
+    /// before the controller has its verification key; ClaimedElsewhere
+    /// when another namespace's provider verified it first.
     pub reason: String,
     /// What was found, and what to do about it.
     pub message: String,
@@ -260,6 +309,12 @@ pub struct DomainStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_verified: Option<Timestamp>,
+    /// Since when the domain is verified without a break (grace periods
+    /// included): of two namespaces' providers verifying one domain, the
+    /// earlier has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub verified_since: Option<Timestamp>,
     /// Lookups in a row that did not find the record (for the backoff).
     #[serde(default, skip_serializing_if = "is_zero")]
     // As int32: a `minimum: 0` in the CRD comes out of Helm's template
@@ -289,7 +344,7 @@ pub enum Lookup {
 /// minutes; one not (yet) found after 30 s, doubling up to ten minutes.
 pub fn recheck_after(s: &DomainStatus) -> Duration {
     const MAX: Duration = Duration::from_secs(600);
-    if s.failures == 0 && s.state == states::VERIFIED {
+    if s.failures == 0 && s.state == states::VERIFIED || s.reason == reasons::CLAIMED_ELSEWHERE {
         return MAX;
     }
     Duration::from_secs(30)
@@ -334,12 +389,17 @@ pub fn next(
         record_value: record_value.to_string(),
         last_checked: Some(now),
         last_verified: prev.and_then(|p| p.last_verified),
+        verified_since: None,
         failures: prev.map_or(0, |p| p.failures).saturating_add(1),
     };
+    let since = prev
+        .filter(|p| p.state == states::VERIFIED)
+        .and_then(|p| p.verified_since);
     let (state, reason, message) = match lookup {
         Lookup::Values(v) if v.iter().any(|x| x == record_value) => {
             return DomainStatus {
                 last_verified: Some(now),
+                verified_since: since.or(Some(now)),
                 failures: 0,
                 ..status(
                     states::VERIFIED,
@@ -379,11 +439,16 @@ pub fn next(
     match prev.and_then(|p| p.last_verified) {
         Some(seen) if seen.saturating_add(grace).is_ok_and(|until| now < until) => {
             let until = seen.saturating_add(grace).unwrap_or(Timestamp::MAX);
-            status(
-                states::VERIFIED,
-                reasons::RECHECK_FAILING,
-                format!("{message}; stays verified until {until} unless the record is seen again"),
-            )
+            DomainStatus {
+                verified_since: since,
+                ..status(
+                    states::VERIFIED,
+                    reasons::RECHECK_FAILING,
+                    format!(
+                        "{message}; stays verified until {until} unless the record is seen again"
+                    ),
+                )
+            }
         }
         _ => status(state, reason, message),
     }
@@ -566,6 +631,54 @@ mod tests {
             ("Pending", "RecordMismatch")
         );
         assert_eq!(moved.last_verified, None);
+    }
+
+    #[test]
+    fn a_domain_belongs_to_the_namespace_that_verified_it_first() {
+        let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let at = |mins: i64| t0 + SignedDuration::from_mins(mins);
+        let ok = |when| step(None, "v", Lookup::Values(vec!["v".into()]), when);
+        let (a, b) = (ok(at(0)), ok(at(5)));
+        assert_eq!(a.verified_since, Some(at(0)));
+        // Still verified later: the streak keeps its start; through the
+        // grace period too.
+        let a2 = step(Some(&a), "v", Lookup::Values(vec!["v".into()]), at(20));
+        assert_eq!(a2.verified_since, Some(at(0)));
+        let a3 = step(Some(&a2), "v", Lookup::NoRecord, at(30));
+        assert_eq!(
+            (a3.state.as_str(), a3.verified_since),
+            ("Verified", Some(at(0)))
+        );
+
+        let others = [("team-a", "okta", &a3), ("team-b", "evil", &b)];
+        assert_eq!(
+            owner_elsewhere(&b, ("team-b", "evil"), others),
+            Some(("team-a/okta".to_string(), at(0)))
+        );
+        assert_eq!(owner_elsewhere(&a3, ("team-a", "okta"), others), None);
+        // The same namespace's providers do not take it from each other.
+        assert_eq!(owner_elsewhere(&b, ("team-a", "second"), others), None);
+        // Not verified here at all: the other namespace has it.
+        let pending = step(None, "v", Lookup::NoRecord, at(6));
+        assert!(owner_elsewhere(&pending, ("team-b", "evil"), others).is_some());
+        // Only verified domains count: a's lost, b keeps it.
+        let lost = step(Some(&a3), "v", Lookup::NoRecord, at(85));
+        assert_eq!(lost.state, "Pending");
+        let others = [("team-a", "okta", &lost), ("team-b", "evil", &b)];
+        assert_eq!(owner_elsewhere(&b, ("team-b", "evil"), others), None);
+
+        let taken = claimed_elsewhere(&b, "team-a/okta", at(0));
+        assert_eq!(
+            (taken.state.as_str(), taken.reason.as_str()),
+            ("Error", "ClaimedElsewhere")
+        );
+        assert!(
+            taken.message.contains("namespace team-a"),
+            "{}",
+            taken.message
+        );
+        assert_eq!(taken.record_value, b.record_value);
+        assert_eq!(recheck_after(&taken), Duration::from_secs(600));
     }
 
     #[test]
