@@ -274,3 +274,75 @@ async fn the_access_token_reaches_the_app_and_follows_refreshes() {
         "the cookie now carries the new token"
     );
 }
+
+/// A shared app that admits an email domain, through both tenants'
+/// providers: only the provider that verified the domain is believed.
+/// Tenant B's IdP says its user is alice@example.com; corp's provider
+/// verified example.com, tenant B's did not. Through a real nginx.
+#[tokio::test]
+async fn an_email_domain_rule_believes_only_the_provider_that_verified_it() {
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
+    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
+    let shared = |any_provider: bool| {
+        serde_json::from_value::<sso_operator::config::ProgrammedPolicy>(json!({
+            "namespace": "platform", "name": "app", "generation": 1,
+            "hosts": ["127.0.0.1"], "paths": ["/app"],
+            "providers": ["corp/corp", "tenant-b/evil"],
+            "rules": {"allow": [{"emailDomains": ["example.com"], "anyProviderDomain": any_provider}]},
+        }))
+        .unwrap()
+    };
+    let config = |any_provider: bool, base: &str| {
+        let mut c = two_tenant_config(base, &corp_op.issuer, &evil_op.issuer);
+        let corp = c.providers.get_mut("corp/corp").unwrap();
+        corp.domains = vec!["example.com".into()];
+        corp.verified_domains = vec!["example.com".into()];
+        let p = shared(any_provider);
+        c.policies.insert(p.key(), p);
+        c
+    };
+    let tb = TestBroker::start_behind(&public, |base| config(false, base)).await;
+    let app = echo_upstream().await;
+    let nginx = Nginx::start_for(port, tb.addr, app, "/oauth/auth/platform/app");
+    let base = nginx.base();
+
+    let alice = browser();
+    assert_eq!(
+        login_at(&alice, &base, "corp/corp", "alice", "/app/")
+            .await
+            .status,
+        302
+    );
+    let r = get(&alice, format!("{base}/app/")).await;
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx.error_log());
+    let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(seen["headers"]["x-auth-request-email"], "alice@example.com");
+
+    let mallory = browser();
+    let l = login_at(&mallory, &base, "tenant-b/evil", "alice", "/app/").await;
+    assert_eq!(l.status, 302, "{l:?}");
+    let r = get(&mallory, format!("{base}/app/")).await;
+    assert_eq!(r.status, 403, "tenant B's word for example.com: {r:?}");
+
+    // A rule that believes any provider admits him (the operator's choice).
+    tb.broker.apply_config(&config(true, &public));
+    let r = get(&mallory, format!("{base}/app/")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // The domain no longer verified at corp: corp's alice, signed in
+    // before, is refused now (the provider's domain check applies to live
+    // sessions too, whatever the rule), and a new login is refused
+    // unverified_domain.
+    let mut c = config(true, &public);
+    c.providers
+        .get_mut("corp/corp")
+        .unwrap()
+        .verified_domains
+        .clear();
+    tb.broker.apply_config(&c);
+    assert_eq!(get(&alice, format!("{base}/app/")).await.status, 403);
+    let l = login_at(&browser(), &base, "corp/corp", "alice", "/app/").await;
+    assert_eq!(l.status, 403, "{l:?}");
+    assert_eq!(l.reason(), Some("unverified_domain"));
+}

@@ -222,10 +222,18 @@ pub struct AccessRule {
     #[schemars(length(max = 256), inner(length(min = 3, max = 320)))]
     pub emails: Vec<String>,
     /// Email domains (`example.com`: exactly that domain, not its
-    /// subdomains; case-insensitive).
+    /// subdomains; case-insensitive). A domain matches only when the
+    /// session's provider verified it (its spec.domains, proven by DNS),
+    /// unless `anyProviderDomain` is true.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
     pub email_domains: Vec<String>,
+    /// Let `emailDomains` match an email whatever provider vouches for it,
+    /// verified domain or not. Default false: any provider can put any
+    /// address in a token, and only the domain's verified provider is
+    /// believed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_provider_domain: bool,
     /// Groups, from the provider's groups claim (exact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]

@@ -141,11 +141,11 @@ pub fn check_verified_email(id: &Identity, provider: &ProgrammedProvider) -> Res
 /// provider's listed domains signs in only while that domain is verified
 /// (the provider proved by DNS that it speaks for it). An email in a
 /// domain the provider does not list is not this rule's business.
-pub fn check_domain(id: &Identity, provider: &ProgrammedProvider) -> Result<(), Refusal> {
+pub fn check_domain(email: Option<&str>, provider: &ProgrammedProvider) -> Result<(), Refusal> {
     if provider.domains.is_empty() {
         return Ok(());
     }
-    let Some((_, domain)) = id.email.as_deref().and_then(|e| e.rsplit_once('@')) else {
+    let Some((_, domain)) = email.and_then(|e| e.rsplit_once('@')) else {
         return Ok(());
     };
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();

@@ -446,6 +446,7 @@ fn rules_of(spec: &AccessPolicySpec) -> Rules {
         users: r.users.clone(),
         emails: r.emails.clone(),
         email_domains: r.email_domains.clone(),
+        any_provider_domain: r.any_provider_domain,
         groups: r.groups.clone(),
         claims: r
             .claims

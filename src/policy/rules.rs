@@ -18,6 +18,8 @@ pub struct Identity<'a> {
     pub groups: &'a [String],
     /// Claims kept for rules (from the ID token or userinfo).
     pub claims: &'a Map<String, Value>,
+    /// The email domains the session's provider has verified.
+    pub verified_domains: &'a [String],
 }
 
 /// One claim and the values that match it. A string claim matches when it
@@ -43,6 +45,10 @@ pub struct Rule {
     /// subdomains are other domains).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub email_domains: Vec<String>,
+    /// `email_domains` match whatever provider vouches for the email; by
+    /// default only the provider that verified the domain is believed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_provider_domain: bool,
     /// Group names (exact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
@@ -80,6 +86,7 @@ impl Rule {
                     self.email_domains
                         .iter()
                         .any(|x| x.trim_start_matches('@').eq_ignore_ascii_case(d))
+                        && (self.any_provider_domain || id.verified_domains.iter().any(|v| v == d))
                 }))
             && (self.groups.is_empty() || self.groups.iter().any(|g| id.groups.contains(g)))
             && self
@@ -178,11 +185,13 @@ mod tests {
         let groups = s(&["eng", "oncall"]);
         let c =
             claims(json!({"dept": "r&d", "roles": ["viewer", "admin"], "mfa": true, "level": 3}));
+        let verified = s(&["team-a.example.com"]);
         let alice = Identity {
             user: "alice",
             email: Some("Alice@Team-A.example.com"),
             groups: &groups,
             claims: &c,
+            verified_domains: &verified,
         };
         #[rustfmt::skip]
         let rows: Vec<(&str, Rule, bool)> = vec![
@@ -215,6 +224,18 @@ mod tests {
             ..alice
         };
         assert!(!rule(|r| r.email_domains = s(&["team-a.example.com"])).matches(&no_email));
+        // A provider that has not verified the domain is not believed,
+        // unless the rule says any provider may vouch.
+        let unverified = Identity {
+            verified_domains: &[],
+            ..alice
+        };
+        assert!(!rule(|r| r.email_domains = s(&["team-a.example.com"])).matches(&unverified));
+        let any = rule(|r| {
+            r.email_domains = s(&["team-a.example.com"]);
+            r.any_provider_domain = true;
+        });
+        assert!(any.matches(&unverified));
     }
 
     #[test]
@@ -226,6 +247,7 @@ mod tests {
             email: None,
             groups: &groups,
             claims: &c,
+            verified_domains: &[],
         };
         let rules = Rules {
             allow: vec![

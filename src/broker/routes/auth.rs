@@ -361,7 +361,11 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         b.metrics.forward_auth_result("other_provider");
         return with_cookies(challenge(b, &policy, headers, &target), set);
     }
-    if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg) {
+    // The provider's rules and verified domains, as they are now: a
+    // domain unverified since the login refuses its live sessions too.
+    if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg)
+        .and_then(|()| claims::check_domain(s.email.as_deref(), &provider.cfg))
+    {
         return with_cookies(Denied::new(b, "denied", r.message).into_response(), set);
     }
     // A claim the rules name that was not looked for when the session was
@@ -385,6 +389,7 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         email: s.email.as_deref(),
         groups: &s.groups,
         claims: &s.claims,
+        verified_domains: &provider.cfg.verified_domains,
     });
     if !decision.is_allowed() {
         return with_cookies(
