@@ -247,6 +247,80 @@ async fn a_listed_domain_admits_its_users_only_once_verified() {
     );
 }
 
+/// Home-realm discovery at the HTTP level: `/oauth/start?login_hint=`
+/// goes to the provider that verified the address's domain, with the
+/// address as `login_hint`; another domain goes back to the login page,
+/// which says so; a hint that is no address is a 400.
+#[tokio::test]
+async fn login_hint_routes_to_the_provider_of_the_verified_domain() {
+    let (op, tb) = setup(&[]).await;
+    let mut cfg = demo(&op.issuer, &tb.base);
+    let entry = cfg.providers.get_mut(KEY).unwrap();
+    entry.domains = vec!["corp.test".into()];
+    entry.verified_domains = vec!["corp.test".into()];
+    entry.authorize_params = [("login_hint".to_string(), "fixed@corp.test".to_string())].into();
+    tb.broker.apply_config(&cfg);
+    let client = browser();
+    let r = get(
+        &client,
+        tb.url("/oauth/start?login_hint=Alice%40Corp.Test&rd=/x"),
+    )
+    .await;
+    assert_eq!(r.status, 302, "{r:?}");
+    let to = url::Url::parse(r.location.as_deref().unwrap()).unwrap();
+    assert!(to.as_str().starts_with(&op.issuer), "{to}");
+    let hints: Vec<String> = to
+        .query_pairs()
+        .filter(|(k, _)| k == "login_hint")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(hints, ["Alice@Corp.Test"], "the typed address, once");
+    // The real OP takes the request (to its login form).
+    assert_eq!(get(&client, to.as_str()).await.status, 303);
+
+    let r = get(
+        &client,
+        tb.url("/oauth/start?login_hint=bob%40elsewhere.test&rd=/x"),
+    )
+    .await;
+    assert_eq!(r.status, 302, "{r:?}");
+    let back = r.location.unwrap();
+    assert!(
+        back.contains("/oauth/login?") && back.contains("unknown_domain=elsewhere.test"),
+        "{back}"
+    );
+    let page = get(&client, &back).await;
+    assert!(
+        page.body
+            .contains("No sign-in is set up for elsewhere.test"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("data-form=\"email\""));
+    // The form leads (through the broker's redirect) to the provider: the
+    // page's CSP lets it.
+    let csp = client.get(&back).send().await.unwrap().headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let op_origin = url::Url::parse(&op.issuer)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    assert!(
+        csp.contains(&format!("form-action 'self' {op_origin}")),
+        "{csp}"
+    );
+
+    let r = get(
+        &client,
+        tb.url("/oauth/start?login_hint=not-an-address&rd=/x"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.reason(), Some("invalid_request"));
+}
+
 #[tokio::test]
 async fn two_hundred_groups_keep_the_cookie_under_4kb() {
     let (_op, tb) = setup(&[]).await;

@@ -192,6 +192,71 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
     drop(corp_op);
 }
 
+/// Home-realm discovery: a shared app offering both tenants' providers;
+/// corp's provider verified corp.test. Typing alice@corp.test on the login
+/// page goes to corp's OP (with the address as login_hint) and back to the
+/// app signed in through corp; an address of another domain brings the
+/// page back saying no sign-in is set up for it.
+#[tokio::test]
+async fn chromium_is_sent_to_the_provider_of_its_email_domain() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
+    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
+    let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
+    let tb = TestBroker::start_behind(&public, |base| {
+        let mut c = two_tenant_config(base, &corp_issuer, &evil_issuer);
+        let corp = c.providers.get_mut("corp/corp").unwrap();
+        corp.domains = vec!["corp.test".into()];
+        corp.verified_domains = vec!["corp.test".into()];
+        let shared: sso_operator::config::ProgrammedPolicy =
+            serde_json::from_value(serde_json::json!({
+                "namespace": "platform", "name": "app", "generation": 1,
+                "hosts": ["127.0.0.1"], "paths": ["/app"],
+                "providers": ["corp/corp", "tenant-b/evil"],
+                "rules": {"allow": [{"users": ["alice"]}]},
+            }))
+            .unwrap();
+        c.policies.insert(shared.key(), shared);
+        c
+    })
+    .await;
+    let app = echo_upstream().await;
+    let nginx = Nginx::start_apps(port, tb.addr, app, &[("/app/", "/oauth/auth/platform/app")]);
+    let r = run_script(
+        "realm.mjs",
+        &[
+            ("BASE", nginx.base()),
+            ("APP", "/app/".into()),
+            ("UNKNOWN_EMAIL", "alice@elsewhere.test".into()),
+            ("EMAIL", "alice@corp.test".into()),
+            ("LOGIN", "alice".into()),
+            ("SHOT_DIR", format!("{root}/test-output/browser")),
+        ],
+        || nginx.error_log(),
+    )
+    .await;
+    assert_eq!(
+        r["ok"],
+        true,
+        "browser flow failed: {r:#}\nnginx:\n{}",
+        nginx.error_log()
+    );
+    assert!(
+        r["notice"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("elsewhere.test"),
+        "{r:#}"
+    );
+    let at = r["providerUrl"].as_str().unwrap_or_default();
+    assert!(at.starts_with(&corp_op.issuer), "sent to corp's OP: {at}");
+    assert_eq!(r["app"]["x-auth-request-provider"], "corp/corp");
+    assert_eq!(r["app"]["x-auth-request-user"], "alice");
+    drop(evil_op);
+}
+
 /// Runs `tests/browser/<script>` under node with `env` and returns the JSON
 /// result it prints last; a failure shows its output and `context()`.
 async fn run_script(

@@ -222,7 +222,12 @@ async fn one_domain_two_namespaces_the_first_verified_has_it() {
     let a = with(provider("team-a", "okta"), a_first);
     let t1 = t0 + SignedDuration::from_mins(1);
     let b_status = verifier
-        .verify(&provider("team-b", "evil"), Some("c"), &[a.clone()], t1)
+        .verify(
+            &provider("team-b", "evil"),
+            Some("c"),
+            std::slice::from_ref(&a),
+            t1,
+        )
         .await;
     assert_eq!(
         state(&b_status[0]),

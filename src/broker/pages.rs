@@ -26,7 +26,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;ma
 main{max-width:26rem;margin:4rem auto;background:#fff;border-radius:8px;padding:2rem;box-shadow:0 1px 3px #0002}\
 h1{font-size:1.3rem;margin-top:0}a.provider{display:block;margin:.6rem 0;padding:.7rem 1rem;border:1px solid #ccd;border-radius:6px;color:#123;text-decoration:none}\
 a.provider:hover{background:#eef}p.detail{color:#555;word-break:break-word}code{background:#f0f0f3;padding:0 .2rem}\
-li.unavailable{color:#888}";
+li.unavailable{color:#888}form[data-form=email] input[type=email]{display:block;width:100%;box-sizing:border-box;margin:.4rem 0;padding:.6rem}";
 
 fn page(title: &str, main_attrs: &str, body: &str) -> String {
     format!(
@@ -45,10 +45,51 @@ pub struct Choice {
     pub href: String,
 }
 
-/// The login page: one button per provider; providers that exist but cannot
-/// serve right now are listed greyed out with why.
-pub fn login_page(choices: &[Choice], unavailable: &[(String, String)]) -> String {
+/// Home-realm discovery on the login page: an email field that sends the
+/// user to the provider of its domain.
+pub struct EmailForm {
+    pub rd: String,
+    pub policy: Option<String>,
+    /// The domain of an address no offered provider has verified.
+    pub unknown_domain: Option<String>,
+}
+
+/// The login page: the email form (when a provider has verified domains),
+/// one button per provider; providers that exist but cannot serve right
+/// now are listed greyed out with why.
+pub fn login_page(
+    choices: &[Choice],
+    unavailable: &[(String, String)],
+    email: Option<&EmailForm>,
+) -> String {
     let mut body = String::from("<h1>Sign in</h1>");
+    if let Some(f) = email {
+        if let Some(d) = &f.unknown_domain {
+            let _ = write!(
+                body,
+                "<p class=\"detail\" data-notice=\"unknown-domain\">No sign-in is set up for {}: choose your provider below.</p>",
+                escape(d)
+            );
+        }
+        let policy = f
+            .policy
+            .as_deref()
+            .map(|p| {
+                format!(
+                    "<input type=\"hidden\" name=\"policy\" value=\"{}\">",
+                    escape(p)
+                )
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            body,
+            "<form method=\"get\" action=\"/oauth/start\" data-form=\"email\">\
+<label for=\"login_hint\">Sign in with your work email</label>\
+<input type=\"email\" id=\"login_hint\" name=\"login_hint\" required autocomplete=\"email\" maxlength=\"320\">\
+<input type=\"hidden\" name=\"rd\" value=\"{}\">{policy}<button type=\"submit\">Continue</button></form><p>or</p>",
+            escape(&f.rd)
+        );
+    }
     if choices.is_empty() {
         body.push_str(
             "<p class=\"detail\">No identity provider is ready. An administrator can see why with <code>kubectl get idp -A</code>.</p>",
@@ -207,8 +248,15 @@ mod tests {
                 href: "/oauth/start?provider=a%2Fb".into(),
             }],
             &[],
+            Some(&EmailForm {
+                rd: "/\"><script>".into(),
+                policy: Some("<p>/x".into()),
+                unknown_domain: Some("<img src=x>.example".into()),
+            }),
         );
         assert!(html.contains("Sign in with &lt;b&gt;Corp&lt;/b&gt;"));
         assert!(html.contains("data-provider=\"a/b\""));
+        assert!(!html.contains("<script>") && !html.contains("<img") && !html.contains("<p>/x"));
+        assert!(html.contains("No sign-in is set up for &lt;img src=x&gt;.example"));
     }
 }

@@ -195,7 +195,15 @@ impl ProviderRuntime {
     }
 
     /// The authorization request URL.
-    pub fn authorize_url(&self, state: &str, nonce: &str, pkce_challenge: Option<&str>) -> Url {
+    /// The authorization request; `login_hint` (the address the user
+    /// typed on the login page) replaces one set in `authorizeParams`.
+    pub fn authorize_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        pkce_challenge: Option<&str>,
+        login_hint: Option<&str>,
+    ) -> Url {
         let mut url = Url::parse(&self.cfg.endpoints.authorization_endpoint)
             .expect("authorization endpoint was validated as a URL");
         {
@@ -211,7 +219,12 @@ impl ProviderRuntime {
                 q.append_pair("code_challenge_method", "S256");
             }
             for (k, v) in &self.cfg.authorize_params {
-                q.append_pair(k, v);
+                if !(login_hint.is_some() && k == "login_hint") {
+                    q.append_pair(k, v);
+                }
+            }
+            if let Some(hint) = login_hint {
+                q.append_pair("login_hint", hint);
             }
         }
         url

@@ -20,7 +20,7 @@ use crate::broker::{
     metrics::ProviderLabel,
     pages,
     provider::{clip, random_token},
-    respond::{Refused, page, page_with_form_targets, redirect, with_cookies},
+    respond::{Refused, page_with_form_targets, redirect, with_cookies},
     session::{self, Session},
     tokens::{self, Carried},
 };
@@ -33,6 +33,20 @@ pub struct RdQuery {
     rd: Option<String>,
     /// An AccessPolicy (`namespace/name`): offer only its providers.
     policy: Option<String>,
+    /// Set by home-realm discovery when no provider has verified the
+    /// domain of the address typed: the page says so.
+    unknown_domain: Option<String>,
+}
+
+/// The domain of `hint` when it looks like one email address (lower case),
+/// or `None`.
+fn hint_domain(hint: &str) -> Option<String> {
+    let (local, domain) = hint.rsplit_once('@')?;
+    let ok = !local.is_empty()
+        && hint.len() <= 320
+        && !hint.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| domain.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| d.contains('.'))
 }
 
 /// The providers a login may use: the policy's when one is named (a
@@ -148,7 +162,39 @@ pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) 
             )
         })
         .collect();
-    page(StatusCode::OK, pages::login_page(&choices, &unavailable))
+    // "Sign in with your work email" when a provider offered here speaks
+    // for a verified domain.
+    let discovery = table
+        .providers
+        .iter()
+        .any(|(key, p)| shown(key) && !p.cfg.verified_domains.is_empty())
+        .then(|| pages::EmailForm {
+            rd: rd.clone(),
+            policy: q.policy.clone().filter(|p| !p.is_empty()),
+            unknown_domain: q.unknown_domain.clone(),
+        });
+    // The email form goes to /oauth/start, which redirects to a
+    // provider: CSP form-action governs that redirect too (headless
+    // Chromium refused it with form-action 'self' alone).
+    let mut targets: Vec<String> = if discovery.is_some() {
+        table
+            .providers
+            .iter()
+            .filter(|(key, p)| shown(key) && !p.cfg.verified_domains.is_empty())
+            .filter_map(|(_, p)| url::Url::parse(&p.cfg.endpoints.authorization_endpoint).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .filter(|o| o != "null")
+            .collect()
+    } else {
+        Vec::new()
+    };
+    targets.sort();
+    targets.dedup();
+    page_with_form_targets(
+        StatusCode::OK,
+        pages::login_page(&choices, &unavailable, discovery.as_ref()),
+        &targets,
+    )
 }
 
 #[derive(Deserialize)]
@@ -158,6 +204,9 @@ pub struct StartQuery {
     /// An AccessPolicy (`namespace/name`): without `provider`, its only
     /// provider, or the login page offering its providers.
     policy: Option<String>,
+    /// The user's email (home-realm discovery): without `provider`, the
+    /// provider that verified its domain; passed on to the provider.
+    login_hint: Option<String>,
 }
 
 pub async fn start(
@@ -178,8 +227,51 @@ pub async fn start(
         ),
         None => format!("/oauth/login?{}", encode_query(&[("rd", &rd)])),
     };
+    let hint = q
+        .login_hint
+        .as_deref()
+        .map(str::trim)
+        .filter(|h| !h.is_empty());
+    let hint_domain = match hint.map(|h| (h, hint_domain(h))) {
+        None => None,
+        Some((_, Some(d))) => Some(d),
+        Some((h, None)) => {
+            let r = Refusal::new(
+                Reason::InvalidRequest,
+                format!(
+                    "{:?} is not an email address",
+                    crate::broker::provider::clip(h, 80)
+                ),
+            );
+            return refused(&b, r, None, &chooser);
+        }
+    };
     let requested = match q.provider.as_deref() {
         Some(p) if !p.is_empty() => p.to_string(),
+        _ if hint_domain.is_some() => {
+            let domain = hint_domain.as_deref().unwrap_or_default();
+            let only = match offered(&b, policy) {
+                Ok(only) => only,
+                Err(r) => return refused(&b, r, None, "/oauth/login"),
+            };
+            // The provider that verified the domain (the first by key when
+            // one namespace has several), among those offered here.
+            let owner = table
+                .providers
+                .iter()
+                .filter(|(k, _)| only.as_ref().is_none_or(|keys| keys.contains(*k)))
+                .find(|(_, p)| p.cfg.verified_domains.iter().any(|d| d == domain))
+                .map(|(k, _)| k.clone());
+            match owner {
+                Some(k) => k,
+                None => {
+                    return redirect(&format!(
+                        "{chooser}&{}",
+                        encode_query(&[("unknown_domain", domain)])
+                    ));
+                }
+            }
+        }
         _ => {
             let only = match offered(&b, policy) {
                 Ok(only) => only,
@@ -255,7 +347,7 @@ pub async fn start(
             provider: provider.cfg.key(),
         })
         .inc();
-    let url = provider.authorize_url(&state, &nonce, challenge.as_deref());
+    let url = provider.authorize_url(&state, &nonce, challenge.as_deref(), hint);
     with_cookies(redirect(url.as_str()), set)
 }
 
