@@ -33,6 +33,10 @@ pub struct CheckOptions {
     pub namespace: String,
     pub public_url: Url,
     pub http: HttpSettings,
+    /// Verifies providers' spec.domains with --live (its key, if any, makes
+    /// the records); without it, or offline, domains are only checked as
+    /// names.
+    pub domains: Option<Arc<crate::controller::domains::Verifier>>,
 }
 
 /// The result for one IdentityProvider document.
@@ -47,6 +51,8 @@ pub struct ProviderReport {
     pub conditions: Vec<Condition>,
     /// Why the broker would not offer it (None when programmed).
     pub unavailable: Option<crate::config::Unavailable>,
+    /// spec.domains: refused ones, and with --live their DNS state.
+    pub domains: Vec<crate::domains::DomainStatus>,
 }
 
 impl ProviderReport {
@@ -54,8 +60,13 @@ impl ProviderReport {
     /// the discovery checks an offline run skips (kstatus' `Reconciling`
     /// and `Stalled` restate `Ready`, which is judged itself).
     pub fn passed(&self) -> bool {
+        use crate::domains::reasons as r;
+        let refused = |d: &crate::domains::DomainStatus| {
+            [r::INVALID_DOMAIN, r::PUBLIC_SUFFIX, r::FREE_MAIL].contains(&d.reason.as_str())
+        };
         self.admission_errors.is_empty()
             && self.validation.is_some()
+            && !self.domains.iter().any(refused)
             && self
                 .conditions
                 .iter()
@@ -151,6 +162,16 @@ impl Report {
                     "  {:<18} {:<7} {:<22} {}",
                     c.type_, c.status, c.reason, c.message
                 );
+            }
+            for d in &p.domains {
+                let _ = writeln!(
+                    out,
+                    "  domain {:<11} {:<7} {:<22} {}",
+                    d.domain, d.state, d.reason, d.message
+                );
+                if !d.record_value.is_empty() {
+                    let _ = writeln!(out, "    TXT {} \"{}\"", d.record_name, d.record_value);
+                }
             }
         }
         for p in &self.policies {
@@ -356,6 +377,7 @@ async fn check_one(
         validation: None,
         conditions: Vec::new(),
         unavailable: None,
+        domains: Vec::new(),
     };
     if let Some(e) = unserved_version(doc) {
         report.admission_errors.push(e);
@@ -383,7 +405,12 @@ async fn check_one(
         (true, Some(req)) => Some(cache.get(req).await),
         _ => None,
     };
-    let v = validate_with(&idp, &facts, discovery.as_deref(), None, env);
+    let mut v = validate_with(&idp, &facts, discovery.as_deref(), None, env);
+    report.domains = match (&opts.domains, opts.live) {
+        (Some(verifier), true) => verifier.verify(&idp, facts.client_id(), &[], now).await,
+        _ => offline_domains(&idp),
+    };
+    v.programming.set_domains(&report.domains);
     report.conditions = merge_conditions(
         &[],
         &v.conditions,
@@ -393,4 +420,29 @@ async fn check_one(
     report.unavailable = crate::controller::validate::unavailable_entry(&idp, &v);
     report.validation = Some(v);
     report
+}
+
+/// spec.domains checked as names only: refused ones with their reason,
+/// the others not looked up.
+fn offline_domains(idp: &IdentityProvider) -> Vec<crate::domains::DomainStatus> {
+    use crate::domains::{self, DomainStatus, states};
+    idp.spec
+        .domains
+        .iter()
+        .map(|listed| match domains::check_domain(listed) {
+            Err(e) => domains::refused(listed, &e),
+            Ok(d) => DomainStatus {
+                domain: d,
+                state: states::PENDING.to_string(),
+                reason: reasons::NOT_CHECKED.to_string(),
+                message: "not looked up: --live checks the DNS record".to_string(),
+                record_name: String::new(),
+                record_value: String::new(),
+                last_checked: None,
+                last_verified: None,
+                verified_since: None,
+                failures: 0,
+            },
+        })
+        .collect()
 }

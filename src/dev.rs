@@ -37,6 +37,8 @@ pub struct DevOptions {
     pub session_refresh: i64,
     /// What `/oauth/auth` without a policy answers.
     pub unscoped: crate::broker::Unscoped,
+    /// Verifies the providers' spec.domains (key and DNS).
+    pub domains: std::sync::Arc<crate::controller::domains::Verifier>,
 }
 
 /// The broker configuration a check report programs, as the controller
@@ -99,6 +101,7 @@ pub async fn run(opts: DevOptions, listener: tokio::net::TcpListener) -> Result<
         namespace: opts.namespace.clone(),
         public_url: opts.public_url.clone(),
         http: opts.http.clone(),
+        domains: Some(opts.domains.clone()),
     };
     let app = broker
         .router()

@@ -365,3 +365,81 @@ fn public_jwk_prints_the_key_to_register() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("openssl pkcs8 -topk8 -nocrypt"));
 }
+
+/// `check` reports spec.domains: offline, refused names fail the check and
+/// the others are not looked up; with --live and the controller's key
+/// (--domain-key-file), each domain's record and its state in a real DNS
+/// server (dnsmasq).
+#[tokio::test]
+async fn check_reports_domain_states() {
+    use sso_operator::domains::{Owner, record};
+    let op = Op::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("idp.yaml");
+    let write = |domains: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-oidc, namespace: default}}\ntype: sso-operator.dev/client-credentials\nstringData: {{clientSecret: demo-secret}}\n---\n\
+                 apiVersion: sso-operator.dev/v1alpha1\nkind: IdentityProvider\nmetadata: {{name: demo, namespace: default}}\n\
+                 spec:\n  issuer: {}\n  clientID: demo\n  clientSecretRef: {{name: demo-oidc, key: clientSecret}}\n  domains: [{domains}]\n",
+                op.issuer
+            ),
+        )
+        .unwrap();
+    };
+    let key_file = dir.path().join("domain-key");
+    std::fs::write(&key_file, "the-cluster-key\n").unwrap();
+    let mut dns = sso_test_support::dns::Dnsmasq::new();
+    dns.serve(&["host-record=corp.test,127.0.0.2".to_string()]);
+    let dns_addr = dns.addr().to_string();
+    let check = |live: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sso-operator"));
+        c.args(["check", "-f"]).arg(&manifest);
+        if live {
+            c.args(["--live", "--allow-provider-cidrs", "127.0.0.0/8"])
+                .args(["--dns-server", &dns_addr, "--dns-timeout-secs", "1"])
+                .arg("--domain-key-file")
+                .arg(&key_file);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    write("corp.test, gmail.com");
+    let (ok, text) = check(false);
+    assert!(!ok, "a free mail domain fails the check:\n{text}");
+    assert!(
+        text.contains("domain gmail.com") && text.contains("FreeMail"),
+        "{text}"
+    );
+    assert!(
+        text.contains("domain corp.test") && text.contains("NotChecked"),
+        "{text}"
+    );
+
+    write("corp.test");
+    let (ok, text) = check(false);
+    assert!(ok, "{text}");
+    let (ok, text) = check(true);
+    assert!(ok, "a pending domain does not fail the check:\n{text}");
+    assert!(text.contains("RecordNotFound"), "{text}");
+    let owner = Owner {
+        namespace: "default",
+        name: "demo",
+        issuer: &op.issuer,
+        client_id: "demo",
+    };
+    let (name, value) = record(b"the-cluster-key", owner, "corp.test");
+    assert!(text.contains(&format!("TXT {name} \"{value}\"")), "{text}");
+    dns.serve(&[
+        "host-record=corp.test,127.0.0.2".to_string(),
+        sso_test_support::dns::txt(&name, &value),
+    ]);
+    let (ok, text) = check(true);
+    assert!(ok, "{text}");
+    assert!(text.contains("Verified"), "{text}");
+}

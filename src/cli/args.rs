@@ -31,6 +31,62 @@ pub struct Manifests {
     pub namespace: String,
 }
 
+/// The DNS server domains are verified through.
+#[derive(Args, Clone, Debug)]
+pub struct Dns {
+    /// The DNS server domains are verified through (`ip:port`). Default:
+    /// the system's (/etc/resolv.conf: the cluster DNS in a pod).
+    #[arg(long)]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Seconds one DNS query may take before a domain check fails with
+    /// LookupTimeout.
+    #[arg(long, default_value_t = 5)]
+    pub dns_timeout_secs: u64,
+}
+
+impl Dns {
+    pub fn verifier(&self) -> crate::controller::domains::Verifier {
+        crate::controller::domains::Verifier::new(crate::domains::dns::Settings {
+            server: self.dns_server,
+            timeout: Duration::from_secs(self.dns_timeout_secs.max(1)),
+        })
+    }
+}
+
+/// `check` and `dev`: verifying domains from manifests.
+#[derive(Args, Clone, Debug)]
+pub struct DomainChecks {
+    #[command(flatten)]
+    pub dns: Dns,
+    /// The domain verification key (a file holding it, as in the
+    /// controller's Secret <release>-domain-key, key `domain-key`): with
+    /// it, --live computes each domain's record and looks it up.
+    #[arg(long)]
+    pub domain_key_file: Option<std::path::PathBuf>,
+}
+
+impl DomainChecks {
+    /// The verifier, keyed from --domain-key-file when given; `hint` says
+    /// where a key would come from when it is not.
+    pub fn verifier(
+        &self,
+        hint: &'static str,
+    ) -> Result<crate::controller::domains::Verifier, String> {
+        let mut v = self.dns.verifier();
+        v.key_hint = hint;
+        if let Some(path) = &self.domain_key_file {
+            let key = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(format!("{} holds no key", path.display()));
+            }
+            let _ = v.key.set(key.as_bytes().to_vec());
+        }
+        Ok(v)
+    }
+}
+
 /// How the operator talks to identity providers.
 #[derive(Args, Clone, Debug)]
 pub struct ProviderHttp {

@@ -30,6 +30,8 @@ pub struct Args {
     /// `sso-operator broker --config-file` without a cluster.
     #[arg(long, requires = "live")]
     broker_config: Option<PathBuf>,
+    #[command(flatten)]
+    domains: args::DomainChecks,
 }
 
 pub async fn run(a: Args) -> CliResult {
@@ -39,6 +41,11 @@ pub async fn run(a: Args) -> CliResult {
         namespace: a.manifests.namespace,
         public_url: a.public_url,
         http: a.http.settings(),
+        domains: Some(std::sync::Arc::new(
+            a.domains
+                .verifier("pass --domain-key-file with the controller's key (Secret <release>-domain-key, key domain-key) to compute the records")
+                .map_err(CliError::CannotStart)?,
+        )),
     };
     let report = check::run(&opts)
         .await

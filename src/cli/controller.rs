@@ -52,14 +52,8 @@ pub struct Args {
     /// empty. Without it, listed domains stay Pending (KeyNotReady).
     #[arg(long)]
     domain_key_secret: Option<String>,
-    /// The DNS server domains are verified through (`ip:port`). Default:
-    /// the system's (/etc/resolv.conf: the cluster DNS in a pod).
-    #[arg(long)]
-    dns_server: Option<std::net::SocketAddr>,
-    /// Seconds one DNS query may take before a domain check fails with
-    /// LookupTimeout.
-    #[arg(long, default_value_t = 5)]
-    dns_timeout_secs: u64,
+    #[command(flatten)]
+    dns: args::Dns,
     /// Program at most this many IdentityProviders per namespace, the
     /// oldest first; the others report NamespaceLimitReached (0: no limit).
     #[arg(long, default_value_t = 0)]
@@ -102,10 +96,7 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
         },
     );
     ctx.max_per_namespace = a.max_providers_per_namespace;
-    ctx.domains = controller::domains::Verifier::new(crate::domains::dns::Settings {
-        server: a.dns_server,
-        timeout: std::time::Duration::from_secs(a.dns_timeout_secs.max(1)),
-    });
+    ctx.domains = a.dns.verifier();
     let ctx = Arc::new(ctx);
     let settings = Settings {
         namespace: ns.clone(),

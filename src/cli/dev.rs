@@ -32,6 +32,8 @@ pub struct Args {
     http: args::ProviderHttp,
     #[command(flatten)]
     forward_auth: args::ForwardAuth,
+    #[command(flatten)]
+    domains: args::DomainChecks,
 }
 
 pub async fn run(a: Args, log_json: bool) -> CliResult {
@@ -39,7 +41,18 @@ pub async fn run(a: Args, log_json: bool) -> CliResult {
     let public_url = a.public_url.unwrap_or_else(|| {
         Url::parse(&format!("http://{}", a.listen)).expect("a socket address makes a URL")
     });
+    let verifier = a
+        .domains
+        .verifier("dev makes one per run unless --domain-key-file names one")
+        .map_err(CliError::CannotStart)?;
+    if verifier.key.get().is_none() {
+        // One per run: the records shown change when dev restarts.
+        let _ = verifier
+            .key
+            .set(crate::broker::provider::random_token(32).into_bytes());
+    }
     let opts = DevOptions {
+        domains: std::sync::Arc::new(verifier),
         paths: a.paths,
         listen: a.listen,
         public_url,

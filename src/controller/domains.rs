@@ -26,14 +26,27 @@ pub struct Verifier {
     /// The per-cluster key record values are made with (from the domain
     /// key Secret, or generated for `dev`).
     pub key: OnceLock<Vec<u8>>,
+    /// Where the key comes from, for the KeyNotReady message.
+    pub key_hint: &'static str,
     settings: dns::Settings,
     resolver: OnceLock<Result<Resolver, String>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Verifier")
+            .field("has_key", &self.key.get().is_some())
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 impl Verifier {
     pub fn new(settings: dns::Settings) -> Self {
         Self {
             key: OnceLock::new(),
+            key_hint: "its Secret, --domain-key-secret",
             settings,
             resolver: OnceLock::new(),
         }
@@ -97,9 +110,12 @@ impl Verifier {
             }
             (key, _) => {
                 let why = if key.is_none() {
-                    "the controller has no domain verification key yet (its Secret, --domain-key-secret)"
+                    format!(
+                        "no domain verification key yet ({}): the record cannot be computed",
+                        self.key_hint
+                    )
                 } else {
-                    "the record is made from the client ID, which does not resolve yet"
+                    "the record is made from the client ID, which does not resolve yet".to_string()
                 };
                 out.extend(valid.iter().map(|d| {
                     find(d).cloned().unwrap_or_else(|| DomainStatus {
