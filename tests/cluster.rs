@@ -587,7 +587,7 @@ async fn wait_for_domain(
 async fn domains_verified_through_a_real_dns_server() {
     use sso_operator::domains::{Owner, record};
     let cp = cluster::shared();
-    let (_, ns, issuer, secrets, idps) = provider_namespace(cp, "dom").await;
+    let (client, ns, issuer, secrets, idps) = provider_namespace(cp, "dom").await;
     // The key's Secret, empty, as the chart creates it.
     secrets
         .create(
@@ -667,6 +667,13 @@ async fn domains_verified_through_a_real_dns_server() {
     .unwrap();
     let all = wait_for_reason(&idps, "corp", types::DOMAINS_VERIFIED, "AllVerified").await;
     assert_eq!(all.status, "True");
+    // Each transition of DomainsVerified is an Event.
+    let events = wait_for("the DomainsVerified events", async || {
+        let e = events_by_reason(&client, &ns, "corp").await;
+        (e.contains_key("PublicSuffix") && e.contains_key("AllVerified")).then_some(e)
+    })
+    .await;
+    assert_eq!(events["AllVerified"], 1, "{events:?}");
     assert_eq!(
         dns.txt_queries(),
         queries,
