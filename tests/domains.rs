@@ -102,6 +102,14 @@ async fn a_domain_through_its_states_on_a_real_dns_server() {
     let late = check(&r, "corp.test", "client-1", Some(&slow), at(70)).await;
     assert_eq!(state(&late), ("Error", "LookupTimeout"), "{late:?}");
     drop(blackhole);
+    // Nothing on the port at all (the server down): an error too, at once
+    // or after the timeout, never a verification.
+    let down = check(&r, "corp.test", "client-1", Some(&late), at(71)).await;
+    assert_eq!(down.state, "Error", "{down:?}");
+    assert!(
+        ["LookupFailed", "LookupTimeout"].contains(&down.reason.as_str()),
+        "{down:?}"
+    );
 
     // Back, record still there: verified again.
     dns.serve(&[exists.clone(), txt(&name, &value)]);
