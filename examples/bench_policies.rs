@@ -99,6 +99,7 @@ fn cookie(provider: &str) -> String {
         claims: Default::default(),
         claims_looked_for: Vec::new(),
         issuer: String::new(),
+        client_id: String::new(),
     };
     let sealed = session::seal(&KeyRing::new(&[KEY]).unwrap(), s, &[]).unwrap();
     format!("{}={sealed}", session::cookie_name(provider))

@@ -459,6 +459,7 @@ async fn forged_replayed_and_tampered_requests_are_refused_without_panic() {
         claims: Default::default(),
         claims_looked_for: Vec::new(),
         issuer: String::new(),
+        client_id: String::new(),
     };
     let ring_a = KeyRing::new(&[KEY_A]).unwrap();
     let good = session::seal(&ring_a, sess(now, now + 600), &[]).unwrap();

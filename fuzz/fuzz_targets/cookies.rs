@@ -54,6 +54,7 @@ fuzz_target!(|input: Input| {
             claims: Default::default(),
             claims_looked_for: Vec::new(),
             issuer: String::new(),
+            client_id: String::new(),
         };
         if let Ok(token) = session::seal(ring, s.clone(), &[]) {
             assert!(token.len() <= session::MAX_SESSION_BYTES);

@@ -149,6 +149,7 @@ fuzz_target!(|input: Input| {
                 claims: Default::default(),
                 claims_looked_for: Vec::new(),
                 issuer: String::new(),
+                client_id: String::new(),
             },
             &[],
         );

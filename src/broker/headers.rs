@@ -102,6 +102,7 @@ mod tests {
             claims: Default::default(),
             claims_looked_for: Vec::new(),
             issuer: String::new(),
+            client_id: String::new(),
         };
         let mut h = HeaderMap::new();
         // A client's own value is replaced, never kept beside ours.

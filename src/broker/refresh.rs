@@ -252,6 +252,7 @@ mod tests {
                 claims: Default::default(),
                 claims_looked_for: Vec::new(),
                 issuer: String::new(),
+                client_id: String::new(),
             },
             sealed: format!("sealed-{user}"),
             tokens: None,

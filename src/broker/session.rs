@@ -103,6 +103,14 @@ pub struct Session {
     /// not inherit the session. Empty in sessions from before.
     #[serde(rename = "o", default, skip_serializing_if = "String::is_empty")]
     pub issuer: String,
+    /// The provider's client ID at login: the same issuer with another
+    /// client (someone else's registration at a shared IdP, under a
+    /// provider re-created with the same name) does not inherit the
+    /// session either. Bound to the client rather than the object's UID,
+    /// so re-creating an unchanged provider (a GitOps prune and re-apply)
+    /// logs nobody out. Empty in sessions from before.
+    #[serde(rename = "a", default, skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -229,13 +237,16 @@ mod tests {
             claims: Default::default(),
             claims_looked_for: Vec::new(),
             issuer: String::new(),
+            client_id: String::new(),
         }
     }
 
     #[test]
     fn round_trip() {
         let r = ring();
-        let s = session(vec!["admins".into(), "users".into()]);
+        let mut s = session(vec!["admins".into(), "users".into()]);
+        s.issuer = "https://idp.example.com".into();
+        s.client_id = "client-1".into();
         let token = seal(&r, s.clone(), &[]).unwrap();
         assert_eq!(open(&r, &token, NOW + 10).unwrap(), s);
     }

@@ -130,6 +130,7 @@ mod tests {
             claims: Default::default(),
             claims_looked_for: Vec::new(),
             issuer: String::new(),
+            client_id: String::new(),
         }
     }
 

@@ -66,7 +66,10 @@ pub(super) fn sessions<'h>(
         }
         match session::open(&ring, token, now) {
             Ok(s) => match table.providers.get(&s.provider) {
-                Some(p) if !s.issuer.is_empty() && s.issuer != p.cfg.issuer => {
+                Some(p)
+                    if (!s.issuer.is_empty() && s.issuer != p.cfg.issuer)
+                        || (!s.client_id.is_empty() && s.client_id != p.cfg.client_id) =>
+                {
                     failure.get_or_insert("provider_changed");
                 }
                 Some(p) => found.push(Found {
@@ -739,6 +742,7 @@ mod tests {
             claims: Default::default(),
             claims_looked_for: Vec::new(),
             issuer: String::new(),
+            client_id: String::new(),
         };
         session::seal(&KeyRing::new(&[KEY]).unwrap(), session, &[]).unwrap()
     }
@@ -1574,8 +1578,9 @@ mod tests {
         assert_eq!(b.metrics.forward_auth_count("claims_unknown"), 1);
     }
 
-    /// A session is bound to its provider's issuer: a provider of the same
-    /// name now pointing elsewhere (or re-created by someone else) does not
+    /// A session is bound to its provider's issuer and client ID: a
+    /// provider of the same name now pointing elsewhere, or re-created by
+    /// someone else with their own client at the same IdP, does not
     /// inherit it; sessions from before the binding carry none and pass.
     #[tokio::test]
     async fn a_session_does_not_survive_its_providers_issuer() {
@@ -1588,13 +1593,32 @@ mod tests {
             request(&b, "/oauth/auth", Some(&same)).await.status(),
             StatusCode::OK
         );
+        // The same issuer, the same client: still valid.
+        s.client_id = b.table().providers[&s.provider].cfg.client_id.clone();
+        let same_client = session::seal(&ring, s.clone(), &[]).unwrap();
+        assert_eq!(
+            request(&b, "/oauth/auth", Some(&same_client))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        // The same issuer, another client (someone else's registration).
+        let mut other_client = s.clone();
+        other_client.client_id = "someone-elses-client".into();
+        let other_client = session::seal(&ring, other_client, &[]).unwrap();
+        assert_eq!(
+            request(&b, "/oauth/auth", Some(&other_client))
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
         s.issuer = "https://someone-else.example.com".into();
         let other = session::seal(&ring, s, &[]).unwrap();
         assert_eq!(
             request(&b, "/oauth/auth", Some(&other)).await.status(),
             StatusCode::UNAUTHORIZED
         );
-        assert_eq!(b.metrics.forward_auth_count("provider_changed"), 1);
+        assert_eq!(b.metrics.forward_auth_count("provider_changed"), 2);
     }
 
     /// `/oauth/auth` without a policy: nobody by default; a default

@@ -501,6 +501,7 @@ async fn finish_login(
         claims: identity.select(&looked_for),
         claims_looked_for: looked_for.into_iter().collect(),
         issuer: provider.cfg.issuer.clone(),
+        client_id: provider.cfg.client_id.clone(),
     };
     // The tokens some policy of this provider forwards to its apps.
     let needs = b.table().needs(key);
