@@ -410,7 +410,8 @@ async fn check_one(
         (Some(verifier), true) => verifier.verify(&idp, facts.client_id(), &[], now).await,
         _ => offline_domains(&idp),
     };
-    v.programming.set_domains(&report.domains);
+    v.programming
+        .set_domains(&report.domains, &idp.spec.issuer, facts.client_id());
     report.conditions = merge_conditions(
         &[],
         &v.conditions,

@@ -297,6 +297,15 @@ async fn login_hint_routes_to_the_provider_of_the_verified_domain() {
         page.body
     );
     assert!(page.body.contains("data-form=\"email\""));
+    // What the page says is a domain name, or nothing: the query is
+    // anyone's to write.
+    let forged = get(
+        &client,
+        tb.url("/oauth/login?rd=/x&unknown_domain=corp.test.%20Our%20SSO%20moved%20to%20https://evil.example"),
+    )
+    .await;
+    assert!(!forged.body.contains("moved"), "{}", forged.body);
+    assert!(!forged.body.contains("data-notice"), "{}", forged.body);
     // The form leads (through the broker's redirect) to the provider: the
     // page's CSP lets it.
     let csp = client.get(&back).send().await.unwrap().headers()["content-security-policy"]

@@ -1072,3 +1072,66 @@ fn providers_beyond_the_namespace_limit_are_not_programmed() {
         "the checks stay"
     );
 }
+
+/// A record proves a domain for the spec's issuer and client: an entry
+/// kept as last known good for another issuer (the new one failing) gets
+/// no verified domain from it.
+#[test]
+fn verified_domains_only_for_the_issuer_and_client_the_record_names() {
+    let verified = sso_operator::domains::DomainStatus {
+        domain: "corp.test".into(),
+        state: "Verified".into(),
+        reason: "Verified".into(),
+        message: String::new(),
+        record_name: "_sso-operator.corp.test".into(),
+        record_value: "sso-operator-domain-verification=x".into(),
+        last_checked: None,
+        last_verified: None,
+        verified_since: None,
+        failures: 0,
+    };
+    let entry = previous();
+    let (issuer, client) = (entry.issuer.clone(), entry.client_id.clone());
+    for (programming, spec_issuer, spec_client, want) in [
+        (
+            Programming::Program(Box::new(entry.clone())),
+            issuer.as_str(),
+            Some(client.as_str()),
+            true,
+        ),
+        (
+            Programming::KeepLastKnownGood(Box::new(entry.clone())),
+            issuer.as_str(),
+            Some(client.as_str()),
+            true,
+        ),
+        (
+            Programming::KeepLastKnownGood(Box::new(entry.clone())),
+            "https://idp.corp.test",
+            Some(client.as_str()),
+            false,
+        ),
+        (
+            Programming::KeepLastKnownGood(Box::new(entry.clone())),
+            issuer.as_str(),
+            Some("another"),
+            false,
+        ),
+        (
+            Programming::KeepLastKnownGood(Box::new(entry.clone())),
+            issuer.as_str(),
+            None,
+            false,
+        ),
+    ] {
+        let mut p = programming;
+        p.set_domains(std::slice::from_ref(&verified), spec_issuer, spec_client);
+        let e = p.entry().unwrap();
+        assert_eq!(e.domains, ["corp.test"], "listed either way");
+        assert_eq!(
+            !e.verified_domains.is_empty(),
+            want,
+            "{spec_issuer} {spec_client:?}"
+        );
+    }
+}

@@ -43,7 +43,7 @@ async fn check(
         record: record(KEY, owner(client_id), domain),
         prev,
     }];
-    refresh(Ok(r), &wanted, now, GRACE).await.remove(0)
+    refresh(Ok(r), &wanted, now, GRACE, None).await.remove(0)
 }
 
 fn state(s: &DomainStatus) -> (&str, &str) {
@@ -157,7 +157,7 @@ async fn a_thousand_domains_cost_one_query_each_per_recheck() {
                 prev: prev.get(i),
             })
             .collect();
-        refresh(Ok(&r), &wanted, now, GRACE).await
+        refresh(Ok(&r), &wanted, now, GRACE, None).await
     };
     let first = pass(&[], t0).await;
     assert!(
@@ -254,4 +254,42 @@ async fn one_domain_two_namespaces_the_first_verified_has_it() {
         .await;
     assert_eq!(state(&b_now[0]), ("Verified", "Verified"), "{b_now:?}");
     assert_eq!(b_now[0].verified_since, Some(t2));
+}
+
+/// A zone whose server never answers, a hundred domains: the lookups not
+/// started by the deadline wait (Queued) instead of holding the reconcile
+/// for every timeout in turn.
+#[tokio::test]
+async fn lookups_stop_at_the_deadline() {
+    let dns = Dnsmasq::new();
+    // The port, with a socket that reads nothing.
+    let _blackhole = UdpSocket::bind(dns.addr()).unwrap();
+    let r = Resolver::new(&settings(&dns)).unwrap();
+    let domains: Vec<String> = (0..100).map(|i| format!("d{i}.test")).collect();
+    let wanted: Vec<Wanted<'_>> = domains
+        .iter()
+        .map(|d| Wanted {
+            domain: d,
+            record: record(KEY, owner("client-1"), d),
+            prev: None,
+        })
+        .collect();
+    let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let out = refresh(Ok(&r), &wanted, t0, GRACE, Some(deadline)).await;
+    let took = started.elapsed();
+    let count = |reason: &str| out.iter().filter(|s| s.reason == reason).count();
+    // Two rounds of 16 start before the deadline (0 s, 0.7 s); the rest wait.
+    assert!(count("LookupTimeout") >= 16, "{out:?}");
+    assert!(
+        count("Queued") >= 50,
+        "{:?}",
+        out.iter().map(|s| &s.reason).collect::<Vec<_>>()
+    );
+    assert_eq!(count("LookupTimeout") + count("Queued"), 100);
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?} (without the deadline: about 4.5 s)"
+    );
 }

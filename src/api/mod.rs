@@ -215,6 +215,7 @@ pub struct IdentityProviderSpec {
     /// verified. Public suffixes and free mail domains are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), inner(length(max = 253)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub domains: Vec<String>,
 }
 

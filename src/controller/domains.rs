@@ -21,6 +21,11 @@ use crate::{
 /// hands) within the hour (plus one recheck, ten minutes).
 pub const GRACE: SignedDuration = SignedDuration::from_hours(1);
 
+/// How long one reconcile may spend starting DNS lookups; the rest wait
+/// for the next pass (Queued), so a provider with many domains in a zone
+/// that never answers cannot hold a reconcile for minutes.
+pub const DNS_BUDGET: Duration = Duration::from_secs(20);
+
 /// The verification key, the resolver, built on first use.
 pub struct Verifier {
     /// The per-cluster key record values are made with (from the domain
@@ -87,7 +92,12 @@ impl Verifier {
                 Ok(d) => {
                     valid.insert(d);
                 }
-                Err(e) => out.push(domains::refused(listed, &e)),
+                // Each listed string once: status.domains is a map by
+                // domain, and a duplicate key would fail every write.
+                Err(e) if !out.iter().any(|d: &DomainStatus| d.domain == *listed) => {
+                    out.push(domains::refused(listed, &e))
+                }
+                Err(_) => {}
             }
         }
         match (self.key.get(), client_id) {
@@ -106,7 +116,10 @@ impl Verifier {
                         prev: find(d),
                     })
                     .collect();
-                out.extend(dns::refresh(self.resolver(), &wanted, now, GRACE).await);
+                let deadline = tokio::time::Instant::now() + DNS_BUDGET;
+                out.extend(
+                    dns::refresh(self.resolver(), &wanted, now, GRACE, Some(deadline)).await,
+                );
             }
             (key, _) => {
                 let why = if key.is_none() {
@@ -118,18 +131,20 @@ impl Verifier {
                     "the record is made from the client ID, which does not resolve yet".to_string()
                 };
                 out.extend(valid.iter().map(|d| {
-                    find(d).cloned().unwrap_or_else(|| DomainStatus {
-                        domain: d.clone(),
-                        state: states::PENDING.to_string(),
-                        reason: reasons::KEY_NOT_READY.to_string(),
-                        message: why.to_string(),
-                        record_name: String::new(),
-                        record_value: String::new(),
-                        last_checked: None,
-                        last_verified: None,
-                        verified_since: None,
-                        failures: 0,
-                    })
+                    find(d)
+                        .map(|p| domains::unchecked(p, now, GRACE, reasons::KEY_NOT_READY, &why))
+                        .unwrap_or_else(|| DomainStatus {
+                            domain: d.clone(),
+                            state: states::PENDING.to_string(),
+                            reason: reasons::KEY_NOT_READY.to_string(),
+                            message: why.to_string(),
+                            record_name: String::new(),
+                            record_value: String::new(),
+                            last_checked: None,
+                            last_verified: None,
+                            verified_since: None,
+                            failures: 0,
+                        })
                 }));
             }
         }
@@ -147,7 +162,9 @@ impl Verifier {
                 .map(move |d| (ns, name, d))
         });
         for d in &mut out {
-            if let Some((owner, since)) = domains::owner_elsewhere(d, me, statuses.clone()) {
+            if let Some((owner, since)) =
+                domains::owner_elsewhere(d, me, statuses.clone(), now, GRACE)
+            {
                 *d = domains::claimed_elsewhere(d, &owner, since);
             }
         }
@@ -163,7 +180,7 @@ pub fn next_check(statuses: &[DomainStatus], now: Timestamp) -> Option<Duration>
     statuses
         .iter()
         .filter_map(|s| {
-            if s.reason == reasons::KEY_NOT_READY {
+            if s.reason == reasons::KEY_NOT_READY || s.reason == reasons::QUEUED {
                 return Some(Duration::from_secs(10));
             }
             let last = s.last_checked?;

@@ -313,7 +313,8 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
                 message,
             ));
         }
-        v.programming.set_domains(&domains);
+        v.programming
+            .set_domains(&domains, &idp.spec.issuer, facts.client_id());
         let recheck = domains::next_check(&domains, now);
         ctx.programs.set(&key, &v.programming);
         ctx.programs

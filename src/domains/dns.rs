@@ -118,11 +118,17 @@ pub struct Wanted<'a> {
 
 /// Looks up the domains whose recheck is due (16 at a time) and returns
 /// every domain's status, the others' as they were.
+///
+/// Lookups not started by `deadline` wait for the next pass (their
+/// statuses as they were, or Queued): a provider listing a thousand
+/// domains in a zone whose server never answers holds a reconcile for the
+/// deadline, not for the thousand timeouts.
 pub async fn refresh(
     resolver: Result<&Resolver, &str>,
     wanted: &[Wanted<'_>],
     now: jiff::Timestamp,
     grace: jiff::SignedDuration,
+    deadline: Option<tokio::time::Instant>,
 ) -> Vec<super::DomainStatus> {
     use futures::StreamExt as _;
     // The futures built first, not by a closure inside the stream: with
@@ -131,7 +137,7 @@ pub async fn refresh(
     // it to be.
     let mut lookups = Vec::with_capacity(wanted.len());
     for w in wanted {
-        lookups.push(one(resolver, w, now, grace));
+        lookups.push(one(resolver, w, now, grace, deadline));
     }
     futures::stream::iter(lookups).buffered(16).collect().await
 }
@@ -141,10 +147,25 @@ async fn one(
     w: &Wanted<'_>,
     now: jiff::Timestamp,
     grace: jiff::SignedDuration,
+    deadline: Option<tokio::time::Instant>,
 ) -> super::DomainStatus {
     let (name, value) = (&w.record.0, &w.record.1);
+    let late = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
     match w.prev {
         Some(p) if !super::due(Some(p), value, now) => p.clone(),
+        Some(p) if late && p.record_value == *value => p.clone(),
+        _ if late => super::DomainStatus {
+            domain: w.domain.to_string(),
+            state: super::states::PENDING.to_string(),
+            reason: super::reasons::QUEUED.to_string(),
+            message: "not looked up yet: the next pass will".to_string(),
+            record_name: name.clone(),
+            record_value: value.clone(),
+            last_checked: None,
+            last_verified: None,
+            verified_since: None,
+            failures: 0,
+        },
         prev => {
             let found = match resolver {
                 Ok(r) => r.lookup(w.domain).await,

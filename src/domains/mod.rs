@@ -173,6 +173,8 @@ pub mod reasons {
     pub const PUBLIC_SUFFIX: &str = "PublicSuffix";
     pub const FREE_MAIL: &str = "FreeMail";
     pub const KEY_NOT_READY: &str = "KeyNotReady";
+    /// Not looked up yet: the reconcile's time for DNS ran out first.
+    pub const QUEUED: &str = "Queued";
     /// Verified by another namespace's provider first.
     pub const CLAIMED_ELSEWHERE: &str = "ClaimedElsewhere";
     /// The DomainsVerified condition's, while some are pending.
@@ -215,7 +217,16 @@ pub fn owner_elsewhere<'a>(
     mine: &DomainStatus,
     me: (&str, &str),
     others: impl IntoIterator<Item = (&'a str, &'a str, &'a DomainStatus)>,
+    now: Timestamp,
+    grace: SignedDuration,
 ) -> Option<(String, Timestamp)> {
+    // A status nobody has refreshed within the grace period (its provider
+    // stuck, or its status writes failing) holds nothing.
+    let fresh = |d: &DomainStatus| {
+        d.last_verified
+            .and_then(|t| t.checked_add(grace).ok())
+            .is_some_and(|until| now < until)
+    };
     let rank = |since: Option<Timestamp>, ns: &str, name: &str| {
         (since.unwrap_or(Timestamp::MAX), format!("{ns}/{name}"))
     };
@@ -223,7 +234,9 @@ pub fn owner_elsewhere<'a>(
     let my_rank = rank(mine.verified_since.filter(|_| verified), me.0, me.1);
     others
         .into_iter()
-        .filter(|(ns, _, d)| *ns != me.0 && d.domain == mine.domain && d.state == states::VERIFIED)
+        .filter(|(ns, _, d)| {
+            *ns != me.0 && d.domain == mine.domain && d.state == states::VERIFIED && fresh(d)
+        })
         .filter_map(|(ns, name, d)| {
             let since = d.verified_since?;
             let r = rank(Some(since), ns, name);
@@ -231,6 +244,33 @@ pub fn owner_elsewhere<'a>(
         })
         .min()
         .map(|((_, key), since)| (key, since))
+}
+
+/// A domain's last status, kept while it cannot be looked up (no key, no
+/// client ID): a Verified one only for the grace period after its record
+/// was last seen, Pending (`reason`, `message`) after it. Nothing stays
+/// verified because its provider stopped being checkable.
+pub fn unchecked(
+    prev: &DomainStatus,
+    now: Timestamp,
+    grace: SignedDuration,
+    reason: &str,
+    message: &str,
+) -> DomainStatus {
+    let within = prev
+        .last_verified
+        .and_then(|t| t.checked_add(grace).ok())
+        .is_some_and(|until| now < until);
+    if prev.state != states::VERIFIED || within {
+        return prev.clone();
+    }
+    DomainStatus {
+        state: states::PENDING.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        verified_since: None,
+        ..prev.clone()
+    }
 }
 
 /// `mine` taken by the provider `owner` of another namespace (see
@@ -652,20 +692,41 @@ mod tests {
 
         let others = [("team-a", "okta", &a3), ("team-b", "evil", &b)];
         assert_eq!(
-            owner_elsewhere(&b, ("team-b", "evil"), others),
+            owner_elsewhere(&b, ("team-b", "evil"), others, at(40), GRACE),
             Some(("team-a/okta".to_string(), at(0)))
         );
-        assert_eq!(owner_elsewhere(&a3, ("team-a", "okta"), others), None);
+        assert_eq!(
+            owner_elsewhere(&a3, ("team-a", "okta"), others, at(40), GRACE),
+            None
+        );
+        // A status nobody refreshed within the grace period holds nothing
+        // (a provider stuck Verified in status cannot keep the domain).
+        assert_eq!(
+            owner_elsewhere(&b, ("team-b", "evil"), others, at(81), GRACE),
+            None
+        );
+        let stuck = unchecked(&a3, at(81), GRACE, "KeyNotReady", "no key");
+        assert_eq!(
+            (stuck.state.as_str(), stuck.verified_since),
+            ("Pending", None)
+        );
+        assert_eq!(unchecked(&a3, at(79), GRACE, "KeyNotReady", "no key"), a3);
         // The same namespace's providers do not take it from each other.
-        assert_eq!(owner_elsewhere(&b, ("team-a", "second"), others), None);
+        assert_eq!(
+            owner_elsewhere(&b, ("team-a", "second"), others, at(40), GRACE),
+            None
+        );
         // Not verified here at all: the other namespace has it.
         let pending = step(None, "v", Lookup::NoRecord, at(6));
-        assert!(owner_elsewhere(&pending, ("team-b", "evil"), others).is_some());
+        assert!(owner_elsewhere(&pending, ("team-b", "evil"), others, at(40), GRACE).is_some());
         // Only verified domains count: a's lost, b keeps it.
         let lost = step(Some(&a3), "v", Lookup::NoRecord, at(85));
         assert_eq!(lost.state, "Pending");
         let others = [("team-a", "okta", &lost), ("team-b", "evil", &b)];
-        assert_eq!(owner_elsewhere(&b, ("team-b", "evil"), others), None);
+        assert_eq!(
+            owner_elsewhere(&b, ("team-b", "evil"), others, at(40), GRACE),
+            None
+        );
 
         let taken = claimed_elsewhere(&b, "team-a/okta", at(0));
         assert_eq!(

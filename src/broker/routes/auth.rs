@@ -262,9 +262,12 @@ async fn any_provider(b: &Broker, headers: &HeaderMap) -> Response {
             return with_cookies(unauthorized(), clear);
         }
     };
-    // Access rules are re-checked on every request: a tightened rule
-    // applies to existing sessions at once.
-    if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg) {
+    // Access rules and verified domains are re-checked on every request:
+    // a tightened rule or a lost domain applies to existing sessions at
+    // once.
+    if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg)
+        .and_then(|()| claims::check_domain(s.email.as_deref(), &provider.cfg))
+    {
         return Denied::new(b, "denied", r.message).into_response();
     }
     b.metrics.forward_auth_result("ok");

@@ -171,7 +171,14 @@ pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) 
         .then(|| pages::EmailForm {
             rd: rd.clone(),
             policy: q.policy.clone().filter(|p| !p.is_empty()),
-            unknown_domain: q.unknown_domain.clone(),
+            // Shown only when it is a domain name: the query is anyone's
+            // to write, and the page must not say what they please.
+            unknown_domain: q.unknown_domain.clone().filter(|d| {
+                d.len() <= 253
+                    && d.contains('.')
+                    && d.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+            }),
         });
     // The email form goes to /oauth/start, which redirects to a
     // provider: CSP form-action governs that redirect too (headless

@@ -98,16 +98,26 @@ impl Programming {
 
     /// Sets the entry's listed and verified domains (from the current
     /// generation and the latest DNS checks, last known good or not).
-    pub fn set_domains(&mut self, statuses: &[crate::domains::DomainStatus]) {
+    /// The records prove domains for `issuer` and `client_id` (the spec's):
+    /// an entry serving another issuer or client (last known good while
+    /// the new one fails) gets no verified domain, or a record made for
+    /// the new issuer would vouch for the old one.
+    pub fn set_domains(
+        &mut self,
+        statuses: &[crate::domains::DomainStatus],
+        issuer: &str,
+        client_id: Option<&str>,
+    ) {
         let (Self::Program(p) | Self::KeepLastKnownGood(p)) = self else {
             return;
         };
+        let bound = p.issuer == issuer && Some(p.client_id.as_str()) == client_id;
         let accepted = statuses.iter().filter(|d| {
             !d.record_value.is_empty() || d.reason == crate::domains::reasons::KEY_NOT_READY
         });
         p.domains = accepted.clone().map(|d| d.domain.clone()).collect();
         p.verified_domains = accepted
-            .filter(|d| d.state == crate::domains::states::VERIFIED)
+            .filter(|d| bound && d.state == crate::domains::states::VERIFIED)
             .map(|d| d.domain.clone())
             .collect();
     }

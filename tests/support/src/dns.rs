@@ -52,7 +52,12 @@ impl Dnsmasq {
             text.push('\n');
         }
         std::fs::write(&conf, text).unwrap();
-        let child = Command::new("dnsmasq")
+        // Debian puts it in /usr/sbin, not on every user's PATH.
+        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("dnsmasq");
+        let child = Command::new(bin)
             .arg("--keep-in-foreground")
             .arg(format!("--conf-file={}", conf.display()))
             .arg("--pid-file")
