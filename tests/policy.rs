@@ -277,8 +277,8 @@ async fn the_access_token_reaches_the_app_and_follows_refreshes() {
 
 /// A shared app that admits an email domain, through both tenants'
 /// providers: only the provider that verified the domain is believed.
-/// Tenant B's IdP says its user is alice@example.com; corp's provider
-/// verified example.com, tenant B's did not. Through a real nginx.
+/// Tenant B's IdP says its user is alice@example.com. Through a real nginx
+/// and two real OPs.
 #[tokio::test]
 async fn an_email_domain_rule_believes_only_the_provider_that_verified_it() {
     let port = common::free_port();
@@ -294,53 +294,55 @@ async fn an_email_domain_rule_believes_only_the_provider_that_verified_it() {
         }))
         .unwrap()
     };
-    let config = |any_provider: bool, base: &str| {
+    // corp lists example.com, verified or not; the rule believes the
+    // verified provider only, or any provider.
+    let config = |any_provider: bool, corp_verified: bool, base: &str| {
         let mut c = two_tenant_config(base, &corp_op.issuer, &evil_op.issuer);
         let corp = c.providers.get_mut("corp/corp").unwrap();
         corp.domains = vec!["example.com".into()];
-        corp.verified_domains = vec!["example.com".into()];
+        if corp_verified {
+            corp.verified_domains = vec!["example.com".into()];
+        }
         let p = shared(any_provider);
         c.policies.insert(p.key(), p);
         c
     };
-    let tb = TestBroker::start_behind(&public, |base| config(false, base)).await;
+    let tb = TestBroker::start_behind(&public, |base| config(false, true, base)).await;
     let app = echo_upstream().await;
     let nginx = Nginx::start_for(port, tb.addr, app, "/oauth/auth/platform/app");
     let base = nginx.base();
 
+    // corp verified example.com: its alice gets in.
     let alice = browser();
-    assert_eq!(
-        login_at(&alice, &base, "corp/corp", "alice", "/app/")
-            .await
-            .status,
-        302
-    );
+    let l = login_at(&alice, &base, "corp/corp", "alice", "/app/").await;
+    assert_eq!(l.status, 302, "{l:?}");
     let r = get(&alice, format!("{base}/app/")).await;
     assert_eq!(r.status, 200, "{r:?}\n{}", nginx.error_log());
     let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(seen["headers"]["x-auth-request-email"], "alice@example.com");
 
+    // Tenant B's IdP vouching for an example.com address: refused at the
+    // login (the domain is corp's namespace's), whatever the rules say.
     let mallory = browser();
+    let l = login_at(&mallory, &base, "tenant-b/evil", "alice", "/app/").await;
+    assert_eq!(l.status, 403, "{l:?}");
+    assert_eq!(l.reason(), Some("unverified_domain"));
+
+    // Nobody has verified example.com (corp lists it, unverified): tenant
+    // B's user signs in, and the rule does not believe him ...
+    tb.broker.apply_config(&config(false, false, &public));
     let l = login_at(&mallory, &base, "tenant-b/evil", "alice", "/app/").await;
     assert_eq!(l.status, 302, "{l:?}");
     let r = get(&mallory, format!("{base}/app/")).await;
     assert_eq!(r.status, 403, "tenant B's word for example.com: {r:?}");
-
-    // A rule that believes any provider admits him (the operator's choice).
-    tb.broker.apply_config(&config(true, &public));
+    // ... unless it believes any provider (the operator's choice).
+    tb.broker.apply_config(&config(true, false, &public));
     let r = get(&mallory, format!("{base}/app/")).await;
     assert_eq!(r.status, 200, "{r:?}");
-    // The domain no longer verified at corp: corp's alice, signed in
-    // before, is refused now (the provider's domain check applies to live
-    // sessions too, whatever the rule), and a new login is refused
-    // unverified_domain.
-    let mut c = config(true, &public);
-    c.providers
-        .get_mut("corp/corp")
-        .unwrap()
-        .verified_domains
-        .clear();
-    tb.broker.apply_config(&c);
+    // corp's alice, signed in while corp had the domain verified, is
+    // refused now (corp lists it unverified: the provider's own domain
+    // check applies to live sessions too, whatever the rule), and a new
+    // login is refused unverified_domain.
     assert_eq!(get(&alice, format!("{base}/app/")).await.status, 403);
     let l = login_at(&browser(), &base, "corp/corp", "alice", "/app/").await;
     assert_eq!(l.status, 403, "{l:?}");

@@ -137,18 +137,34 @@ pub fn check_verified_email(id: &Identity, provider: &ProgrammedProvider) -> Res
     }
 }
 
-/// The verified domain rule: a user whose email is in one of the
-/// provider's listed domains signs in only while that domain is verified
-/// (the provider proved by DNS that it speaks for it). An email in a
-/// domain the provider does not list is not this rule's business.
-pub fn check_domain(email: Option<&str>, provider: &ProgrammedProvider) -> Result<(), Refusal> {
-    if provider.domains.is_empty() {
-        return Ok(());
-    }
+/// The verified domain rules: an address in a domain another namespace's
+/// provider verified is refused (that namespace speaks for it); a user
+/// whose email is in one of the provider's listed domains signs in only
+/// while that domain is verified (the provider proved by DNS that it
+/// speaks for it). `owners`: each verified domain's namespace.
+pub fn check_domain(
+    email: Option<&str>,
+    provider: &ProgrammedProvider,
+    owners: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Refusal> {
     let Some((_, domain)) = email.and_then(|e| e.rsplit_once('@')) else {
         return Ok(());
     };
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    // A domain another namespace verified: its addresses are that
+    // namespace's providers' to vouch for, not this one's (any IdP can put
+    // any address in its tokens).
+    if let Some(owner) = owners.get(&domain)
+        && *owner != provider.namespace
+    {
+        return Err(Refusal::new(
+            Reason::UnverifiedDomain,
+            format!(
+                "{domain} is verified by a provider of namespace {owner}; {} cannot vouch for its addresses",
+                provider.display_name
+            ),
+        ));
+    }
     if provider.domains.contains(&domain) && !provider.verified_domains.contains(&domain) {
         return Err(Refusal::new(
             Reason::UnverifiedDomain,

@@ -596,7 +596,6 @@ impl ProviderRuntime {
         }
         let identity = claims::map_claims(&id_claims, &self.cfg.claims)?;
         claims::check_verified_email(&identity, &self.cfg)?;
-        claims::check_domain(identity.email.as_deref(), &self.cfg)?;
         claims::check_access(
             &identity.user,
             identity.email.as_deref(),

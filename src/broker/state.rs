@@ -94,6 +94,10 @@ pub struct ProviderTable {
     pub token_needs: BTreeMap<String, Needs>,
     /// Per provider, the claims some policy's rules look at.
     pub claim_needs: BTreeMap<String, BTreeSet<String>>,
+    /// Each verified email domain and the namespace whose provider
+    /// verified it: only that namespace's providers vouch for its
+    /// addresses.
+    pub domain_owners: BTreeMap<String, String>,
 }
 
 impl ProviderTable {
@@ -332,12 +336,24 @@ impl Broker {
             }
         }
         self.metrics.providers.set(providers.len() as i64);
+        // Two namespaces both verified (for the few minutes until the
+        // later one's next check says ClaimedElsewhere): the first by key,
+        // as home-realm discovery picks.
+        let mut domain_owners = BTreeMap::new();
+        for p in providers.values() {
+            for d in &p.cfg.verified_domains {
+                domain_owners
+                    .entry(d.clone())
+                    .or_insert_with(|| p.cfg.namespace.clone());
+            }
+        }
         self.table.send_replace(Arc::new(ProviderTable {
             providers,
             unavailable,
             policies,
             token_needs,
             claim_needs,
+            domain_owners,
         }));
         self.config_loaded.store(true, Ordering::Relaxed);
         self.update_ready();

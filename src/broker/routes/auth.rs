@@ -266,7 +266,9 @@ async fn any_provider(b: &Broker, headers: &HeaderMap) -> Response {
     // a tightened rule or a lost domain applies to existing sessions at
     // once.
     if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg)
-        .and_then(|()| claims::check_domain(s.email.as_deref(), &provider.cfg))
+        .and_then(|()| {
+            claims::check_domain(s.email.as_deref(), &provider.cfg, &b.table().domain_owners)
+        })
     {
         return Denied::new(b, "denied", r.message).into_response();
     }
@@ -370,7 +372,9 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
     // The provider's rules and verified domains, as they are now: a
     // domain unverified since the login refuses its live sessions too.
     if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg)
-        .and_then(|()| claims::check_domain(s.email.as_deref(), &provider.cfg))
+        .and_then(|()| {
+            claims::check_domain(s.email.as_deref(), &provider.cfg, &b.table().domain_owners)
+        })
     {
         return with_cookies(Denied::new(b, "denied", r.message).into_response(), set);
     }

@@ -490,6 +490,11 @@ async fn finish_login(
             now,
         )
         .await?;
+    crate::broker::claims::check_domain(
+        identity.email.as_deref(),
+        &provider.cfg,
+        &b.table().domain_owners,
+    )?;
     let lifetime = b.settings.session_lifetime;
     let looked_for = b.table().claims_for(key);
     let sess = Session {
