@@ -432,18 +432,12 @@ fn offline_domains(idp: &IdentityProvider) -> Vec<crate::domains::DomainStatus> 
         .iter()
         .map(|listed| match domains::check_domain(listed) {
             Err(e) => domains::refused(listed, &e),
-            Ok(d) => DomainStatus {
-                domain: d,
-                state: states::PENDING.to_string(),
-                reason: reasons::NOT_CHECKED.to_string(),
-                message: "not looked up: --live checks the DNS record".to_string(),
-                record_name: String::new(),
-                record_value: String::new(),
-                last_checked: None,
-                last_verified: None,
-                verified_since: None,
-                failures: 0,
-            },
+            Ok(d) => DomainStatus::unlooked(
+                &d,
+                states::PENDING,
+                reasons::NOT_CHECKED,
+                "not looked up: --live checks the DNS record",
+            ),
         })
         .collect()
 }

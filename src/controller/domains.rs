@@ -133,17 +133,8 @@ impl Verifier {
                 out.extend(valid.iter().map(|d| {
                     find(d)
                         .map(|p| domains::unchecked(p, now, GRACE, reasons::KEY_NOT_READY, &why))
-                        .unwrap_or_else(|| DomainStatus {
-                            domain: d.clone(),
-                            state: states::PENDING.to_string(),
-                            reason: reasons::KEY_NOT_READY.to_string(),
-                            message: why.to_string(),
-                            record_name: String::new(),
-                            record_value: String::new(),
-                            last_checked: None,
-                            last_verified: None,
-                            verified_since: None,
-                            failures: 0,
+                        .unwrap_or_else(|| {
+                            DomainStatus::unlooked(d, states::PENDING, reasons::KEY_NOT_READY, &why)
                         })
                 }));
             }

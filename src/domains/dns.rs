@@ -155,16 +155,14 @@ async fn one(
         Some(p) if !super::due(Some(p), value, now) => p.clone(),
         Some(p) if late && p.record_value == *value => p.clone(),
         _ if late => super::DomainStatus {
-            domain: w.domain.to_string(),
-            state: super::states::PENDING.to_string(),
-            reason: super::reasons::QUEUED.to_string(),
-            message: "not looked up yet: the next pass will".to_string(),
             record_name: name.clone(),
             record_value: value.clone(),
-            last_checked: None,
-            last_verified: None,
-            verified_since: None,
-            failures: 0,
+            ..super::DomainStatus::unlooked(
+                w.domain,
+                super::states::PENDING,
+                super::reasons::QUEUED,
+                "not looked up yet: the next pass will",
+            )
         },
         prev => {
             let found = match resolver {

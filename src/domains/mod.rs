@@ -192,20 +192,27 @@ impl DomainError {
     }
 }
 
+impl DomainStatus {
+    /// A domain never looked up: in `state` for `reason`, no record yet.
+    pub fn unlooked(domain: &str, state: &str, reason: &str, message: &str) -> Self {
+        Self {
+            domain: domain.to_string(),
+            state: state.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            record_name: String::new(),
+            record_value: String::new(),
+            last_checked: None,
+            last_verified: None,
+            verified_since: None,
+            failures: 0,
+        }
+    }
+}
+
 /// A listed domain no provider may speak for, as its status.
 pub fn refused(listed: &str, e: &DomainError) -> DomainStatus {
-    DomainStatus {
-        domain: listed.to_string(),
-        state: states::ERROR.to_string(),
-        reason: e.reason().to_string(),
-        message: e.to_string(),
-        record_name: String::new(),
-        record_value: String::new(),
-        last_checked: None,
-        last_verified: None,
-        verified_since: None,
-        failures: 0,
-    }
+    DomainStatus::unlooked(listed, states::ERROR, e.reason(), &e.to_string())
 }
 
 /// Whether a provider of another namespace has `mine.domain`: verified
