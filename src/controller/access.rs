@@ -515,9 +515,7 @@ pub async fn run(
     // Cached without managedFields, which nothing here reads.
     let policy_stream = watcher(policies_api.clone(), watcher::Config::default())
         .default_backoff()
-        .modify(|p| {
-            p.managed_fields_mut().clear();
-        })
+        .modify(super::slim_for_cache)
         .reflect(policy_writer)
         .touched_objects();
     tokio::spawn(wake_on(policy_stream, changed.clone(), "AccessPolicy"));
@@ -530,9 +528,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(|n| {
-            n.managed_fields_mut().clear();
-        })
+        .modify(super::slim_for_cache)
         .reflect(ns_writer)
         .touched_objects();
         tokio::spawn(wake_on(ns_stream, changed.clone(), "Namespace"));

@@ -24,7 +24,7 @@ pub const GRACE: SignedDuration = SignedDuration::from_hours(1);
 /// How long one reconcile may spend starting DNS lookups; the rest wait
 /// for the next pass (Queued), so a provider with many domains in a zone
 /// that never answers cannot hold a reconcile for minutes.
-pub const DNS_BUDGET: Duration = Duration::from_secs(20);
+pub const DNS_BUDGET: Duration = Duration::from_secs(5);
 
 /// The verification key, the resolver, built on first use.
 pub struct Verifier {

@@ -260,6 +260,22 @@ where
     Ok(true)
 }
 
+/// What the watch caches drop from every object before keeping it:
+/// managedFields and kubectl's last-applied-configuration annotation (a
+/// copy of the whole object as last applied: with `kubectl apply`, often
+/// the largest part of it). Nothing here reads either.
+pub(crate) fn slim_for_cache<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            o.meta_mut().annotations = None;
+        }
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The API for a kind the controller watches: one namespace's, or all.
 pub(crate) fn watched_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -473,9 +489,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     let (reader, writer) = kube::runtime::reflector::store();
     let trigger = watcher(idps, watcher::Config::default())
         .default_backoff()
-        .modify(|idp| {
-            idp.managed_fields_mut().clear();
-        })
+        .modify(slim_for_cache)
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(trigger, reader.clone());
@@ -568,4 +582,35 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
         t.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod cache_tests {
+    /// The cached copy loses managedFields and the last-applied copy,
+    /// keeps every other annotation (a Namespace's hosts, for one).
+    #[test]
+    fn slim_for_cache_drops_what_nothing_reads() {
+        let mut ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "team-a",
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"a very\": \"long copy\"}",
+                    "sso-operator.dev/hosts": "*.team-a.example.com",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            }
+        }))
+        .unwrap();
+        super::slim_for_cache(&mut ns);
+        assert!(ns.metadata.managed_fields.is_none());
+        let a = ns.metadata.annotations.unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a["sso-operator.dev/hosts"], "*.team-a.example.com");
+        let mut bare: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "b", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}
+        }))
+        .unwrap();
+        super::slim_for_cache(&mut bare);
+        assert!(bare.metadata.annotations.is_none());
+    }
 }
