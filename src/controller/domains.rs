@@ -166,13 +166,19 @@ impl Verifier {
 
 /// When the next of `statuses` is due for a lookup (at least a second
 /// from now); `None` when none will be. Domains waiting for the key are
-/// tried again in ten seconds.
+/// tried again in ten seconds, queued ones in a minute.
 pub fn next_check(statuses: &[DomainStatus], now: Timestamp) -> Option<Duration> {
     statuses
         .iter()
         .filter_map(|s| {
-            if s.reason == reasons::KEY_NOT_READY || s.reason == reasons::QUEUED {
+            if s.reason == reasons::KEY_NOT_READY {
                 return Some(Duration::from_secs(10));
+            }
+            // A pass that ran out of DNS time waits a minute: a provider
+            // whose thousand domains never answer then holds a reconcile
+            // slot 5 s in 65, not most of the time.
+            if s.reason == reasons::QUEUED {
+                return Some(Duration::from_secs(60));
             }
             let last = s.last_checked?;
             let at = last
@@ -182,4 +188,50 @@ pub fn next_check(statuses: &[DomainStatus], now: Timestamp) -> Option<Duration>
         })
         .min()
         .map(|d| d.max(Duration::from_secs(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_check_is_the_soonest_due() {
+        let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let st = |reason: &str, checked: Option<Timestamp>| DomainStatus {
+            last_checked: checked,
+            ..DomainStatus::unlooked("corp.test", states::PENDING, reason, "")
+        };
+        assert_eq!(next_check(&[], t0), None);
+        // Refused names are never looked up.
+        assert_eq!(next_check(&[st(reasons::FREE_MAIL, None)], t0), None);
+        assert_eq!(
+            next_check(&[st(reasons::QUEUED, None)], t0),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            next_check(
+                &[st(reasons::QUEUED, None), st(reasons::KEY_NOT_READY, None)],
+                t0
+            ),
+            Some(Duration::from_secs(10))
+        );
+        // A miss 10 s ago (failures 1): due 30 s after it.
+        let miss = DomainStatus {
+            failures: 1,
+            ..st(
+                reasons::RECORD_NOT_FOUND,
+                Some(t0 - SignedDuration::from_secs(10)),
+            )
+        };
+        assert_eq!(
+            next_check(std::slice::from_ref(&miss), t0),
+            Some(Duration::from_secs(20))
+        );
+        // Overdue: a second from now, never zero.
+        let late = DomainStatus {
+            last_checked: Some(t0 - SignedDuration::from_mins(5)),
+            ..miss
+        };
+        assert_eq!(next_check(&[late], t0), Some(Duration::from_secs(1)));
+    }
 }
