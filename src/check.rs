@@ -427,17 +427,16 @@ async fn check_one(
 /// the others not looked up.
 fn offline_domains(idp: &IdentityProvider) -> Vec<crate::domains::DomainStatus> {
     use crate::domains::{self, DomainStatus, states};
-    idp.spec
-        .domains
-        .iter()
-        .map(|listed| match domains::check_domain(listed) {
-            Err(e) => domains::refused(listed, &e),
-            Ok(d) => DomainStatus::unlooked(
-                &d,
-                states::PENDING,
-                reasons::NOT_CHECKED,
-                "not looked up: --live checks the DNS record",
-            ),
-        })
-        .collect()
+    let (valid, mut out) = domains::partition(&idp.spec.domains);
+    out.extend(valid.iter().map(|d| {
+        DomainStatus::unlooked(
+            d,
+            states::PENDING,
+            reasons::NOT_CHECKED,
+            "not looked up: --live checks the DNS record",
+        )
+    }));
+    // The order the controller's status.domains has.
+    out.sort_by_cached_key(|d| d.domain.to_ascii_lowercase());
+    out
 }

@@ -147,10 +147,9 @@ pub fn check_domain(
     provider: &ProgrammedProvider,
     owners: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), Refusal> {
-    let Some((_, domain)) = email.and_then(|e| e.rsplit_once('@')) else {
+    let Some(domain) = email.and_then(crate::domains::email_domain) else {
         return Ok(());
     };
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     // A domain another namespace verified: its addresses are that
     // namespace's providers' to vouch for, not this one's (any IdP can put
     // any address in its tokens).
@@ -175,6 +174,18 @@ pub fn check_domain(
         ));
     }
     Ok(())
+}
+
+/// What a provider says of a live session now, at every forward-auth: its
+/// access lists and its verified domains (a tightened rule or a lost
+/// domain applies to sessions signed in before).
+pub fn provider_admits(
+    s: &super::session::Session,
+    provider: &ProgrammedProvider,
+    owners: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    check_access(&s.user, s.email.as_deref(), &s.groups, provider)?;
+    check_domain(s.email.as_deref(), provider, owners)
 }
 
 /// The access lists. Every list that is set must pass.

@@ -649,7 +649,8 @@ pub async fn run(
                 }
                 // The store may lag behind our own last write: do not write
                 // (or announce) the same thing twice.
-                if previous.get(&key) == Some(&digest(&new.conditions)) {
+                let written = digest(&new.conditions);
+                if previous.get(&key) == Some(&written) {
                     continue;
                 }
                 let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -664,7 +665,7 @@ pub async fn run(
                 .await
                 {
                     Ok(true) => {
-                        previous.insert(key, digest(&new.conditions));
+                        previous.insert(key, written);
                     }
                     Ok(false) => {}
                     Err(e) => {

@@ -1,7 +1,7 @@
 //! The reconcile's DNS step: verifies an IdentityProvider's domains (see
 //! [`crate::domains`]) with the controller's key and resolver.
 
-use std::{collections::BTreeSet, sync::OnceLock, time::Duration};
+use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -83,23 +83,14 @@ impl Verifier {
         if idp.spec.domains.is_empty() {
             return Vec::new();
         }
-        let prev = idp.status.as_ref().map_or(&[][..], |s| &s.domains[..]);
-        let find = |d: &str| prev.iter().find(|p| p.domain == d);
-        let mut out = Vec::new();
-        let mut valid = BTreeSet::new();
-        for listed in &idp.spec.domains {
-            match domains::check_domain(listed) {
-                Ok(d) => {
-                    valid.insert(d);
-                }
-                // Each listed string once: status.domains is a map by
-                // domain, and a duplicate key would fail every write.
-                Err(e) if !out.iter().any(|d: &DomainStatus| d.domain == *listed) => {
-                    out.push(domains::refused(listed, &e))
-                }
-                Err(_) => {}
-            }
-        }
+        let prev: HashMap<&str, &DomainStatus> = idp
+            .status
+            .iter()
+            .flat_map(|s| &s.domains)
+            .map(|d| (d.domain.as_str(), d))
+            .collect();
+        let find = |d: &str| prev.get(d).copied();
+        let (valid, mut out) = domains::partition(&idp.spec.domains);
         match (self.key.get(), client_id) {
             (Some(key), Some(client_id)) => {
                 let owner = Owner {
@@ -144,17 +135,23 @@ impl Verifier {
             idp.metadata.namespace.as_deref().unwrap_or_default(),
             idp.metadata.name.as_deref().unwrap_or_default(),
         );
-        let statuses = others.iter().flat_map(|o| {
-            let ns = o.metadata.namespace.as_deref().unwrap_or_default();
-            let name = o.metadata.name.as_deref().unwrap_or_default();
-            o.status
-                .iter()
-                .flat_map(|s| &s.domains)
-                .map(move |d| (ns, name, d))
-        });
+        // Other providers' statuses of these domains, gathered once (the
+        // store may hold thousands of providers).
+        let statuses: Vec<(&str, &str, &DomainStatus)> = others
+            .iter()
+            .flat_map(|o| {
+                let ns = o.metadata.namespace.as_deref().unwrap_or_default();
+                let name = o.metadata.name.as_deref().unwrap_or_default();
+                o.status
+                    .iter()
+                    .flat_map(|s| &s.domains)
+                    .map(move |d| (ns, name, d))
+            })
+            .filter(|(_, _, d)| valid.contains(&d.domain))
+            .collect();
         for d in &mut out {
             if let Some((owner, since)) =
-                domains::owner_elsewhere(d, me, statuses.clone(), now, GRACE)
+                domains::owner_elsewhere(d, me, statuses.iter().copied(), now, GRACE)
             {
                 *d = domains::claimed_elsewhere(d, &owner, since);
             }

@@ -14,7 +14,7 @@
 
 pub mod dns;
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use base64::Engine as _;
 use jiff::{SignedDuration, Timestamp};
@@ -119,6 +119,13 @@ pub fn check_domain(domain: &str) -> Result<String, DomainError> {
     Ok(d)
 }
 
+/// The domain of an email address as the controller writes domains: lower
+/// case, no trailing dot; `None` without an `@`.
+pub fn email_domain(email: &str) -> Option<String> {
+    let (_, domain) = email.rsplit_once('@')?;
+    Some(domain.trim_end_matches('.').to_ascii_lowercase())
+}
+
 /// Whose record it is: what the record value is bound to.
 #[derive(Clone, Copy, Debug)]
 pub struct Owner<'a> {
@@ -193,6 +200,14 @@ impl DomainError {
 }
 
 impl DomainStatus {
+    /// The end of the grace period after the record was last seen, while
+    /// `now` is within it; `None` once it is over (or never seen).
+    pub fn verified_until(&self, now: Timestamp, grace: SignedDuration) -> Option<Timestamp> {
+        self.last_verified
+            .and_then(|t| t.checked_add(grace).ok())
+            .filter(|until| now < *until)
+    }
+
     /// A domain never looked up: in `state` for `reason`, no record yet.
     pub fn unlooked(domain: &str, state: &str, reason: &str, message: &str) -> Self {
         Self {
@@ -208,6 +223,27 @@ impl DomainStatus {
             failures: 0,
         }
     }
+}
+
+/// A provider's listed domains: the accepted ones in canonical form (each
+/// once, sorted), and the refused ones as their statuses (each listed
+/// string once: status.domains is a map by domain, and a duplicate key
+/// would fail every write).
+pub fn partition(listed: &[String]) -> (BTreeSet<String>, Vec<DomainStatus>) {
+    let mut valid = BTreeSet::new();
+    let mut refused_ones: Vec<DomainStatus> = Vec::new();
+    for l in listed {
+        match check_domain(l) {
+            Ok(d) => {
+                valid.insert(d);
+            }
+            Err(e) if !refused_ones.iter().any(|d| d.domain == *l) => {
+                refused_ones.push(refused(l, &e))
+            }
+            Err(_) => {}
+        }
+    }
+    (valid, refused_ones)
 }
 
 /// A listed domain no provider may speak for, as its status.
@@ -227,13 +263,6 @@ pub fn owner_elsewhere<'a>(
     now: Timestamp,
     grace: SignedDuration,
 ) -> Option<(String, Timestamp)> {
-    // A status nobody has refreshed within the grace period (its provider
-    // stuck, or its status writes failing) holds nothing.
-    let fresh = |d: &DomainStatus| {
-        d.last_verified
-            .and_then(|t| t.checked_add(grace).ok())
-            .is_some_and(|until| now < until)
-    };
     let rank = |since: Option<Timestamp>, ns: &str, name: &str| {
         (since.unwrap_or(Timestamp::MAX), format!("{ns}/{name}"))
     };
@@ -242,7 +271,12 @@ pub fn owner_elsewhere<'a>(
     others
         .into_iter()
         .filter(|(ns, _, d)| {
-            *ns != me.0 && d.domain == mine.domain && d.state == states::VERIFIED && fresh(d)
+            // A status nobody has refreshed within the grace period (its
+            // provider stuck, or its status writes failing) holds nothing.
+            *ns != me.0
+                && d.domain == mine.domain
+                && d.state == states::VERIFIED
+                && d.verified_until(now, grace).is_some()
         })
         .filter_map(|(ns, name, d)| {
             let since = d.verified_since?;
@@ -264,11 +298,7 @@ pub fn unchecked(
     reason: &str,
     message: &str,
 ) -> DomainStatus {
-    let within = prev
-        .last_verified
-        .and_then(|t| t.checked_add(grace).ok())
-        .is_some_and(|until| now < until);
-    if prev.state != states::VERIFIED || within {
+    if prev.state != states::VERIFIED || prev.verified_until(now, grace).is_some() {
         return prev.clone();
     }
     DomainStatus {
@@ -483,21 +513,16 @@ pub fn next(
             format!("looking up {record_name} failed: {detail}"),
         ),
     };
-    match prev.and_then(|p| p.last_verified) {
-        Some(seen) if seen.saturating_add(grace).is_ok_and(|until| now < until) => {
-            let until = seen.saturating_add(grace).unwrap_or(Timestamp::MAX);
-            DomainStatus {
-                verified_since: since,
-                ..status(
-                    states::VERIFIED,
-                    reasons::RECHECK_FAILING,
-                    format!(
-                        "{message}; stays verified until {until} unless the record is seen again"
-                    ),
-                )
-            }
-        }
-        _ => status(state, reason, message),
+    match prev.and_then(|p| p.verified_until(now, grace)) {
+        Some(until) => DomainStatus {
+            verified_since: since,
+            ..status(
+                states::VERIFIED,
+                reasons::RECHECK_FAILING,
+                format!("{message}; stays verified until {until} unless the record is seen again"),
+            )
+        },
+        None => status(state, reason, message),
     }
 }
 

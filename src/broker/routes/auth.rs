@@ -262,14 +262,7 @@ async fn any_provider(b: &Broker, headers: &HeaderMap) -> Response {
             return with_cookies(unauthorized(), clear);
         }
     };
-    // Access rules and verified domains are re-checked on every request:
-    // a tightened rule or a lost domain applies to existing sessions at
-    // once.
-    if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg)
-        .and_then(|()| {
-            claims::check_domain(s.email.as_deref(), &provider.cfg, &b.table().domain_owners)
-        })
-    {
+    if let Err(r) = claims::provider_admits(&s, &provider.cfg, &b.table().domain_owners) {
         return Denied::new(b, "denied", r.message).into_response();
     }
     b.metrics.forward_auth_result("ok");
@@ -369,13 +362,7 @@ async fn authorize(b: &Broker, key: &str, headers: &HeaderMap, rest: Option<&str
         b.metrics.forward_auth_result("other_provider");
         return with_cookies(challenge(b, &policy, headers, &target), set);
     }
-    // The provider's rules and verified domains, as they are now: a
-    // domain unverified since the login refuses its live sessions too.
-    if let Err(r) = claims::check_access(&s.user, s.email.as_deref(), &s.groups, &provider.cfg)
-        .and_then(|()| {
-            claims::check_domain(s.email.as_deref(), &provider.cfg, &b.table().domain_owners)
-        })
-    {
+    if let Err(r) = claims::provider_admits(&s, &provider.cfg, &b.table().domain_owners) {
         return with_cookies(Denied::new(b, "denied", r.message).into_response(), set);
     }
     // A claim the rules name that was not looked for when the session was

@@ -41,12 +41,14 @@ pub struct RdQuery {
 /// The domain of `hint` when it looks like one email address (lower case),
 /// or `None`.
 fn hint_domain(hint: &str) -> Option<String> {
-    let (local, domain) = hint.rsplit_once('@')?;
-    let ok = !local.is_empty()
-        && hint.len() <= 320
-        && !hint.chars().any(|c| c.is_whitespace() || c.is_control());
-    ok.then(|| domain.trim_end_matches('.').to_ascii_lowercase())
-        .filter(|d| d.contains('.'))
+    let (local, _) = hint.rsplit_once('@')?;
+    if local.is_empty()
+        || hint.len() > 320
+        || hint.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return None;
+    }
+    crate::domains::email_domain(hint).filter(|d| d.contains('.'))
 }
 
 /// The providers a login may use: the policy's when one is named (a
@@ -111,8 +113,12 @@ pub async fn home(
 pub fn end_session_origins<'a>(
     found: impl Iterator<Item = &'a super::auth::Found<'a>>,
 ) -> Vec<String> {
-    let mut origins: Vec<String> = found
-        .filter_map(|f| f.provider.cfg.endpoints.end_session_endpoint.as_deref())
+    origins(found.filter_map(|f| f.provider.cfg.endpoints.end_session_endpoint.as_deref()))
+}
+
+/// The origins of `urls`, sorted and once each, for CSP `form-action`.
+fn origins<'a>(urls: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut origins: Vec<String> = urls
         .filter_map(|u| url::Url::parse(u).ok())
         .map(|u| u.origin().ascii_serialization())
         .filter(|o| o != "null")
@@ -164,43 +170,31 @@ pub async fn login_page(State(b): State<Arc<Broker>>, Query(q): Query<RdQuery>) 
         .collect();
     // "Sign in with your work email" when a provider offered here speaks
     // for a verified domain.
-    let discovery = table
+    let realms: Vec<&str> = table
         .providers
         .iter()
-        .any(|(key, p)| shown(key) && !p.cfg.verified_domains.is_empty())
-        .then(|| pages::EmailForm {
-            rd: rd.clone(),
-            policy: q.policy.clone().filter(|p| !p.is_empty()),
-            // Shown only when it is a domain name: the query is anyone's
-            // to write, and the page must not say what they please.
-            unknown_domain: q.unknown_domain.clone().filter(|d| {
-                d.len() <= 253
-                    && d.contains('.')
-                    && d.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
-            }),
-        });
-    // The email form goes to /oauth/start, which redirects to a
-    // provider: CSP form-action governs that redirect too (headless
+        .filter(|(key, p)| shown(key) && !p.cfg.verified_domains.is_empty())
+        .map(|(_, p)| p.cfg.endpoints.authorization_endpoint.as_str())
+        .collect();
+    let discovery = (!realms.is_empty()).then(|| pages::EmailForm {
+        rd: rd.clone(),
+        policy: q.policy.clone().filter(|p| !p.is_empty()),
+        // Shown only when it is a domain name: the query is anyone's
+        // to write, and the page must not say what they please.
+        unknown_domain: q.unknown_domain.clone().filter(|d| {
+            d.len() <= 253
+                && d.contains('.')
+                && d.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+        }),
+    });
+    // The email form goes to /oauth/start, which redirects to one of
+    // these providers: CSP form-action governs that redirect too (headless
     // Chromium refused it with form-action 'self' alone).
-    let mut targets: Vec<String> = if discovery.is_some() {
-        table
-            .providers
-            .iter()
-            .filter(|(key, p)| shown(key) && !p.cfg.verified_domains.is_empty())
-            .filter_map(|(_, p)| url::Url::parse(&p.cfg.endpoints.authorization_endpoint).ok())
-            .map(|u| u.origin().ascii_serialization())
-            .filter(|o| o != "null")
-            .collect()
-    } else {
-        Vec::new()
-    };
-    targets.sort();
-    targets.dedup();
     page_with_form_targets(
         StatusCode::OK,
         pages::login_page(&choices, &unavailable, discovery.as_ref()),
-        &targets,
+        &origins(realms.into_iter()),
     )
 }
 
