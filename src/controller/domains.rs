@@ -163,7 +163,9 @@ impl Verifier {
 
 /// When the next of `statuses` is due for a lookup (at least a second
 /// from now); `None` when none will be. Domains waiting for the key are
-/// tried again in ten seconds, queued ones in a minute.
+/// tried again in ten seconds. A status still due after the pass was not
+/// looked up in it (the DNS budget ran out, or no key or client ID for a
+/// domain seen before): a minute, as for queued ones, not at once.
 pub fn next_check(statuses: &[DomainStatus], now: Timestamp) -> Option<Duration> {
     statuses
         .iter()
@@ -181,7 +183,12 @@ pub fn next_check(statuses: &[DomainStatus], now: Timestamp) -> Option<Duration>
             let at = last
                 .checked_add(SignedDuration::try_from(domains::recheck_after(s)).ok()?)
                 .ok()?;
-            Some(Duration::try_from(at.duration_since(now)).unwrap_or_default())
+            let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+            Some(if wait.is_zero() {
+                Duration::from_secs(60)
+            } else {
+                wait
+            })
         })
         .min()
         .map(|d| d.max(Duration::from_secs(1)))
@@ -224,11 +231,18 @@ mod tests {
             next_check(std::slice::from_ref(&miss), t0),
             Some(Duration::from_secs(20))
         );
-        // Overdue: a second from now, never zero.
+        // Still due after the pass (not looked up in it): a minute, not a
+        // requeue every second while the key or client ID is missing.
         let late = DomainStatus {
             last_checked: Some(t0 - SignedDuration::from_mins(5)),
+            ..miss.clone()
+        };
+        assert_eq!(next_check(&[late], t0), Some(Duration::from_secs(60)));
+        // Due in half a second: a second from now, never zero.
+        let soon = DomainStatus {
+            last_checked: Some(t0 - SignedDuration::from_millis(29_500)),
             ..miss
         };
-        assert_eq!(next_check(&[late], t0), Some(Duration::from_secs(1)));
+        assert_eq!(next_check(&[soon], t0), Some(Duration::from_secs(1)));
     }
 }
