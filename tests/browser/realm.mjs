@@ -4,92 +4,49 @@
 // user's work address sends it to the provider that verified its domain,
 // and the login ends at the app.
 //
-// Env: BASE (nginx URL), APP (path), UNKNOWN_EMAIL, EMAIL, LOGIN,
-// SHOT_DIR, CHROMIUM. Prints one JSON line.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+// Env: BASE (nginx URL), APP (path), UNKNOWN_EMAIL, EMAIL, and the
+// harness's. Prints one JSON line.
+import { BASE, run, signIn } from './harness.mjs';
 
-const BASE = process.env.BASE;
 const APP = process.env.APP;
-const LOGIN = process.env.LOGIN || 'alice';
-const SHOTS = process.env.SHOT_DIR || os.tmpdir();
-const TIMEOUT = 15000;
 
-fs.mkdirSync(SHOTS, { recursive: true });
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'sso-chromium-'));
-const steps = [];
-let step = 'launch';
-let context;
-let page;
-
-async function typeEmail(email) {
-  await page.waitForSelector('form[data-form=email]');
-  await page.fill('input[name=login_hint]', email);
-  // Redirects follow (the broker, then maybe a provider): the caller
-  // waits for what it expects to see.
-  await page.click('form[data-form=email] button[type=submit]');
-}
-
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(TIMEOUT);
+await run('realm-failure.png', async (t) => {
+  const { page } = t;
+  // Shown when the flow fails (a blocked redirect shows as FAILED).
   const requests = [];
+  t.extra.requests = requests;
   page.on('request', (r) => requests.push(r.method() + ' ' + r.url()));
   page.on('requestfailed', (r) => requests.push('FAILED ' + r.url() + ' ' + (r.failure() && r.failure().errorText)));
-  // Shown when the flow fails (a blocked redirect shows as FAILED).
-  globalThis.requests = requests;
 
-  step = 'the app sends the browser to the login page (two providers)';
+  // Redirects follow (the broker, then maybe a provider): the caller
+  // waits for what it expects to see.
+  async function typeEmail(email) {
+    await page.waitForSelector('form[data-form=email]');
+    await page.fill('input[name=login_hint]', email);
+    await page.click('form[data-form=email] button[type=submit]');
+  }
+
+  t.step('the app sends the browser to the login page (two providers)');
   await page.goto(BASE + APP);
   await page.waitForSelector('[data-page="login"]');
-  steps.push({ step, url: page.url() });
+  t.steps.push({ step: t.current, url: page.url() });
 
-  step = 'an address no provider speaks for';
+  t.step('an address no provider speaks for');
   await typeEmail(process.env.UNKNOWN_EMAIL);
   await page.waitForSelector('[data-notice="unknown-domain"]');
   const notice = await page.locator('[data-notice="unknown-domain"]').innerText();
-  await page.screenshot({ path: path.join(SHOTS, 'realm-unknown.png'), fullPage: true });
-  steps.push({ step, notice });
+  await t.shot('realm-unknown.png');
+  t.steps.push({ step: t.current, notice });
 
-  step = 'the work address goes to its provider';
+  t.step('the work address goes to its provider');
   await typeEmail(process.env.EMAIL);
   await page.waitForURL((u) => !u.toString().startsWith(BASE + '/oauth/login'));
   await page.waitForSelector('input[name=login]');
   const providerUrl = page.url();
-  steps.push({ step, providerUrl });
+  t.steps.push({ step: t.current, providerUrl });
 
-  step = 'log in there and land on the app';
-  await page.fill('input[name=login]', LOGIN);
-  await page.fill('input[name=password]', 'any-password');
-  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
-  if (!page.url().startsWith(BASE)) {
-    await page.waitForSelector('input[name=prompt][value=consent]', { state: 'attached' });
-    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
-  }
-  await page.waitForURL((u) => u.toString() === BASE + APP);
-  const app = JSON.parse(await page.locator('body').innerText());
-  steps.push({ step });
-
-  console.log(JSON.stringify({ ok: true, steps, notice, providerUrl, app: app.headers }));
-  await context.close();
-  process.exit(0);
-} catch (err) {
-  let url = '';
-  let html = '';
-  try {
-    url = page ? page.url() : '';
-    html = page ? (await page.content()).slice(0, 2000) : '';
-    if (page) await page.screenshot({ path: path.join(SHOTS, 'realm-failure.png'), fullPage: true });
-  } catch {}
-  console.log(JSON.stringify({ ok: false, step, error: String((err && err.message) || err), url, html, requests: globalThis.requests, steps }));
-  try { if (context) await context.close(); } catch {}
-  process.exit(1);
-}
+  t.step('log in there and land on the app');
+  const app = await signIn(page, APP);
+  t.steps.push({ step: t.current });
+  return { notice, providerUrl, app: app.headers };
+});
