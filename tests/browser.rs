@@ -11,7 +11,7 @@ use sso_test_support as common;
 use std::process::Command;
 
 use common::{
-    broker::{OP_PATHS, TestBroker, alice_only, config, op_clients, provider, two_tenant_config},
+    broker::{OP_PATHS, TestBroker, alice_only, config, op_clients, provider, two_tenants_behind},
     nginx::{Nginx, echo_upstream},
     op::Op,
 };
@@ -119,18 +119,13 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
     let root = env!("CARGO_MANIFEST_DIR");
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
-    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
-    let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
-    let tb = TestBroker::start_behind(&public, |base| {
-        let mut c = two_tenant_config(base, &corp_issuer, &evil_issuer);
+    let (corp_op, evil_op, tb) = two_tenants_behind(&public, |c| {
         for p in [
             alice_only("corp", "a", "/a", "corp/corp"),
             alice_only("tenant-b", "b", "/b", "tenant-b/evil"),
         ] {
             c.policies.insert(p.key(), p);
         }
-        c
     })
     .await;
     let app = echo_upstream().await;
@@ -202,11 +197,7 @@ async fn chromium_is_sent_to_the_provider_of_its_email_domain() {
     let root = env!("CARGO_MANIFEST_DIR");
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
-    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
-    let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
-    let tb = TestBroker::start_behind(&public, |base| {
-        let mut c = two_tenant_config(base, &corp_issuer, &evil_issuer);
+    let (corp_op, evil_op, tb) = two_tenants_behind(&public, |c| {
         let corp = c.providers.get_mut("corp/corp").unwrap();
         corp.domains = vec!["corp.test".into()];
         corp.verified_domains = vec!["corp.test".into()];
@@ -219,7 +210,6 @@ async fn chromium_is_sent_to_the_provider_of_its_email_domain() {
             }))
             .unwrap();
         c.policies.insert(shared.key(), shared);
-        c
     })
     .await;
     let app = echo_upstream().await;

@@ -12,33 +12,28 @@ use sso_test_support as common;
 use common::{
     broker::{
         OP_PATHS, TestBroker, alice_only, browser, config, get, login_at, op_clients, provider,
-        two_tenant_config, walk,
+        two_tenant_config, two_tenants_behind, walk,
     },
     caddy::Caddy,
     nginx::{Nginx, echo_upstream},
     op::Op,
 };
 use serde_json::json;
+use sso_operator::config::BrokerConfig;
 
 /// Two real OPs (corp's and tenant B's) and a broker at `public` with
 /// both providers, corp's policy `corp/app` and tenant B's `tenant-b/app`
 /// (host 127.0.0.1, path /app, each its own provider, alice only).
 async fn two_tenants(public: &str) -> (Op, Op, TestBroker) {
-    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(public, "corp/corp"))]);
-    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(public, "tenant-b/evil"))]);
-    let (corp_issuer, evil_issuer) = (corp_op.issuer.clone(), evil_op.issuer.clone());
-    let tb = TestBroker::start_behind(public, |base| {
-        let mut c = two_tenant_config(base, &corp_issuer, &evil_issuer);
+    two_tenants_behind(public, |c| {
         let corp_app = alice_only("corp", "app", "/app", "corp/corp");
         // Tenant B's own app, with its own provider.
         let tenant_app = alice_only("tenant-b", "app", "/app", "tenant-b/evil");
         for p in [corp_app, tenant_app] {
             c.policies.insert(p.key(), p);
         }
-        c
     })
-    .await;
-    (corp_op, evil_op, tb)
+    .await
 }
 
 #[tokio::test]
@@ -283,31 +278,29 @@ async fn the_access_token_reaches_the_app_and_follows_refreshes() {
 async fn an_email_domain_rule_believes_only_the_provider_that_verified_it() {
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let corp_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "corp/corp"))]);
-    let evil_op = Op::start(&[("OP_CLIENTS", &op_clients(&public, "tenant-b/evil"))]);
-    let shared = |any_provider: bool| {
-        serde_json::from_value::<sso_operator::config::ProgrammedPolicy>(json!({
-            "namespace": "platform", "name": "app", "generation": 1,
-            "hosts": ["127.0.0.1"], "paths": ["/app"],
-            "providers": ["corp/corp", "tenant-b/evil"],
-            "rules": {"allow": [{"emailDomains": ["example.com"], "anyProviderDomain": any_provider}]},
-        }))
-        .unwrap()
-    };
     // corp lists example.com, verified or not; the rule believes the
     // verified provider only, or any provider.
-    let config = |any_provider: bool, corp_verified: bool, base: &str| {
-        let mut c = two_tenant_config(base, &corp_op.issuer, &evil_op.issuer);
+    let shared_app = |c: &mut BrokerConfig, any_provider: bool, corp_verified: bool| {
         let corp = c.providers.get_mut("corp/corp").unwrap();
         corp.domains = vec!["example.com".into()];
         if corp_verified {
             corp.verified_domains = vec!["example.com".into()];
         }
-        let p = shared(any_provider);
+        let p: sso_operator::config::ProgrammedPolicy = serde_json::from_value(json!({
+            "namespace": "platform", "name": "app", "generation": 1,
+            "hosts": ["127.0.0.1"], "paths": ["/app"],
+            "providers": ["corp/corp", "tenant-b/evil"],
+            "rules": {"allow": [{"emailDomains": ["example.com"], "anyProviderDomain": any_provider}]},
+        }))
+        .unwrap();
         c.policies.insert(p.key(), p);
+    };
+    let (corp_op, evil_op, tb) = two_tenants_behind(&public, |c| shared_app(c, false, true)).await;
+    let config = |any_provider: bool, corp_verified: bool| {
+        let mut c = two_tenant_config(&public, &corp_op.issuer, &evil_op.issuer);
+        shared_app(&mut c, any_provider, corp_verified);
         c
     };
-    let tb = TestBroker::start_behind(&public, |base| config(false, true, base)).await;
     let app = echo_upstream().await;
     let nginx = Nginx::start_for(port, tb.addr, app, "/oauth/auth/platform/app");
     let base = nginx.base();
@@ -330,13 +323,13 @@ async fn an_email_domain_rule_believes_only_the_provider_that_verified_it() {
 
     // Nobody has verified example.com (corp lists it, unverified): tenant
     // B's user signs in, and the rule does not believe him ...
-    tb.broker.apply_config(&config(false, false, &public));
+    tb.broker.apply_config(&config(false, false));
     let l = login_at(&mallory, &base, "tenant-b/evil", "alice", "/app/").await;
     assert_eq!(l.status, 302, "{l:?}");
     let r = get(&mallory, format!("{base}/app/")).await;
     assert_eq!(r.status, 403, "tenant B's word for example.com: {r:?}");
     // ... unless it believes any provider (the operator's choice).
-    tb.broker.apply_config(&config(true, false, &public));
+    tb.broker.apply_config(&config(true, false));
     let r = get(&mallory, format!("{base}/app/")).await;
     assert_eq!(r.status, 200, "{r:?}");
     // corp's alice, signed in while corp had the domain verified, is

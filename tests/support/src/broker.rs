@@ -188,6 +188,24 @@ pub fn two_tenant_config(base: &str, corp_issuer: &str, evil_issuer: &str) -> Br
     ])
 }
 
+/// Two real OPs, corp's and tenant B's (each with a client for a broker at
+/// `public`), and that broker serving both providers
+/// ([`two_tenant_config`]), its config then changed by `edit`.
+pub async fn two_tenants_behind(
+    public: &str,
+    edit: impl FnOnce(&mut BrokerConfig),
+) -> (crate::op::Op, crate::op::Op, TestBroker) {
+    let corp_op = crate::op::Op::start(&[("OP_CLIENTS", &op_clients(public, "corp/corp"))]);
+    let evil_op = crate::op::Op::start(&[("OP_CLIENTS", &op_clients(public, "tenant-b/evil"))]);
+    let tb = TestBroker::start_behind(public, |base| {
+        let mut c = two_tenant_config(base, &corp_op.issuer, &evil_op.issuer);
+        edit(&mut c);
+        c
+    })
+    .await;
+    (corp_op, evil_op, tb)
+}
+
 /// Policy `ns/name` for host 127.0.0.1 and path `prefix`, through
 /// `provider`, alice only.
 pub fn alice_only(ns: &str, name: &str, prefix: &str, provider: &str) -> ProgrammedPolicy {
