@@ -57,7 +57,6 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
     let app = echo_upstream().await;
     let nginx = Nginx::start(port, tb.addr, app);
 
-    let shots = format!("{root}/test-output/browser");
     let result = run_script(
         "login.mjs",
         &[
@@ -65,17 +64,10 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
             ("APP_PATH", "/app/".into()),
             ("PROVIDER", "default/demo".into()),
             ("LOGIN", "admin-alice".into()),
-            ("SHOT_DIR", shots.clone()),
         ],
-        || nginx.error_log(),
+        || format!("nginx:\n{}", nginx.error_log()),
     )
     .await;
-    assert_eq!(
-        result["ok"],
-        true,
-        "browser flow failed: {result:#}\nnginx:\n{}",
-        nginx.error_log()
-    );
 
     assert_eq!(
         result["providers"],
@@ -100,7 +92,7 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
     );
 
     // The login page screenshot is kept.
-    let shot = std::path::Path::new(&shots).join("login-page.png");
+    let shot = std::path::Path::new(SHOTS).join("login-page.png");
     let png = std::fs::read(&shot).expect("login page screenshot");
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 2000,
@@ -116,7 +108,6 @@ async fn chromium_logs_in_through_nginx_auth_request_and_logs_out() {
 /// app open.
 #[tokio::test]
 async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
-    let root = env!("CARGO_MANIFEST_DIR");
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
     let (corp_op, evil_op, tb) = two_tenants_behind(&public, |c| {
@@ -138,7 +129,6 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
             ("/b/", "/oauth/auth/tenant-b/b"),
         ],
     );
-    let shots = format!("{root}/test-output/browser");
     let r = run_script(
         "two_apps.mjs",
         &[
@@ -148,17 +138,10 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
             ("PROVIDER_A", "corp/corp".into()),
             ("PROVIDER_B", "tenant-b/evil".into()),
             ("LOGIN", "alice".into()),
-            ("SHOT_DIR", shots.clone()),
         ],
-        || nginx.error_log(),
+        || format!("nginx:\n{}", nginx.error_log()),
     )
     .await;
-    assert_eq!(
-        r["ok"],
-        true,
-        "browser flow failed: {r:#}\nnginx:\n{}",
-        nginx.error_log()
-    );
     assert_eq!(r["a"]["x-auth-request-provider"], "corp/corp");
     assert_eq!(r["b"]["x-auth-request-provider"], "tenant-b/evil");
     assert_eq!(
@@ -194,7 +177,6 @@ async fn chromium_signs_in_to_two_apps_with_two_providers_and_out_of_one() {
 /// page back saying no sign-in is set up for it.
 #[tokio::test]
 async fn chromium_is_sent_to_the_provider_of_its_email_domain() {
-    let root = env!("CARGO_MANIFEST_DIR");
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
     let (corp_op, evil_op, tb) = two_tenants_behind(&public, |c| {
@@ -222,17 +204,10 @@ async fn chromium_is_sent_to_the_provider_of_its_email_domain() {
             ("UNKNOWN_EMAIL", "alice@elsewhere.test".into()),
             ("EMAIL", "alice@corp.test".into()),
             ("LOGIN", "alice".into()),
-            ("SHOT_DIR", format!("{root}/test-output/browser")),
         ],
-        || nginx.error_log(),
+        || format!("nginx:\n{}", nginx.error_log()),
     )
     .await;
-    assert_eq!(
-        r["ok"],
-        true,
-        "browser flow failed: {r:#}\nnginx:\n{}",
-        nginx.error_log()
-    );
     assert!(
         r["notice"]
             .as_str()
@@ -247,15 +222,20 @@ async fn chromium_is_sent_to_the_provider_of_its_email_domain() {
     drop(evil_op);
 }
 
-/// Runs `tests/browser/<script>` under node with `env` and returns the JSON
-/// result it prints last; a failure shows its output and `context()`.
+/// Where the scripts' screenshots land.
+const SHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-output/browser");
+
+/// Runs `tests/browser/<script>` under node with `env` (and SHOT_DIR) and
+/// returns the JSON result it prints last, which must say `ok`; a failure
+/// shows its output, or its result, and `context()`.
 async fn run_script(
     script: &'static str,
     env: &[(&'static str, String)],
-    context: impl FnOnce() -> String,
+    context: impl Fn() -> String,
 ) -> serde_json::Value {
     let root = env!("CARGO_MANIFEST_DIR");
-    let env = env.to_vec();
+    let mut env = env.to_vec();
+    env.push(("SHOT_DIR", SHOTS.to_string()));
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
@@ -274,5 +254,7 @@ async fn run_script(
             context()
         )
     };
-    serde_json::from_str(line).unwrap()
+    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(r["ok"], true, "browser flow failed: {r:#}\n{}", context());
+    r
 }
