@@ -29,6 +29,9 @@ use serde_json::json;
 /// window kube-runtime's recorder and client-go's use).
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 
+/// How often series past the window are dropped from memory.
+const PRUNE_EVERY: SignedDuration = SignedDuration::from_mins(1);
+
 /// What one Event says about one object.
 pub struct Note<'a> {
     pub warning: bool,
@@ -44,13 +47,20 @@ struct Series {
     last: Timestamp,
 }
 
+/// The series, and when those past the window were last dropped.
+#[derive(Default)]
+struct Table {
+    series: HashMap<u64, Series>,
+    pruned: Option<Timestamp>,
+}
+
 /// Publishes Events; cheap to clone (one shared series table).
 #[derive(Clone)]
 pub struct Events {
     client: Client,
     controller: Arc<str>,
     instance: Arc<str>,
-    series: Arc<Mutex<HashMap<u64, Series>>>,
+    table: Arc<Mutex<Table>>,
     hasher: std::hash::RandomState,
 }
 
@@ -60,7 +70,7 @@ impl Events {
             client,
             controller: controller.into(),
             instance: instance.as_deref().unwrap_or(controller).into(),
-            series: Arc::default(),
+            table: Arc::default(),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -80,9 +90,18 @@ impl Events {
         let now = Timestamp::now();
         let key = self.key(object, n);
         let repeat = {
-            let mut series = self.lock();
-            series.retain(|_, s| s.last + SERIES_WINDOW > now);
-            series.get(&key).map(|s| (s.name.clone(), s.count + 1))
+            let mut t = self.lock();
+            // Series past the window are dropped once a minute, not on
+            // every publish (a walk of the whole table, which holds one
+            // entry per object that changed: thousands at start).
+            if t.pruned.is_none_or(|p| p + PRUNE_EVERY <= now) {
+                t.series.retain(|_, s| s.last + SERIES_WINDOW > now);
+                t.pruned = Some(now);
+            }
+            t.series
+                .get(&key)
+                .filter(|s| s.last + SERIES_WINDOW > now)
+                .map(|s| (s.name.clone(), s.count + 1))
         };
         let ns = object.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), ns);
@@ -128,11 +147,11 @@ impl Events {
     }
 
     fn remember(&self, key: u64, name: Box<str>, count: i32, last: Timestamp) {
-        self.lock().insert(key, Series { name, count, last });
+        self.lock().series.insert(key, Series { name, count, last });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Series>> {
-        self.series.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
