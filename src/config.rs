@@ -177,14 +177,16 @@ pub struct BrokerConfig {
 }
 
 /// A [`BrokerConfig`] of borrowed parts: serializes to the same JSON.
+/// Each part is a map from key to entry, the entry typed or already JSON
+/// (the controller keeps its entries as compact JSON text).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ConfigParts<'a> {
-    providers: &'a BTreeMap<String, ProgrammedProvider>,
+struct ConfigParts<'a, P, U, Q> {
+    providers: &'a BTreeMap<String, P>,
     #[serde(skip_serializing_if = "is_empty")]
-    unavailable: &'a BTreeMap<String, Unavailable>,
+    unavailable: &'a BTreeMap<String, U>,
     #[serde(skip_serializing_if = "is_empty")]
-    policies: &'a BTreeMap<String, ProgrammedPolicy>,
+    policies: &'a BTreeMap<String, Q>,
 }
 
 fn is_empty<V>(m: &&BTreeMap<String, V>) -> bool {
@@ -195,10 +197,10 @@ fn is_empty<V>(m: &&BTreeMap<String, V>) -> bool {
 /// is serialized: no copy of the parts and no JSON text in memory (with
 /// 10,000 providers the text is megabytes; the compressed form, of
 /// entries much alike, a small fraction).
-pub fn gzip_parts(
-    providers: &BTreeMap<String, ProgrammedProvider>,
-    unavailable: &BTreeMap<String, Unavailable>,
-    policies: &BTreeMap<String, ProgrammedPolicy>,
+pub fn gzip_parts<P: Serialize, U: Serialize, Q: Serialize>(
+    providers: &BTreeMap<String, P>,
+    unavailable: &BTreeMap<String, U>,
+    policies: &BTreeMap<String, Q>,
 ) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let parts = ConfigParts {

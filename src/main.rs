@@ -1,6 +1,5 @@
 //! The `sso-operator` binary: everything is in [`sso_operator::cli`].
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    sso_operator::cli::main().await
+fn main() -> std::process::ExitCode {
+    sso_operator::cli::main()
 }

@@ -350,10 +350,13 @@ fn secret_changes_map_to_the_providers_that_use_them() {
     let mut d = idp(); // references it as CA bundle only
     d.metadata.name = Some("ca-user".into());
     d.spec.client_secret_ref = Some(secret_ref("x", "y"));
-    d.spec.tls = Some(sso_operator::api::TlsConfig {
-        ca_bundle: None,
-        ca_bundle_secret_ref: Some(secret_ref("corp-oidc", "ca.crt")),
-    });
+    d.spec.tls = Some(
+        sso_operator::api::TlsConfig {
+            ca_bundle: None,
+            ca_bundle_secret_ref: Some(secret_ref("corp-oidc", "ca.crt")),
+        }
+        .into(),
+    );
     let all = [a, b, c, d];
     let names = |refs: Vec<kube::runtime::reflector::ObjectRef<IdentityProvider>>| {
         let mut v: Vec<String> = refs

@@ -94,10 +94,13 @@ fn put_client_key(i: &mut Inputs, pem: &str) {
 /// Points `spec.tls.caBundleSecretRef` at key `ca.crt` of Secret
 /// `corp-ca`, and creates that Secret with this type and value (or not).
 fn ca_from_secret(i: &mut Inputs, secret: Option<(&str, &[u8])>) {
-    i.idp.spec.tls = Some(TlsConfig {
-        ca_bundle: None,
-        ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
-    });
+    i.idp.spec.tls = Some(
+        TlsConfig {
+            ca_bundle: None,
+            ca_bundle_secret_ref: Some(secret_ref("corp-ca", "ca.crt")),
+        }
+        .into(),
+    );
     if let Some((type_, pem)) = secret {
         let data = BTreeMap::from([("ca.crt".to_string(), pem.to_vec())]);
         i.secrets
@@ -353,10 +356,13 @@ const CASES: &[Case] = &[
     Case {
         name: "insecure endpoint override",
         setup: |i| {
-            i.idp.spec.endpoints = Some(EndpointOverrides {
-                token: Some("http://idp.example.com/token".into()),
-                ..Default::default()
-            })
+            i.idp.spec.endpoints = Some(
+                EndpointOverrides {
+                    token: Some("http://idp.example.com/token".into()),
+                    ..Default::default()
+                }
+                .into(),
+            )
         },
         expect: &[(t::CONFIG_VALID, "False", r::INVALID_ENDPOINT)],
         phase: phases::ERROR,
@@ -374,10 +380,13 @@ const CASES: &[Case] = &[
     Case {
         name: "inline CA bundle that is not PEM",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig {
-                ca_bundle: Some("not a certificate".into()),
-                ca_bundle_secret_ref: None,
-            })
+            i.idp.spec.tls = Some(
+                TlsConfig {
+                    ca_bundle: Some("not a certificate".into()),
+                    ca_bundle_secret_ref: None,
+                }
+                .into(),
+            )
         },
         expect: &[(t::CONFIG_VALID, "False", r::INVALID_TLS_CONFIG)],
         phase: phases::ERROR,
@@ -387,10 +396,13 @@ const CASES: &[Case] = &[
     Case {
         name: "both CA bundle sources",
         setup: |i| {
-            i.idp.spec.tls = Some(TlsConfig {
-                ca_bundle: Some("x".into()),
-                ca_bundle_secret_ref: Some(secret_ref("ca", "ca.crt")),
-            })
+            i.idp.spec.tls = Some(
+                TlsConfig {
+                    ca_bundle: Some("x".into()),
+                    ca_bundle_secret_ref: Some(secret_ref("ca", "ca.crt")),
+                }
+                .into(),
+            )
         },
         expect: &[(t::CONFIG_VALID, "False", r::INVALID_TLS_CONFIG)],
         phase: phases::ERROR,

@@ -5,6 +5,7 @@
 //! platform engineer filling in a manifest.
 
 pub mod conditions;
+pub mod packed;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -159,7 +160,7 @@ pub struct IdentityProviderSpec {
     /// endpoint. When authorization, token and jwks are all set, discovery
     /// is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoints: Option<EndpointOverrides>,
+    pub endpoints: Option<Box<EndpointOverrides>>,
 
     /// The algorithms the provider signs ID tokens with. A token signed
     /// otherwise is refused (`disallowed_alg`). Default: what discovery
@@ -172,7 +173,7 @@ pub struct IdentityProviderSpec {
     /// TLS settings for talking to the provider (discovery, JWKS, token and
     /// userinfo endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<Box<TlsConfig>>,
 
     /// Which ID token or userinfo claims carry the user's identity.
     #[serde(default)]
@@ -206,7 +207,7 @@ pub struct IdentityProviderSpec {
     /// the provider's own namespace always may; others only as this says
     /// (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_namespaces: Option<AllowedNamespaces>,
+    pub allowed_namespaces: Option<Box<AllowedNamespaces>>,
 
     /// Email domains this provider speaks for (for example `corp.com`).
     /// Each is verified by a DNS TXT record whose name and value
@@ -420,22 +421,22 @@ pub struct ClaimMapping {
     /// Claim used as the username (`X-Auth-Request-User`). Falls back to
     /// `sub` when the claim is absent.
     #[serde(default = "claim_username")]
-    pub username: String,
+    pub username: ClaimName,
     /// Claim holding the email address.
     #[serde(default = "claim_email")]
-    pub email: String,
+    pub email: ClaimName,
     /// Claim holding the display name.
     #[serde(default = "claim_name")]
-    pub name: String,
+    pub name: ClaimName,
     /// Claim holding the given name.
     #[serde(default = "claim_given_name")]
-    pub given_name: String,
+    pub given_name: ClaimName,
     /// Claim holding the family name.
     #[serde(default = "claim_family_name")]
-    pub family_name: String,
+    pub family_name: ClaimName,
     /// Claim holding the user's groups (a list of strings, or one string).
     #[serde(default = "claim_groups")]
-    pub groups: String,
+    pub groups: ClaimName,
 }
 
 impl Default for ClaimMapping {
@@ -451,23 +452,27 @@ impl Default for ClaimMapping {
     }
 }
 
-fn claim_username() -> String {
-    "preferred_username".into()
+/// A claim name: the defaults are borrowed, not allocated for each of
+/// thousands of providers that keep them.
+pub type ClaimName = std::borrow::Cow<'static, str>;
+
+fn claim_username() -> ClaimName {
+    ClaimName::Borrowed("preferred_username")
 }
-fn claim_email() -> String {
-    "email".into()
+fn claim_email() -> ClaimName {
+    ClaimName::Borrowed("email")
 }
-fn claim_name() -> String {
-    "name".into()
+fn claim_name() -> ClaimName {
+    ClaimName::Borrowed("name")
 }
-fn claim_given_name() -> String {
-    "given_name".into()
+fn claim_given_name() -> ClaimName {
+    ClaimName::Borrowed("given_name")
 }
-fn claim_family_name() -> String {
-    "family_name".into()
+fn claim_family_name() -> ClaimName {
+    ClaimName::Borrowed("family_name")
 }
-fn claim_groups() -> String {
-    "groups".into()
+fn claim_groups() -> ClaimName {
+    ClaimName::Borrowed("groups")
 }
 
 /// Observed state, written by the controller.
@@ -487,7 +492,7 @@ pub struct IdentityProviderStatus {
     pub redirect_uri: Option<String>,
     /// What discovery found at the issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discovered: Option<DiscoveredStatus>,
+    pub discovered: Option<Box<DiscoveredStatus>>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -501,6 +506,11 @@ pub struct IdentityProviderStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["domain"]))]
     pub domains: Vec<crate::domains::DomainStatus>,
+    /// The controller's cache keeps the rest of the status here, deflated
+    /// ([`packed`]); never serialized.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub packed: Option<Box<[u8]>>,
 }
 
 /// What the controller found at the issuer.

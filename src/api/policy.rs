@@ -274,6 +274,11 @@ pub struct AccessPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The controller's cache keeps the status here, deflated
+    /// ([`super::packed`]); never serialized.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub packed: Option<Box<[u8]>>,
 }
 
 impl AccessPolicy {

@@ -98,11 +98,25 @@ impl CliError {
 
 pub type CliResult = Result<Verdict, CliError>;
 
-/// Parses the command line, runs the subcommand and turns its outcome into
-/// the exit code.
-pub async fn main() -> ExitCode {
-    runtime::tune_allocator();
+/// Parses the command line, tunes the allocator for the subcommand (before
+/// any thread allocates), runs the subcommand on a Tokio runtime and turns
+/// its outcome into the exit code.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    runtime::tune_allocator(matches!(cli.command, Command::Controller(_)));
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Controller(a) => controller::run(a, cli.log_json).await,
         Command::Broker(a) => broker::run(a, cli.log_json).await,

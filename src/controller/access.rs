@@ -37,6 +37,7 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
+    api::packed::Packable as _,
     api::{
         IdentityProvider,
         conditions::{Status, policy_types, reasons, types},
@@ -476,6 +477,7 @@ pub fn build_status(
         auth_url: Some(outcome.auth_url.clone()),
         observed_generation: Some(generation),
         conditions: status::merge_conditions(old_conditions, &outcome.conditions, generation, now),
+        packed: None,
     }
 }
 
@@ -515,7 +517,7 @@ pub async fn run(
     // Cached without managedFields, which nothing here reads.
     let policy_stream = watcher(policies_api.clone(), watcher::Config::default())
         .default_backoff()
-        .modify(super::slim_for_cache)
+        .modify(super::slim_policy)
         .reflect(policy_writer)
         .touched_objects();
     tokio::spawn(wake_on(policy_stream, changed.clone(), "AccessPolicy"));
@@ -624,15 +626,18 @@ pub async fn run(
                     spec: &p.spec,
                 })
                 .collect();
-            let outcomes = program(&inputs, &world);
+            let mut outcomes = program(&inputs, &world);
+            drop((inputs, world));
+            // Taken, not copied: the statuses below need only the conditions.
             let in_force: BTreeMap<String, ProgrammedPolicy> = outcomes
-                .iter()
-                .filter_map(|(k, o)| Some((k.clone(), o.entry.clone()?)))
+                .iter_mut()
+                .filter_map(|(k, o)| Some((k.clone(), o.entry.take()?)))
                 .collect();
+            let in_force_count = in_force.len();
             if programs.set_policies(in_force) {
                 info!(
                     policies = all.len(),
-                    in_force = outcomes.values().filter(|o| o.entry.is_some()).count(),
+                    in_force = in_force_count,
                     "access policies decided"
                 );
             }
@@ -642,7 +647,9 @@ pub async fn run(
                     continue;
                 };
                 let generation = p.metadata.generation.unwrap_or_default();
-                let old = p.status.as_ref();
+                // Cached packed (slim_policy): read whole for this one policy.
+                let old = p.status.as_ref().map(|s| s.unpacked());
+                let old = old.as_deref();
                 let new = build_status(old, outcome, generation, clock.now());
                 if !needs_write(old, &new) {
                     continue;

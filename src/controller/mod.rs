@@ -27,6 +27,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     Error,
+    api::packed::Packable as _,
     api::{FIELD_MANAGER, IdentityProvider, conditions::phases},
     controller::{
         program::ProgramSet,
@@ -274,6 +275,23 @@ pub(crate) fn slim_for_cache<K: Resource>(o: &mut K) {
     }
 }
 
+/// A provider as the controller caches it: [`slim_for_cache`], and its
+/// status packed ([`crate::api::packed`]).
+pub(crate) fn slim_provider(o: &mut IdentityProvider) {
+    slim_for_cache(o);
+    if let Some(s) = o.status.as_mut() {
+        s.pack();
+    }
+}
+
+/// A policy as the controller caches it: as a provider is.
+pub(crate) fn slim_policy(o: &mut crate::api::policy::AccessPolicy) {
+    slim_for_cache(o);
+    if let Some(s) = o.status.as_mut() {
+        s.pack();
+    }
+}
+
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The API for a kind the controller watches: one namespace's, or all.
@@ -336,7 +354,9 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         ctx.programs
             .set_unavailable(&key, validate::unavailable_entry(&idp, &v));
 
-        let old = idp.status.as_ref();
+        // Cached packed (slim_provider): read whole for this one reconcile.
+        let old = idp.status.as_ref().map(|s| s.unpacked());
+        let old = old.as_deref();
         let mut new = status::build_status(old, &v, generation, now);
         new.domains = domains;
         if status::needs_write(old, &new) {
@@ -489,7 +509,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     let (reader, writer) = kube::runtime::reflector::store();
     let trigger = watcher(idps, watcher::Config::default())
         .default_backoff()
-        .modify(slim_for_cache)
+        .modify(slim_provider)
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(trigger, reader.clone());

@@ -30,12 +30,81 @@ use crate::{
     metrics::Metrics,
 };
 
+/// An entry as deflated compact JSON: one allocation of a few hundred
+/// bytes. The typed form (a struct of some 800 bytes plus a score of
+/// strings and lists, in map nodes sized for eleven of them) cost about
+/// four times as much (bench/controller-memory.sh); entries are written
+/// out as JSON anyway and read back typed only when a provider fails (its
+/// last known good).
+#[derive(Clone, PartialEq, Eq)]
+struct Json(Box<[u8]>);
+
+impl serde::Serialize for Json {
+    /// The entry's JSON as it was, inflated as the config is written.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        use std::io::Read as _;
+        let mut text = String::new();
+        flate2::read::DeflateDecoder::new(&self.0[..])
+            .read_to_string(&mut text)
+            .map_err(S::Error::custom)?;
+        serde_json::value::RawValue::from_string(text)
+            .map_err(S::Error::custom)?
+            .serialize(s)
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Json {
+    Json(crate::api::packed::deflate(v))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(key: &str, j: &Json) -> Option<T> {
+    let v = crate::api::packed::inflate(&j.0);
+    if v.is_none() {
+        error!(key, "a programmed entry does not read back");
+    }
+    v
+}
+
+/// Sets (or with `None` removes) `key`; whether its text changed.
+fn put(m: &mut BTreeMap<String, Json>, key: &str, v: Option<Json>) -> bool {
+    match (v, m.get_mut(key)) {
+        (Some(v), Some(old)) if *old == v => false,
+        (Some(v), Some(old)) => {
+            *old = v;
+            true
+        }
+        (Some(v), None) => {
+            m.insert(key.to_string(), v);
+            true
+        }
+        (None, _) => m.remove(key).is_some(),
+    }
+}
+
+fn same(a: &BTreeMap<String, Json>, b: &BTreeMap<String, Json>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+}
+
+fn typed<T: serde::de::DeserializeOwned>(m: &BTreeMap<String, Json>) -> BTreeMap<String, T> {
+    m.iter()
+        .filter_map(|(k, j)| Some((k.clone(), from_json(k, j)?)))
+        .collect()
+}
+
+fn texts<T: serde::Serialize>(m: &BTreeMap<String, T>) -> BTreeMap<String, Json> {
+    m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
+}
+
 /// The set of programmed providers, shared by reconciles and the writer.
 #[derive(Default)]
 pub struct ProgramSet {
-    entries: Mutex<BTreeMap<String, ProgrammedProvider>>,
-    unavailable: Mutex<BTreeMap<String, Unavailable>>,
-    policies: Mutex<BTreeMap<String, ProgrammedPolicy>>,
+    entries: Mutex<BTreeMap<String, Json>>,
+    unavailable: Mutex<BTreeMap<String, Json>>,
+    policies: Mutex<BTreeMap<String, Json>>,
     changed: Notify,
     /// Counts changes to the three maps (under their locks), so the writer
     /// knows whether the set changed since its last write without keeping
@@ -48,10 +117,10 @@ pub struct ProgramSet {
 
 impl ProgramSet {
     pub fn get(&self, key: &str) -> Option<ProgrammedProvider> {
-        self.lock().get(key).cloned()
+        from_json(key, self.lock().get(key)?)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProgrammedProvider>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Json>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -59,11 +128,9 @@ impl ProgramSet {
     /// Returns whether anything changed.
     pub fn set(&self, key: &str, p: &Programming) -> bool {
         let changed = {
+            let entry = p.entry().map(to_json);
             let mut m = self.lock();
-            let changed = match p.entry() {
-                Some(entry) => m.insert(key.to_string(), entry.clone()).as_ref() != Some(entry),
-                None => m.remove(key).is_some(),
-            };
+            let changed = put(&mut m, key, entry);
             self.bump(changed)
         };
         // Every reconcile: a provider's allowedNamespaces may have changed
@@ -77,15 +144,18 @@ impl ProgramSet {
         self.lock().keys().cloned().collect()
     }
 
-    fn lock_policies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProgrammedPolicy>> {
+    fn lock_policies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Json>> {
         self.policies.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replaces the policies in force; wakes the writer on a change.
     pub fn set_policies(&self, policies: BTreeMap<String, ProgrammedPolicy>) -> bool {
+        let policies = texts(&policies);
         let mut m = self.lock_policies();
-        let changed = *m != policies;
-        *m = policies;
+        let changed = !same(&m, &policies);
+        if changed {
+            *m = policies;
+        }
         self.bump(changed)
     }
 
@@ -119,18 +189,16 @@ impl ProgramSet {
         self.providers_changed.notified().await
     }
 
-    fn lock_unavailable(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Unavailable>> {
+    fn lock_unavailable(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Json>> {
         self.unavailable.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records why a provider is not programmed (or clears it), so the
     /// broker can say "disabled" or "not ready" instead of "unknown".
     pub fn set_unavailable(&self, key: &str, entry: Option<Unavailable>) -> bool {
+        let entry = entry.as_ref().map(to_json);
         let mut m = self.lock_unavailable();
-        let changed = match entry {
-            Some(e) => m.insert(key.to_string(), e.clone()).as_ref() != Some(&e),
-            None => m.remove(key).is_some(),
-        };
+        let changed = put(&mut m, key, entry);
         self.bump(changed)
     }
 
@@ -155,17 +223,17 @@ impl ProgramSet {
     /// set in place instead).
     pub fn snapshot(&self) -> BrokerConfig {
         BrokerConfig {
-            providers: self.lock().clone(),
-            unavailable: self.lock_unavailable().clone(),
-            policies: self.lock_policies().clone(),
+            providers: typed(&self.lock()),
+            unavailable: typed(&self.lock_unavailable()),
+            policies: typed(&self.lock_policies()),
         }
     }
 
     pub fn replace(&self, config: BrokerConfig) {
-        *self.lock() = config.providers;
-        *self.lock_unavailable() = config.unavailable;
+        *self.lock() = texts(&config.providers);
+        *self.lock_unavailable() = texts(&config.unavailable);
         let mut policies = self.lock_policies();
-        *policies = config.policies;
+        *policies = texts(&config.policies);
         self.bump(true);
         drop(policies);
         self.providers_changed.notify_one();
@@ -406,6 +474,80 @@ mod tests {
     use kube::runtime::{reflector, watcher};
 
     use crate::api::IdentityProvider;
+
+    /// Entries kept as JSON text read back as they were set; setting the
+    /// same entry again is no change (no write), a different one is; the
+    /// set as a broker config is the typed entries.
+    #[test]
+    fn entries_kept_as_text_round_trip_and_count_only_changes() {
+        use crate::{
+            config::ProgrammedProvider,
+            controller::{program::ProgramSet, validate::Programming},
+        };
+        let entry = |client: &str| ProgrammedProvider {
+            namespace: "team".into(),
+            name: "corp".into(),
+            display_name: "Corp".into(),
+            redirect_uri: "https://sso.example.com/oauth/callback/team/corp".into(),
+            domains: Vec::new(),
+            verified_domains: Vec::new(),
+            generation: 1,
+            issuer: "https://idp.example.com".into(),
+            client_id: client.into(),
+            client_secret: Some("s".into()),
+            client_auth_method: crate::api::ClientAuthMethod::ClientSecretBasic,
+            scopes: vec!["openid".into()],
+            pkce: true,
+            authorize_params: [("prompt".to_string(), "login".to_string())].into(),
+            endpoints: crate::oidc::discovery::ProviderEndpoints {
+                issuer: "https://idp.example.com".into(),
+                authorization_endpoint: "https://idp.example.com/a".into(),
+                token_endpoint: "https://idp.example.com/t".into(),
+                jwks_uri: "https://idp.example.com/j".into(),
+                ..Default::default()
+            },
+            id_token_algs: vec!["RS256".into()],
+            ca_bundle: None,
+            claims: Default::default(),
+            require_verified_email: true,
+            allowed_email_domains: vec![],
+            allowed_groups: vec!["staff".into()],
+            allowed_users: vec![],
+        };
+        let set = ProgramSet::default();
+        let a = entry("c1");
+        assert!(set.set("team/corp", &Programming::Program(Box::new(a.clone()))));
+        assert_eq!(set.get("team/corp"), Some(a.clone()));
+        let version = set.version();
+        assert!(!set.set("team/corp", &Programming::Program(Box::new(a.clone()))));
+        assert_eq!(set.version(), version, "the same entry again is no change");
+        let b = entry("c2");
+        assert!(set.set(
+            "team/corp",
+            &Programming::KeepLastKnownGood(Box::new(b.clone()))
+        ));
+        assert_eq!(set.get("team/corp"), Some(b.clone()));
+        assert_eq!(set.snapshot().providers.get("team/corp"), Some(&b));
+        let policy: crate::config::ProgrammedPolicy = serde_json::from_value(serde_json::json!({
+            "namespace": "team", "name": "app", "generation": 2, "hosts": ["app.example.com"],
+            "providers": ["team/corp"], "rules": {"allow": [{"groups": ["staff"]}]},
+        }))
+        .unwrap();
+        let policies = std::collections::BTreeMap::from([("team/app".to_string(), policy)]);
+        assert!(set.set_policies(policies.clone()));
+        assert!(
+            !set.set_policies(policies.clone()),
+            "the same policies again"
+        );
+        // What the writer sends is the typed set, as JSON.
+        let written = crate::config::BrokerConfig::decode(&set.gzip().2).unwrap();
+        assert_eq!(written.providers.get("team/corp"), Some(&b));
+        assert_eq!(written.policies, policies);
+        assert_eq!(written, set.snapshot());
+        assert!(set.set("team/corp", &Programming::Remove));
+        assert_eq!(set.get("team/corp"), None);
+        assert!(!set.set("team/corp", &Programming::Remove));
+    }
 
     /// Two tasks wait for one store, as the broker config writer and the
     /// controller's applier do: both get through once the store is ready.

@@ -46,7 +46,7 @@ pub fn build_status(
     now: Timestamp,
 ) -> IdentityProviderStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let mut discovered = v.discovered.clone();
+    let mut discovered = v.discovered.clone().map(Box::new);
     // While serving the last known good entry, report the endpoints in use.
     if discovered.is_none() && matches!(v.programming, Programming::KeepLastKnownGood(_)) {
         discovered = old.and_then(|s| s.discovered.clone());
@@ -56,7 +56,7 @@ pub fn build_status(
     if let (Some(new), Some(old)) = (discovered.as_mut(), old.and_then(|s| s.discovered.as_ref())) {
         let mut same = new.clone();
         same.last_checked = old.last_checked;
-        if &same == old {
+        if same == *old {
             new.last_checked = old.last_checked;
         }
     }
@@ -68,6 +68,7 @@ pub fn build_status(
         conditions: merge_conditions(old_conditions, &v.conditions, generation, now),
         // Verified by the reconcile's DNS step, which fills them in.
         domains: Vec::new(),
+        packed: None,
     }
 }
 

@@ -226,7 +226,7 @@ impl Facts {
         let request = match (&spec_check, &ca) {
             (Ok(()), Ok(ca_bundle)) => Some(DiscoveryRequest {
                 issuer: spec.issuer.clone(),
-                overrides: spec.endpoints.clone().unwrap_or_default(),
+                overrides: spec.endpoints.as_deref().cloned().unwrap_or_default(),
                 ca_bundle: ca_bundle.clone(),
             }),
             _ => None,
