@@ -21,7 +21,7 @@ use sso_operator::{
 };
 use sso_test_support::{
     cluster::{ControlPlane, install_crds},
-    free_port, issuer, rss_kib,
+    free_port, issuer, proc_status_kib,
 };
 
 async fn config(secrets: &Api<Secret>) -> Option<BrokerConfig> {
@@ -118,7 +118,7 @@ async fn main() {
     };
     wait_until("all providers programmed", &|c| c.providers.len() == n).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let rss_providers = rss_kib(pid);
+    let mem_providers = Memory::of(pid);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -142,8 +142,27 @@ async fn main() {
         })
         .await;
     wait_until("all policies in force", &|c| c.policies.len() == n).await;
+    // And every policy's status written (the controller's steady state).
+    let t = Instant::now();
+    loop {
+        let listed = policies.list(&Default::default()).await.unwrap();
+        let written = listed
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().is_some_and(|s| s.auth_url.is_some()))
+            .count();
+        if written == n {
+            eprintln!("all policy statuses written in {:?}", t.elapsed());
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(900),
+            "policy statuses: timed out"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let rss_both = rss_kib(pid);
+    let mem_both = Memory::of(pid);
     if std::env::var_os("SSO_WRAP").is_some() {
         // Killed, not stopped: the profile then shows what was live here.
         let _ = Command::new("pkill")
@@ -153,8 +172,39 @@ async fn main() {
     let _ = child.kill();
     let _ = child.wait();
     println!(
-        "controller process, {n} IdentityProviders: RSS {} MiB; with {n} AccessPolicies too: {} MiB",
-        rss_providers / 1024,
-        rss_both / 1024
+        "controller process, {n} IdentityProviders: {mem_providers}; with {n} AccessPolicies too: {mem_both}"
     );
+}
+
+/// The process's resident size, split, and its peak so far.
+struct Memory {
+    rss: u64,
+    anon: u64,
+    file: u64,
+    peak: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Self {
+        let kib = |f| proc_status_kib(pid, f);
+        Self {
+            rss: kib("VmRSS"),
+            anon: kib("RssAnon"),
+            file: kib("RssFile"),
+            peak: kib("VmHWM"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS {} MiB (anonymous {}, file {}; peak so far {})",
+            self.rss / 1024,
+            self.anon / 1024,
+            self.file / 1024,
+            self.peak / 1024
+        )
+    }
 }

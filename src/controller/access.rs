@@ -570,10 +570,24 @@ pub async fn run(
         std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(c)
     };
     let mut unparsable: BTreeSet<String> = BTreeSet::new();
+    // What the last pass decided from, and whether a write of it failed.
+    let mut decided_from: Option<u64> = None;
+    let mut failed = false;
     loop {
-        // One pass, in a block: what it builds (every policy's outcome, the
-        // world) is dropped before the wait, not kept through it.
-        {
+        // Nothing a pass reads changed and nothing is to retry: no pass
+        // (every provider reconcile wakes this task; with thousands of
+        // providers it would otherwise decide every policy several times
+        // a second, allocating the whole world each time).
+        let now_from = inputs_digest(
+            &policies,
+            &providers,
+            &namespaces,
+            programs.serving_digest(),
+        );
+        if decided_from != Some(now_from) || failed {
+            decided_from = Some(now_from);
+            // What a pass builds (every policy's outcome, the world) is
+            // dropped before the wait, not kept through it.
             let world = World {
                 providers: providers
                     .state()
@@ -641,6 +655,10 @@ pub async fn run(
                     "access policies decided"
                 );
             }
+            // What to write, decided before any write, each new status
+            // packed: every policy's outcome (conditions, messages) is not
+            // kept through thousands of requests.
+            let mut to_write: Vec<(Arc<AccessPolicy>, u64, AccessPolicyStatus)> = Vec::new();
             for p in all.iter() {
                 let key = p.key();
                 let Some(outcome) = outcomes.get(&key) else {
@@ -650,7 +668,7 @@ pub async fn run(
                 // Cached packed (slim_policy): read whole for this one policy.
                 let old = p.status.as_ref().map(|s| s.unpacked());
                 let old = old.as_deref();
-                let new = build_status(old, outcome, generation, clock.now());
+                let mut new = build_status(old, outcome, generation, clock.now());
                 if !needs_write(old, &new) {
                     continue;
                 }
@@ -660,29 +678,27 @@ pub async fn run(
                 if previous.get(&key) == Some(&written) {
                     continue;
                 }
-                let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-                match super::write_status(
-                    &client,
-                    &events,
-                    &**p,
-                    &new,
-                    old_conditions,
-                    &new.conditions,
-                )
-                .await
-                {
-                    Ok(true) => {
-                        previous.insert(key, written);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!(policy = %key, error = %e, "cannot write AccessPolicy status; retrying")
-                    }
-                }
+                new.pack();
+                to_write.push((p.clone(), written, new));
             }
             previous.retain(|k, _| outcomes.contains_key(k));
+            drop(outcomes);
+            drop(all);
+            let results: Vec<(String, u64, bool)> = futures::stream::iter(to_write)
+                .map(|(p, written, new)| write_one(client.clone(), events.clone(), p, written, new))
+                .buffer_unordered(STATUS_WRITES_AT_ONCE)
+                .collect()
+                .await;
+            failed = false;
+            for (key, written, ok) in results {
+                if ok {
+                    previous.insert(key, written);
+                } else {
+                    failed = true;
+                }
+            }
+            crate::memory::release_freed();
         }
-        crate::memory::release_freed();
         // Wake on any change: a policy, a namespace, a provider's entry
         // coming or going; or every 30 s (providers created or edited, and
         // a retry of failed writes).
@@ -694,6 +710,79 @@ pub async fn run(
         // Debounce bursts (a Git sync applying many policies).
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Status writes of the policy task in flight at once.
+const STATUS_WRITES_AT_ONCE: usize = 8;
+
+/// Writes one policy's new status (packed until now); its key, the
+/// conditions' digest and whether the write went through (a policy deleted
+/// meanwhile counts as through: nothing to retry).
+async fn write_one(
+    client: Client,
+    events: super::events::Events,
+    p: Arc<AccessPolicy>,
+    written: u64,
+    new: AccessPolicyStatus,
+) -> (String, u64, bool) {
+    let key = p.key();
+    let new = new.unpacked();
+    let old = p.status.as_ref().map(|s| s.unpacked());
+    let old_conditions = old
+        .as_deref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    match super::write_status(
+        &client,
+        &events,
+        &*p,
+        &*new,
+        old_conditions,
+        &new.conditions,
+    )
+    .await
+    {
+        Ok(_) => (key, written, true),
+        Err(e) => {
+            warn!(policy = %key, error = %e, "cannot write AccessPolicy status; retrying");
+            (key, written, false)
+        }
+    }
+}
+
+/// A digest of what a policy pass decides from: every policy, provider and
+/// namespace as of its resourceVersion (any change to one changes it), and
+/// the providers the broker serves. Independent of the caches' order.
+fn inputs_digest(
+    policies: &Store<AccessPolicy>,
+    providers: &Store<IdentityProvider>,
+    namespaces: &Store<PartialObjectMeta<Namespace>>,
+    serving: u64,
+) -> u64 {
+    use std::hash::BuildHasher as _;
+    let hasher = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
+    fn versions<K: kube::Resource>(
+        hasher: &impl std::hash::BuildHasher,
+        what: u8,
+        items: &[Arc<K>],
+    ) -> u64 {
+        items
+            .iter()
+            .map(|o| {
+                let m = o.meta();
+                hasher.hash_one((
+                    what,
+                    m.namespace.as_deref(),
+                    m.name.as_deref(),
+                    m.resource_version.as_deref(),
+                ))
+            })
+            .fold(hasher.hash_one((what, items.len())), u64::wrapping_add)
+    }
+    versions(&hasher, 0, &policies.state())
+        .wrapping_add(versions(&hasher, 1, &providers.state()))
+        .wrapping_add(versions(&hasher, 2, &namespaces.state()))
+        .wrapping_add(hasher.hash_one(serving))
 }
 
 async fn wake_on<S, K>(stream: S, changed: Arc<tokio::sync::Notify>, what: &'static str)

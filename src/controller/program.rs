@@ -139,6 +139,16 @@ impl ProgramSet {
         changed
     }
 
+    /// A digest of [`Self::serving`], without copying the keys.
+    pub fn serving_digest(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::hash::DefaultHasher::new();
+        for key in self.lock().keys() {
+            key.hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// Keys of the providers the broker serves logins through.
     pub fn serving(&self) -> BTreeSet<String> {
         self.lock().keys().cloned().collect()

@@ -45,10 +45,17 @@ pub async fn early_in_a_second() {
 
 /// A process's resident size in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/<pid>/status` figure in KiB: `VmRSS`, `VmHWM` (the peak
+/// resident size), `RssAnon` (heap and stacks), `RssFile` (the binary's
+/// and libraries' pages); 0 when absent.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
