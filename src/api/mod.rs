@@ -510,7 +510,7 @@ pub struct IdentityProviderStatus {
     /// ([`packed`]); never serialized.
     #[serde(skip)]
     #[schemars(skip)]
-    pub packed: Option<Box<[u8]>>,
+    pub packed: Option<packed::Packed>,
 }
 
 /// What the controller found at the issuer.

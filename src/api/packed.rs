@@ -1,13 +1,15 @@
-//! Statuses as the controller's watch caches keep them: deflated JSON.
+//! Statuses as the controller's watch caches keep them: a digest and
+//! deflated JSON.
 //!
-//! The controller reads a cached object's status only to compare what it
-//! computed with what is written (and to keep condition transition
-//! times), so the cache needs it whole but not spread over a score of
-//! allocations: as a struct, an IdentityProvider's status (eight
-//! conditions, each four strings, and the discovered endpoints) was most
-//! of the 3.6 KB each cached provider cost (bench/controller-memory.sh).
-//! Deflated, the same status is a single allocation of a few hundred
-//! bytes. The packed form is never serialized: the API never sees it.
+//! The controller reads a cached object's status to compare what it
+//! computed with what is written (a digest does that), to keep condition
+//! transition times and to announce changes (type, status, reason), and
+//! to report the endpoints in use while serving a last known good entry.
+//! As a struct, an IdentityProvider's status (eight conditions, each four
+//! strings, and the discovered endpoints) was most of the 3.6 KB each
+//! cached provider cost (bench/controller-memory.sh). Packed, it is a
+//! digest and one allocation of a few hundred bytes. The packed form is
+//! never serialized: the API never sees it.
 
 use std::borrow::Cow;
 
@@ -31,65 +33,156 @@ pub(crate) fn inflate<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
         .ok()
 }
 
+/// A status as the cache keeps it: a digest of the whole (what a write
+/// would be compared with) and the rest deflated, condition messages left
+/// out (the digest covers them; nothing else reads old messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packed {
+    digest: u64,
+    bytes: Box<[u8]>,
+}
+
+impl Packed {
+    /// The deflated bytes kept (a measure of what the cache holds).
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// Conditions as compared for a write: transition times zeroed, sorted by
+/// type (so time alone, or order, never causes a write).
+pub fn strip_condition_times(conditions: &mut [super::Condition]) {
+    for c in conditions.iter_mut() {
+        c.last_transition_time = jiff::Timestamp::UNIX_EPOCH;
+    }
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
 /// A status that can be kept packed in a cache.
-pub trait Packable: Sized + Clone + Default + Serialize + DeserializeOwned {
-    fn packed_part(&self) -> Option<&[u8]>;
+pub trait Packable: Sized + Clone + Default + PartialEq + Serialize + DeserializeOwned {
+    /// This status as compared for a write: without times (of a status
+    /// not packed).
+    fn comparable(&self) -> Self;
+
+    fn packed(&self) -> Option<&Packed>;
+
+    fn set_packed(&mut self, packed: Packed);
+
+    /// A digest of [`Self::comparable`].
+    fn digest(&self) -> u64 {
+        use std::hash::BuildHasher as _;
+        let json = serde_json::to_vec(&self.comparable()).expect("a status serializes");
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(json)
+    }
 
     /// Packs this status in place (a packed one stays as it is).
-    fn pack(&mut self);
+    fn pack(&mut self) {
+        if self.packed().is_some() {
+            return;
+        }
+        let digest = self.digest();
+        let mut rest = std::mem::take(self);
+        let kept = rest.keep_unpacked();
+        rest.drop_messages();
+        *self = kept;
+        self.set_packed(Packed {
+            digest,
+            bytes: deflate(&rest),
+        });
+    }
 
-    /// The status as written: itself when not packed.
+    /// Takes out what stays unpacked in the cache (nothing by default).
+    fn keep_unpacked(&mut self) -> Self {
+        Self::default()
+    }
+
+    /// Clears the condition messages (kept only as part of the digest).
+    fn drop_messages(&mut self);
+
+    /// The status as written, but for condition messages when it was
+    /// packed; itself when not.
     fn unpacked(&self) -> Cow<'_, Self> {
-        match self.packed_part() {
-            None => Cow::Borrowed(self),
-            Some(bytes) => Cow::Owned(inflate(bytes).unwrap_or_default()),
+        let Some(p) = self.packed() else {
+            return Cow::Borrowed(self);
+        };
+        let mut full: Self = inflate(&p.bytes).unwrap_or_default();
+        full.restore_unpacked(self);
+        Cow::Owned(full)
+    }
+
+    /// Puts back what [`Self::keep_unpacked`] kept, from the cached form.
+    fn restore_unpacked(&mut self, _cached: &Self) {}
+
+    /// Whether writing `new` over this status (cached packed, or as read)
+    /// changes anything but times.
+    fn differs(&self, new: &Self) -> bool {
+        match self.packed() {
+            Some(p) => p.digest != new.digest(),
+            None => self.comparable() != new.comparable(),
         }
     }
 }
 
 impl Packable for IdentityProviderStatus {
-    fn packed_part(&self) -> Option<&[u8]> {
-        self.packed.as_deref()
+    fn comparable(&self) -> Self {
+        let mut s = self.clone();
+        if let Some(d) = s.discovered.as_mut() {
+            d.last_checked = None;
+        }
+        strip_condition_times(&mut s.conditions);
+        s
     }
 
-    /// Everything but `domains`, which the controller reads across all
-    /// providers (who verified a domain first) and which is empty for most.
-    fn pack(&mut self) {
-        if self.packed.is_some() {
-            return;
-        }
-        let domains = std::mem::take(&mut self.domains);
-        let packed = deflate(&*self);
-        *self = Self {
-            packed: Some(packed),
-            domains,
+    fn packed(&self) -> Option<&Packed> {
+        self.packed.as_ref()
+    }
+
+    fn set_packed(&mut self, packed: Packed) {
+        self.packed = Some(packed);
+    }
+
+    /// `domains`, which the controller reads across all providers (who
+    /// verified a domain first) and which is empty for most.
+    fn keep_unpacked(&mut self) -> Self {
+        Self {
+            domains: std::mem::take(&mut self.domains),
             ..Self::default()
-        };
+        }
     }
 
-    fn unpacked(&self) -> Cow<'_, Self> {
-        match self.packed.as_deref() {
-            None => Cow::Borrowed(self),
-            Some(bytes) => {
-                let mut full: Self = inflate(bytes).unwrap_or_default();
-                full.domains = self.domains.clone();
-                Cow::Owned(full)
-            }
+    fn drop_messages(&mut self) {
+        for c in &mut self.conditions {
+            c.message = String::new();
         }
+    }
+
+    fn restore_unpacked(&mut self, cached: &Self) {
+        self.domains = cached.domains.clone();
     }
 }
 
 impl Packable for AccessPolicyStatus {
-    fn packed_part(&self) -> Option<&[u8]> {
-        self.packed.as_deref()
+    fn comparable(&self) -> Self {
+        let mut s = self.clone();
+        strip_condition_times(&mut s.conditions);
+        s
     }
 
-    fn pack(&mut self) {
-        if self.packed.is_none() {
-            *self = Self {
-                packed: Some(deflate(&*self)),
-                ..Self::default()
-            };
+    fn packed(&self) -> Option<&Packed> {
+        self.packed.as_ref()
+    }
+
+    fn set_packed(&mut self, packed: Packed) {
+        self.packed = Some(packed);
+    }
+
+    fn drop_messages(&mut self) {
+        for c in &mut self.conditions {
+            c.message = String::new();
         }
     }
 }
@@ -110,10 +203,12 @@ mod tests {
         }
     }
 
-    /// A packed status reads back exactly as it was, domains included,
-    /// and takes less room than its JSON; packing twice changes nothing.
+    /// A packed status reads back as it was but for condition messages,
+    /// domains included, and takes less room than its JSON; packing twice
+    /// changes nothing; a write is needed exactly when something but time
+    /// changed, a message included.
     #[test]
-    fn packed_statuses_read_back_whole() {
+    fn packed_statuses_read_back_and_compare_by_digest() {
         let full = IdentityProviderStatus {
             phase: Some("Ready".into()),
             redirect_uri: Some("https://sso.example.com/oauth/callback/team/corp".into()),
@@ -121,6 +216,7 @@ mod tests {
                 issuer: "https://idp.example.com".into(),
                 token_endpoint: Some("https://idp.example.com/token".into()),
                 jwks_key_count: 2,
+                last_checked: Some(jiff::Timestamp::from_second(1_700_000_100).unwrap()),
                 ..Default::default()
             })),
             observed_generation: Some(4),
@@ -145,14 +241,30 @@ mod tests {
         );
         let bytes = cached.packed.as_ref().unwrap().len();
         assert!(
-            bytes < serde_json::to_vec(&full).unwrap().len() / 2,
+            bytes < serde_json::to_vec(&full).unwrap().len() / 3,
             "{bytes} bytes"
         );
-        assert_eq!(cached.unpacked().as_ref(), &full);
+        let mut without_messages = full.clone();
+        without_messages.drop_messages();
+        assert_eq!(cached.unpacked().as_ref(), &without_messages);
         let again = cached.clone();
         cached.pack();
         assert_eq!(cached, again);
         assert!(matches!(full.unpacked(), Cow::Borrowed(_)));
+
+        // Compared with what is cached: time alone is no change...
+        let mut later = full.clone();
+        for c in &mut later.conditions {
+            c.last_transition_time = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        }
+        later.discovered.as_mut().unwrap().last_checked = None;
+        later.conditions.reverse();
+        assert!(!cached.differs(&later));
+        assert!(!full.differs(&later));
+        // ...a message is, though the cache does not keep it.
+        later.conditions[0].message = "now something else".into();
+        assert!(cached.differs(&later));
+        assert!(full.differs(&later));
 
         let policy = AccessPolicyStatus {
             auth_url: Some("http://sso-broker.sso.svc/oauth/auth/team/app".into()),
@@ -163,7 +275,8 @@ mod tests {
         let mut p = policy.clone();
         p.pack();
         assert!(p.auth_url.is_none());
-        assert_eq!(p.unpacked().as_ref(), &policy);
+        assert_eq!(p.unpacked().auth_url, policy.auth_url);
+        assert!(!p.differs(&policy));
     }
 
     /// Bytes that are not a packed status read back as no status (the
@@ -171,7 +284,10 @@ mod tests {
     #[test]
     fn a_damaged_pack_reads_as_no_status() {
         let s = AccessPolicyStatus {
-            packed: Some(vec![1, 2, 3].into_boxed_slice()),
+            packed: Some(Packed {
+                digest: 1,
+                bytes: vec![1, 2, 3].into_boxed_slice(),
+            }),
             ..Default::default()
         };
         assert_eq!(s.unpacked().as_ref(), &AccessPolicyStatus::default());

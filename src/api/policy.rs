@@ -278,7 +278,7 @@ pub struct AccessPolicyStatus {
     /// ([`super::packed`]); never serialized.
     #[serde(skip)]
     #[schemars(skip)]
-    pub packed: Option<Box<[u8]>>,
+    pub packed: Option<super::packed::Packed>,
 }
 
 impl AccessPolicy {

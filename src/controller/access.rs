@@ -483,12 +483,7 @@ pub fn build_status(
 
 /// Whether writing `new` over `old` changes anything but timestamps.
 pub fn needs_write(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> bool {
-    let strip = |s: &AccessPolicyStatus| {
-        let mut s = s.clone();
-        status::strip_condition_times(&mut s.conditions);
-        s
-    };
-    old.is_none_or(|old| strip(old) != strip(new))
+    old.is_none_or(|old| old.differs(new))
 }
 
 /// Settings of the policy task.
@@ -656,20 +651,22 @@ pub async fn run(
                 );
             }
             // What to write, decided before any write, each new status
-            // packed: every policy's outcome (conditions, messages) is not
+            // deflated: every policy's outcome (conditions, messages) is not
             // kept through thousands of requests.
-            let mut to_write: Vec<(Arc<AccessPolicy>, u64, AccessPolicyStatus)> = Vec::new();
+            let mut to_write: Vec<(Arc<AccessPolicy>, u64, Box<[u8]>)> = Vec::new();
             for p in all.iter() {
                 let key = p.key();
                 let Some(outcome) = outcomes.get(&key) else {
                     continue;
                 };
                 let generation = p.metadata.generation.unwrap_or_default();
-                // Cached packed (slim_policy): read whole for this one policy.
-                let old = p.status.as_ref().map(|s| s.unpacked());
+                // Cached packed (slim_policy): read for this one policy; the
+                // comparison is with the cached digest.
+                let cached = p.status.as_ref();
+                let old = cached.map(|s| s.unpacked());
                 let old = old.as_deref();
-                let mut new = build_status(old, outcome, generation, clock.now());
-                if !needs_write(old, &new) {
+                let new = build_status(old, outcome, generation, clock.now());
+                if !needs_write(cached, &new) {
                     continue;
                 }
                 // The store may lag behind our own last write: do not write
@@ -678,8 +675,7 @@ pub async fn run(
                 if previous.get(&key) == Some(&written) {
                     continue;
                 }
-                new.pack();
-                to_write.push((p.clone(), written, new));
+                to_write.push((p.clone(), written, crate::api::packed::deflate(&new)));
             }
             previous.retain(|k, _| outcomes.contains_key(k));
             drop(outcomes);
@@ -715,7 +711,7 @@ pub async fn run(
 /// Status writes of the policy task in flight at once.
 const STATUS_WRITES_AT_ONCE: usize = 8;
 
-/// Writes one policy's new status (packed until now); its key, the
+/// Writes one policy's new status (deflated until now); its key, the
 /// conditions' digest and whether the write went through (a policy deleted
 /// meanwhile counts as through: nothing to retry).
 async fn write_one(
@@ -723,25 +719,18 @@ async fn write_one(
     events: super::events::Events,
     p: Arc<AccessPolicy>,
     written: u64,
-    new: AccessPolicyStatus,
+    new: Box<[u8]>,
 ) -> (String, u64, bool) {
     let key = p.key();
-    let new = new.unpacked();
+    let Some(new) = crate::api::packed::inflate::<AccessPolicyStatus>(&new) else {
+        return (key, written, false);
+    };
     let old = p.status.as_ref().map(|s| s.unpacked());
     let old_conditions = old
         .as_deref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    match super::write_status(
-        &client,
-        &events,
-        &*p,
-        &*new,
-        old_conditions,
-        &new.conditions,
-    )
-    .await
-    {
+    match super::write_status(&client, &events, &*p, &new, old_conditions, &new.conditions).await {
         Ok(_) => (key, written, true),
         Err(e) => {
             warn!(policy = %key, error = %e, "cannot write AccessPolicy status; retrying");

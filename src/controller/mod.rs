@@ -354,12 +354,14 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         ctx.programs
             .set_unavailable(&key, validate::unavailable_entry(&idp, &v));
 
-        // Cached packed (slim_provider): read whole for this one reconcile.
-        let old = idp.status.as_ref().map(|s| s.unpacked());
+        // Cached packed (slim_provider): read for this one reconcile; the
+        // comparison is with the cached digest.
+        let cached = idp.status.as_ref();
+        let old = cached.map(|s| s.unpacked());
         let old = old.as_deref();
         let mut new = status::build_status(old, &v, generation, now);
         new.domains = domains;
-        if status::needs_write(old, &new) {
+        if status::needs_write(cached, &new) {
             let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
             let written =
                 write_status(&ctx.client, &ctx.events, &*idp, &new, old_conditions, &new.conditions)

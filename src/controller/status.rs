@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 
 use crate::{
-    api::{Condition, IdentityProviderStatus, conditions::Status},
+    api::{Condition, IdentityProviderStatus, conditions::Status, packed::Packable as _},
     controller::validate::{CondResult, Programming, Validation},
 };
 
@@ -72,29 +72,13 @@ pub fn build_status(
     }
 }
 
-/// Whether writing `new` over `old` changes anything but timestamps.
+/// Whether writing `new` over `old` (as cached, packed, or as read)
+/// changes anything but timestamps.
 pub fn needs_write(old: Option<&IdentityProviderStatus>, new: &IdentityProviderStatus) -> bool {
-    let Some(old) = old else { return true };
-    strip_time(old) != strip_time(new)
+    old.is_none_or(|old| old.differs(new))
 }
 
-fn strip_time(s: &IdentityProviderStatus) -> IdentityProviderStatus {
-    let mut s = s.clone();
-    if let Some(d) = s.discovered.as_mut() {
-        d.last_checked = None;
-    }
-    strip_condition_times(&mut s.conditions);
-    s
-}
-
-/// Conditions as compared for a write: transition times zeroed, sorted by
-/// type (so time alone, or order, never causes a write).
-pub fn strip_condition_times(conditions: &mut [Condition]) {
-    for c in conditions.iter_mut() {
-        c.last_transition_time = Timestamp::UNIX_EPOCH;
-    }
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-}
+pub use crate::api::packed::strip_condition_times;
 
 /// A condition change worth an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
