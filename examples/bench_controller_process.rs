@@ -100,8 +100,12 @@ async fn main() {
             "127.0.0.0/8",
         ])
         .env("KUBECONFIG", &cp.kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        // SSO_LOG: the controller's log filter (its log is then shown).
+        .env("RUST_LOG", std::env::var("SSO_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(match std::env::var_os("SSO_LOG") {
+            Some(_) => Stdio::inherit(),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("target/release/sso-operator (bench/controller-memory.sh builds it)");
     let pid = child.id();

@@ -581,6 +581,7 @@ pub async fn run(
         );
         if decided_from != Some(now_from) || failed {
             decided_from = Some(now_from);
+            tracing::debug!(failed, "deciding every access policy");
             // What a pass builds (every policy's outcome, the world) is
             // dropped before the wait, not kept through it.
             let world = World {
