@@ -101,7 +101,10 @@ async fn main() {
         ])
         .env("KUBECONFIG", &cp.kubeconfig)
         // SSO_LOG: the controller's log filter (its log is then shown).
-        .env("RUST_LOG", std::env::var("SSO_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("SSO_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(match std::env::var_os("SSO_LOG") {
             Some(_) => Stdio::inherit(),
             None => Stdio::null(),

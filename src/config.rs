@@ -201,15 +201,15 @@ pub fn gzip_parts<P: Serialize, U: Serialize, Q: Serialize>(
     providers: &BTreeMap<String, P>,
     unavailable: &BTreeMap<String, U>,
     policies: &BTreeMap<String, Q>,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, serde_json::Error> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let parts = ConfigParts {
         providers,
         unavailable,
         policies,
     };
-    serde_json::to_writer(&mut enc, &parts).expect("broker config serializes to memory");
-    enc.finish().expect("writing to memory")
+    serde_json::to_writer(&mut enc, &parts)?;
+    Ok(enc.finish().expect("writing to memory"))
 }
 
 impl BrokerConfig {
@@ -224,6 +224,7 @@ impl BrokerConfig {
     /// Compact JSON, gzip-compressed: what the controller writes.
     pub fn to_gzip(&self) -> Vec<u8> {
         gzip_parts(&self.providers, &self.unavailable, &self.policies)
+            .expect("a typed broker config serializes")
     }
 
     /// Reads a configuration, gzip-compressed (by its magic bytes) or plain

@@ -25,8 +25,8 @@ pub(crate) fn deflate<T: Serialize>(value: &T) -> Box<[u8]> {
 }
 
 /// What [`deflate`] made; `None` (logged) if it does not read back, which
-/// only a bug could cause (a status then reads as none: the controller
-/// writes it anew).
+/// only a bug could cause (a cached status then reads as one without
+/// conditions: transition times restart, their Events repeat).
 pub(crate) fn inflate<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     serde_json::from_reader(flate2::read::DeflateDecoder::new(bytes))
         .map_err(|e| tracing::error!(error = %e, "deflated JSON kept in memory does not read back"))
@@ -279,10 +279,10 @@ mod tests {
         assert!(!p.differs(&policy));
     }
 
-    /// Bytes that are not a packed status read back as no status (the
-    /// controller then writes the status anew), not a panic.
+    /// Bytes that are not a packed status read back as an empty status,
+    /// not a panic.
     #[test]
-    fn a_damaged_pack_reads_as_no_status() {
+    fn a_damaged_pack_reads_as_an_empty_status() {
         let s = AccessPolicyStatus {
             packed: Some(Packed {
                 digest: 1,

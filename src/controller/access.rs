@@ -565,9 +565,11 @@ pub async fn run(
         std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(c)
     };
     let mut unparsable: BTreeSet<String> = BTreeSet::new();
-    // What the last pass decided from, and whether a write of it failed.
+    // What the last pass decided from, and when to retry writes of it that
+    // failed (not on every wake: a write refused for good, say by RBAC,
+    // must not bring back a pass per provider reconcile).
     let mut decided_from: Option<u64> = None;
-    let mut failed = false;
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         // Nothing a pass reads changed and nothing is to retry: no pass
         // (every provider reconcile wakes this task; with thousands of
@@ -579,9 +581,10 @@ pub async fn run(
             &namespaces,
             programs.serving_digest(),
         );
-        if decided_from != Some(now_from) || failed {
+        let retry = retry_at.is_some_and(|t| tokio::time::Instant::now() >= t);
+        if decided_from != Some(now_from) || retry {
             decided_from = Some(now_from);
-            tracing::debug!(failed, "deciding every access policy");
+            tracing::debug!(retry, "deciding every access policy");
             // What a pass builds (every policy's outcome, the world) is
             // dropped before the wait, not kept through it.
             let world = World {
@@ -686,12 +689,12 @@ pub async fn run(
                 .buffer_unordered(STATUS_WRITES_AT_ONCE)
                 .collect()
                 .await;
-            failed = false;
+            retry_at = None;
             for (key, written, ok) in results {
                 if ok {
                     previous.insert(key, written);
                 } else {
-                    failed = true;
+                    retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(30));
                 }
             }
             crate::memory::release_freed();

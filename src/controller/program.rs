@@ -186,12 +186,14 @@ impl ProgramSet {
 
     /// The set as the broker config, gzip-compressed, with the version it
     /// is and the number of providers in it.
-    fn gzip(&self) -> (u64, usize, Vec<u8>) {
+    /// An entry that does not inflate (only a bug could cause it) fails
+    /// the write, not the writer.
+    fn gzip(&self) -> Result<(u64, usize, Vec<u8>), serde_json::Error> {
         let providers = self.lock();
         let unavailable = self.lock_unavailable();
         let policies = self.lock_policies();
-        let bytes = crate::config::gzip_parts(&providers, &unavailable, &policies);
-        (self.version(), providers.len(), bytes)
+        let bytes = crate::config::gzip_parts(&providers, &unavailable, &policies)?;
+        Ok((self.version(), providers.len(), bytes))
     }
 
     /// Waits until a provider was reconciled or pruned.
@@ -436,7 +438,14 @@ pub async fn run_writer(
         let keep: BTreeSet<String> = store.state().iter().map(|i| i.key()).collect();
         programs.retain(&keep);
         if last_written != Some(programs.version()) {
-            let (version, providers, gzipped) = programs.gzip();
+            let (version, providers, gzipped) = match programs.gzip() {
+                Ok(g) => g,
+                Err(e) => {
+                    error!(error = %e, "cannot serialize the broker config; the broker keeps the last one written");
+                    let _ = tokio::time::timeout(Duration::from_secs(10), programs.changed()).await;
+                    continue;
+                }
+            };
             if gzipped.len() > SECRET_DATA_LIMIT {
                 error!(
                     providers,
@@ -550,13 +559,26 @@ mod tests {
             "the same policies again"
         );
         // What the writer sends is the typed set, as JSON.
-        let written = crate::config::BrokerConfig::decode(&set.gzip().2).unwrap();
+        let written = crate::config::BrokerConfig::decode(&set.gzip().unwrap().2).unwrap();
         assert_eq!(written.providers.get("team/corp"), Some(&b));
         assert_eq!(written.policies, policies);
         assert_eq!(written, set.snapshot());
         assert!(set.set("team/corp", &Programming::Remove));
         assert_eq!(set.get("team/corp"), None);
         assert!(!set.set("team/corp", &Programming::Remove));
+    }
+
+    /// An entry that does not inflate fails the write (logged), not the
+    /// writer task (it was an `expect`).
+    #[test]
+    fn an_entry_that_does_not_read_back_fails_the_write_not_the_writer() {
+        let set = super::ProgramSet::default();
+        set.lock().insert(
+            "team/corp".into(),
+            super::Json(vec![1, 2, 3].into_boxed_slice()),
+        );
+        assert!(set.gzip().is_err());
+        assert!(set.get("team/corp").is_none());
     }
 
     /// Two tasks wait for one store, as the broker config writer and the
