@@ -79,6 +79,44 @@ pub struct ProgrammedProvider {
     pub redirect_uri: String,
 }
 
+#[cfg(test)]
+impl ProgrammedProvider {
+    /// `team/corp` at `issuer`, client `c`, endpoints `<issuer>/a`, `/t`,
+    /// `/j`, no rules: what unit tests start from.
+    pub(crate) fn example(issuer: &str) -> Self {
+        Self {
+            namespace: "team".into(),
+            name: "corp".into(),
+            display_name: "Corp".into(),
+            redirect_uri: "https://sso.example.com/oauth/callback/team/corp".into(),
+            domains: Vec::new(),
+            verified_domains: Vec::new(),
+            generation: 1,
+            issuer: issuer.into(),
+            client_id: "c".into(),
+            client_secret: Some("s".into()),
+            client_auth_method: crate::api::ClientAuthMethod::ClientSecretBasic,
+            scopes: vec!["openid".into()],
+            pkce: true,
+            authorize_params: Default::default(),
+            endpoints: crate::oidc::discovery::ProviderEndpoints {
+                issuer: issuer.into(),
+                authorization_endpoint: format!("{issuer}/a"),
+                token_endpoint: format!("{issuer}/t"),
+                jwks_uri: format!("{issuer}/j"),
+                ..Default::default()
+            },
+            id_token_algs: vec![],
+            ca_bundle: None,
+            claims: Default::default(),
+            require_verified_email: true,
+            allowed_email_domains: vec![],
+            allowed_groups: vec![],
+            allowed_users: vec![],
+        }
+    }
+}
+
 impl ProgrammedProvider {
     /// What this provider's ID tokens must say, for a login that sent
     /// `nonce` (`None` on a refresh).

@@ -33,6 +33,14 @@ pub(crate) fn inflate<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
         .ok()
 }
 
+/// A digest of `value` that is the same for equal values within this
+/// process (fixed keys): what the controller compares instead of keeping
+/// a copy.
+pub(crate) fn hash_of<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
+    use std::hash::BuildHasher as _;
+    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(value)
+}
+
 /// A status as the cache keeps it: a digest of the whole (what a write
 /// would be compared with) and the rest deflated, condition messages left
 /// out (the digest covers them; nothing else reads old messages).
@@ -40,17 +48,6 @@ pub(crate) fn inflate<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
 pub struct Packed {
     digest: u64,
     bytes: Box<[u8]>,
-}
-
-impl Packed {
-    /// The deflated bytes kept (a measure of what the cache holds).
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 /// Conditions as compared for a write: transition times zeroed, sorted by
@@ -74,9 +71,7 @@ pub trait Packable: Sized + Clone + Default + PartialEq + Serialize + Deserializ
 
     /// A digest of [`Self::comparable`].
     fn digest(&self) -> u64 {
-        use std::hash::BuildHasher as _;
-        let json = serde_json::to_vec(&self.comparable()).expect("a status serializes");
-        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(json)
+        hash_of(&serde_json::to_vec(&self.comparable()).expect("a status serializes"))
     }
 
     /// Packs this status in place (a packed one stays as it is).
@@ -100,8 +95,14 @@ pub trait Packable: Sized + Clone + Default + PartialEq + Serialize + Deserializ
         Self::default()
     }
 
+    fn conditions_mut(&mut self) -> &mut Vec<super::Condition>;
+
     /// Clears the condition messages (kept only as part of the digest).
-    fn drop_messages(&mut self);
+    fn drop_messages(&mut self) {
+        for c in self.conditions_mut() {
+            c.message = String::new();
+        }
+    }
 
     /// The status as written, but for condition messages when it was
     /// packed; itself when not.
@@ -154,10 +155,8 @@ impl Packable for IdentityProviderStatus {
         }
     }
 
-    fn drop_messages(&mut self) {
-        for c in &mut self.conditions {
-            c.message = String::new();
-        }
+    fn conditions_mut(&mut self) -> &mut Vec<super::Condition> {
+        &mut self.conditions
     }
 
     fn restore_unpacked(&mut self, cached: &Self) {
@@ -180,10 +179,8 @@ impl Packable for AccessPolicyStatus {
         self.packed = Some(packed);
     }
 
-    fn drop_messages(&mut self) {
-        for c in &mut self.conditions {
-            c.message = String::new();
-        }
+    fn conditions_mut(&mut self) -> &mut Vec<super::Condition> {
+        &mut self.conditions
     }
 }
 
@@ -239,7 +236,7 @@ mod tests {
             cached.domains, full.domains,
             "domains stay readable as they are"
         );
-        let bytes = cached.packed.as_ref().unwrap().len();
+        let bytes = cached.packed.as_ref().unwrap().bytes.len();
         assert!(
             bytes < serde_json::to_vec(&full).unwrap().len() / 3,
             "{bytes} bytes"

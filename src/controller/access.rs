@@ -560,10 +560,7 @@ pub async fn run(
     // What was last written per policy, as a hash of its conditions (the
     // conditions themselves are in the store).
     let mut previous: BTreeMap<String, u64> = BTreeMap::new();
-    let digest = |c: &[crate::api::Condition]| {
-        use std::hash::BuildHasher as _;
-        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(c)
-    };
+    let digest = crate::api::packed::hash_of::<[crate::api::Condition]>;
     let mut unparsable: BTreeSet<String> = BTreeSet::new();
     // What the last pass decided from, and when to retry writes of it that
     // failed (not on every wake: a write refused for good, say by RBAC,
@@ -752,30 +749,25 @@ fn inputs_digest(
     namespaces: &Store<PartialObjectMeta<Namespace>>,
     serving: u64,
 ) -> u64 {
-    use std::hash::BuildHasher as _;
-    let hasher = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
-    fn versions<K: kube::Resource>(
-        hasher: &impl std::hash::BuildHasher,
-        what: u8,
-        items: &[Arc<K>],
-    ) -> u64 {
+    use crate::api::packed::hash_of;
+    fn versions<K: kube::Resource>(what: u8, items: &[Arc<K>]) -> u64 {
         items
             .iter()
             .map(|o| {
                 let m = o.meta();
-                hasher.hash_one((
+                hash_of(&(
                     what,
                     m.namespace.as_deref(),
                     m.name.as_deref(),
                     m.resource_version.as_deref(),
                 ))
             })
-            .fold(hasher.hash_one((what, items.len())), u64::wrapping_add)
+            .fold(hash_of(&(what, items.len())), u64::wrapping_add)
     }
-    versions(&hasher, 0, &policies.state())
-        .wrapping_add(versions(&hasher, 1, &providers.state()))
-        .wrapping_add(versions(&hasher, 2, &namespaces.state()))
-        .wrapping_add(hasher.hash_one(serving))
+    versions(0, &policies.state())
+        .wrapping_add(versions(1, &providers.state()))
+        .wrapping_add(versions(2, &namespaces.state()))
+        .wrapping_add(hash_of(&serving))
 }
 
 async fn wake_on<S, K>(stream: S, changed: Arc<tokio::sync::Notify>, what: &'static str)

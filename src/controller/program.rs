@@ -504,34 +504,11 @@ mod tests {
             controller::{program::ProgramSet, validate::Programming},
         };
         let entry = |client: &str| ProgrammedProvider {
-            namespace: "team".into(),
-            name: "corp".into(),
-            display_name: "Corp".into(),
-            redirect_uri: "https://sso.example.com/oauth/callback/team/corp".into(),
-            domains: Vec::new(),
-            verified_domains: Vec::new(),
-            generation: 1,
-            issuer: "https://idp.example.com".into(),
             client_id: client.into(),
-            client_secret: Some("s".into()),
-            client_auth_method: crate::api::ClientAuthMethod::ClientSecretBasic,
-            scopes: vec!["openid".into()],
-            pkce: true,
             authorize_params: [("prompt".to_string(), "login".to_string())].into(),
-            endpoints: crate::oidc::discovery::ProviderEndpoints {
-                issuer: "https://idp.example.com".into(),
-                authorization_endpoint: "https://idp.example.com/a".into(),
-                token_endpoint: "https://idp.example.com/t".into(),
-                jwks_uri: "https://idp.example.com/j".into(),
-                ..Default::default()
-            },
             id_token_algs: vec!["RS256".into()],
-            ca_bundle: None,
-            claims: Default::default(),
-            require_verified_email: true,
-            allowed_email_domains: vec![],
             allowed_groups: vec!["staff".into()],
-            allowed_users: vec![],
+            ..ProgrammedProvider::example("https://idp.example.com")
         };
         let set = ProgramSet::default();
         let a = entry("c1");

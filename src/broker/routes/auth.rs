@@ -634,47 +634,16 @@ mod tests {
     use super::*;
     use crate::broker::session::SESSION_COOKIE;
     use crate::{
-        api::ClientAuthMethod,
         broker::{BrokerSettings, redirect::RedirectPolicy, seal::KeyRing},
         clock::FixedClock,
         config::{BrokerConfig, ProgrammedProvider},
-        oidc::discovery::{HttpSettings, ProviderEndpoints},
+        oidc::discovery::HttpSettings,
     };
 
     const T0: i64 = 2_000_000_000;
 
     fn provider() -> ProgrammedProvider {
-        let issuer = "http://127.0.0.1:1";
-        ProgrammedProvider {
-            namespace: "team".into(),
-            name: "corp".into(),
-            display_name: "Corp".into(),
-            redirect_uri: "https://sso.example.com/oauth/callback/team/corp".into(),
-            domains: Vec::new(),
-            verified_domains: Vec::new(),
-            generation: 1,
-            issuer: issuer.into(),
-            client_id: "c".into(),
-            client_secret: Some("s".into()),
-            client_auth_method: ClientAuthMethod::ClientSecretBasic,
-            scopes: vec!["openid".into()],
-            pkce: true,
-            authorize_params: Default::default(),
-            endpoints: ProviderEndpoints {
-                issuer: issuer.into(),
-                authorization_endpoint: format!("{issuer}/a"),
-                token_endpoint: format!("{issuer}/t"),
-                jwks_uri: format!("{issuer}/j"),
-                ..Default::default()
-            },
-            id_token_algs: vec![],
-            ca_bundle: None,
-            claims: Default::default(),
-            require_verified_email: true,
-            allowed_email_domains: vec![],
-            allowed_groups: vec![],
-            allowed_users: vec![],
-        }
+        ProgrammedProvider::example("http://127.0.0.1:1")
     }
 
     const KEY: &[u8] = b"clock-test-key-0123456789abcdefgh";
