@@ -39,6 +39,8 @@ pub enum Error {
     Startup(String),
     #[error("{0}")]
     Manifest(String),
+    #[error("{0}")]
+    Cache(#[from] controller::cache::Unreadable),
 }
 
 impl Error {
@@ -50,6 +52,7 @@ impl Error {
             Error::Io(_) => "io",
             Error::Startup(_) => "startup",
             Error::Manifest(_) => "manifest",
+            Error::Cache(_) => "cache",
         }
     }
 }

@@ -15,8 +15,8 @@ use sso_operator::{
     api::{IdentityProvider, IdentityProviderStatus},
     config::{BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig},
     controller::{
-        Context, error_policy, program::ProgramSet, providers_for_secret, reconcile, tidy,
-        validate::Env,
+        Context, cache::Cached, error_policy, program::ProgramSet, providers_for_secret, reconcile,
+        tidy, validate::Env,
     },
     metrics::Metrics,
     oidc::discovery::{CacheTtl, DiscoveryCache, DiscoveryRequest, HttpSettings},
@@ -357,8 +357,10 @@ fn secret_changes_map_to_the_providers_that_use_them() {
         }
         .into(),
     );
-    let all = [a, b, c, d];
-    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<IdentityProvider>>| {
+    // As the watch cache keeps them: which Secrets each references is
+    // indexed, not read back from the packed spec.
+    let all = [a, b, c, d].map(Cached::new);
+    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<Cached<IdentityProvider>>>| {
         let mut v: Vec<String> = refs
             .iter()
             .map(|r| format!("{}/{}", r.namespace.clone().unwrap(), r.name))
@@ -383,12 +385,12 @@ async fn broker_config_is_written_once_per_change_and_prunes_deleted_providers()
     let programs = Arc::new(ProgramSet::default());
 
     // Two providers exist; three are programmed (one was deleted meanwhile).
-    let (reader, mut writer) = reflector::store::<IdentityProvider>();
+    let (reader, mut writer) = reflector::store::<Cached<IdentityProvider>>();
     let mut other = idp();
     other.metadata.name = Some("other".into());
     writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(idp()));
-    writer.apply_watcher_event(&watcher::Event::InitApply(other.clone()));
+    writer.apply_watcher_event(&watcher::Event::InitApply(Cached::new(idp())));
+    writer.apply_watcher_event(&watcher::Event::InitApply(Cached::new(other.clone())));
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let entry = programmed_entry();
     for name in ["corp", "other", "deleted"] {

@@ -187,7 +187,10 @@ async fn a_thousand_domains_cost_one_query_each_per_recheck() {
 /// and gets it once the first lets go.
 #[tokio::test]
 async fn one_domain_two_namespaces_the_first_verified_has_it() {
-    use sso_operator::{api::IdentityProvider, controller::domains::Verifier};
+    use sso_operator::{
+        api::IdentityProvider,
+        controller::{cache::Cached, domains::Verifier},
+    };
     use std::sync::Arc;
     let provider = |ns: &str, name: &str| -> IdentityProvider {
         serde_json::from_value(serde_json::json!({
@@ -220,8 +223,10 @@ async fn one_domain_two_namespaces_the_first_verified_has_it() {
             domains: d,
             ..Default::default()
         });
-        Arc::new(idp)
+        idp
     };
+    // Other providers as the controller's watch cache keeps them.
+    let cached = |idp: &IdentityProvider| Arc::new(Cached::new(idp.clone()));
 
     let a_first = verifier
         .verify(&provider("team-a", "okta"), Some("c"), &[], t0)
@@ -230,12 +235,7 @@ async fn one_domain_two_namespaces_the_first_verified_has_it() {
     let a = with(provider("team-a", "okta"), a_first);
     let t1 = t0 + SignedDuration::from_mins(1);
     let b_status = verifier
-        .verify(
-            &provider("team-b", "evil"),
-            Some("c"),
-            std::slice::from_ref(&a),
-            t1,
-        )
+        .verify(&provider("team-b", "evil"), Some("c"), &[cached(&a)], t1)
         .await;
     assert_eq!(
         state(&b_status[0]),
@@ -250,7 +250,7 @@ async fn one_domain_two_namespaces_the_first_verified_has_it() {
     let a_gone = with(provider("team-a", "okta"), vec![]);
     let t2 = t1 + SignedDuration::from_mins(10);
     let b_now = verifier
-        .verify(&b, Some("c"), &[a_gone, b.clone()], t2)
+        .verify(&b, Some("c"), &[cached(&a_gone), cached(&b)], t2)
         .await;
     assert_eq!(state(&b_now[0]), ("Verified", "Verified"), "{b_now:?}");
     assert_eq!(b_now[0].verified_since, Some(t2));

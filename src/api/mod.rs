@@ -567,10 +567,15 @@ pub struct Condition {
 impl IdentityProvider {
     /// `namespace/name`, the key the broker and metrics use.
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or_default(),
-            self.metadata.name.as_deref().unwrap_or_default()
-        )
+        key_of(&self.metadata)
     }
+}
+
+/// `namespace/name` of an object, the key the broker and metrics use.
+pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
 }

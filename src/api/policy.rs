@@ -284,10 +284,6 @@ pub struct AccessPolicyStatus {
 impl AccessPolicy {
     /// `namespace/name`, the key the broker and metrics use.
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or_default(),
-            self.metadata.name.as_deref().unwrap_or_default()
-        )
+        super::key_of(&self.metadata)
     }
 }

@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt as _};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -39,12 +39,16 @@ use tracing::{info, warn};
 use crate::{
     api::packed::Packable as _,
     api::{
-        IdentityProvider,
         conditions::{Status, policy_types, reasons, types},
         policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus, AccessRule},
     },
     config::ProgrammedPolicy,
-    controller::{program::ProgramSet, status, validate::CondResult},
+    controller::{
+        cache::{CachedPolicy, CachedProvider},
+        program::ProgramSet,
+        status,
+        validate::CondResult,
+    },
     policy::{
         route::{Claim, HostPattern, Routes, check_path_prefix},
         rules::{ClaimRule, Rule, Rules},
@@ -500,19 +504,19 @@ pub struct Settings {
 pub async fn run(
     client: Client,
     programs: Arc<ProgramSet>,
-    providers: Store<IdentityProvider>,
+    providers: Store<CachedProvider>,
     events: super::events::Events,
     clock: Arc<dyn crate::clock::Clock>,
     settings: Settings,
 ) {
     let policies_api: Api<AccessPolicy> =
         super::watched_api(&client, settings.watch_namespace.as_deref());
-    let (policies, policy_writer) = reflector::store::<AccessPolicy>();
+    let (policies, policy_writer) = reflector::store::<CachedPolicy>();
     let changed = Arc::new(tokio::sync::Notify::new());
     // Cached without managedFields, which nothing here reads.
     let policy_stream = watcher(policies_api.clone(), watcher::Config::default())
         .default_backoff()
-        .modify(super::slim_policy)
+        .map_ok(super::cache::cached)
         .reflect(policy_writer)
         .touched_objects();
     tokio::spawn(wake_on(policy_stream, changed.clone(), "AccessPolicy"));
@@ -590,7 +594,7 @@ pub async fn run(
                     .iter()
                     .map(|i| {
                         let allowed = i
-                            .spec
+                            .index
                             .allowed_namespaces
                             .as_ref()
                             .map(|a| a.to_policy())
@@ -622,9 +626,20 @@ pub async fn run(
                 auth_base: settings.auth_base.clone(),
             };
             let all = policies.state();
+            // Each policy's spec read back for this pass only.
+            let specs: Vec<Option<AccessPolicySpec>> = all
+                .iter()
+                .map(|p| {
+                    p.spec()
+                        .map_err(|e| tracing::error!(error = %e, "policy left out of this pass"))
+                        .ok()
+                })
+                .collect();
             let inputs: Vec<PolicyInput<'_>> = all
                 .iter()
-                .map(|p| PolicyInput {
+                .zip(&specs)
+                .filter_map(|(p, spec)| Some((p, spec.as_ref()?)))
+                .map(|(p, spec)| PolicyInput {
                     namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
                     name: p.metadata.name.as_deref().unwrap_or_default(),
                     generation: p.metadata.generation.unwrap_or_default(),
@@ -633,7 +648,7 @@ pub async fn run(
                         .creation_timestamp
                         .as_ref()
                         .map_or(0, |t| t.0.as_second()),
-                    spec: &p.spec,
+                    spec,
                 })
                 .collect();
             let mut outcomes = program(&inputs, &world);
@@ -654,14 +669,14 @@ pub async fn run(
             // What to write, decided before any write, each new status
             // deflated: every policy's outcome (conditions, messages) is not
             // kept through thousands of requests.
-            let mut to_write: Vec<(Arc<AccessPolicy>, u64, Box<[u8]>)> = Vec::new();
+            let mut to_write: Vec<(Arc<CachedPolicy>, u64, Box<[u8]>)> = Vec::new();
             for p in all.iter() {
                 let key = p.key();
                 let Some(outcome) = outcomes.get(&key) else {
                     continue;
                 };
                 let generation = p.metadata.generation.unwrap_or_default();
-                // Cached packed (slim_policy): read for this one policy; the
+                // Cached packed (cache::Cached): read for this one policy; the
                 // comparison is with the cached digest.
                 let cached = p.status.as_ref();
                 let old = cached.map(|s| s.unpacked());
@@ -680,7 +695,7 @@ pub async fn run(
             }
             previous.retain(|k, _| outcomes.contains_key(k));
             drop(outcomes);
-            drop(all);
+            drop((specs, all));
             let results: Vec<(String, u64, bool)> = futures::stream::iter(to_write)
                 .map(|(p, written, new)| write_one(client.clone(), events.clone(), p, written, new))
                 .buffer_unordered(STATUS_WRITES_AT_ONCE)
@@ -718,7 +733,7 @@ const STATUS_WRITES_AT_ONCE: usize = 8;
 async fn write_one(
     client: Client,
     events: super::events::Events,
-    p: Arc<AccessPolicy>,
+    p: Arc<CachedPolicy>,
     written: u64,
     new: Box<[u8]>,
 ) -> (String, u64, bool) {
@@ -744,8 +759,8 @@ async fn write_one(
 /// namespace as of its resourceVersion (any change to one changes it), and
 /// the providers the broker serves. Independent of the caches' order.
 fn inputs_digest(
-    policies: &Store<AccessPolicy>,
-    providers: &Store<IdentityProvider>,
+    policies: &Store<CachedPolicy>,
+    providers: &Store<CachedProvider>,
     namespaces: &Store<PartialObjectMeta<Namespace>>,
     serving: u64,
 ) -> u64 {

@@ -77,7 +77,7 @@ impl Verifier {
         &self,
         idp: &IdentityProvider,
         client_id: Option<&str>,
-        others: &[std::sync::Arc<IdentityProvider>],
+        others: &[std::sync::Arc<super::cache::CachedProvider>],
         now: Timestamp,
     ) -> Vec<DomainStatus> {
         if idp.spec.domains.is_empty() {

@@ -2,6 +2,7 @@
 //! metrics, fetch inputs, write outputs) around the pure [`validate`] core.
 
 pub mod access;
+pub mod cache;
 pub mod domains;
 pub mod events;
 pub mod leader;
@@ -15,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -30,6 +31,7 @@ use crate::{
     api::packed::Packable as _,
     api::{FIELD_MANAGER, IdentityProvider, conditions::phases},
     controller::{
+        cache::CachedProvider,
         program::ProgramSet,
         validate::{Env, Facts, SecretContent, SecretData, referenced_secrets, validate_with},
     },
@@ -136,7 +138,7 @@ pub struct Context {
     /// Most providers programmed per namespace (0: no limit), and the
     /// controller's view of all providers to rank them by age.
     pub max_per_namespace: usize,
-    pub providers: std::sync::OnceLock<kube::runtime::reflector::Store<IdentityProvider>>,
+    pub providers: std::sync::OnceLock<kube::runtime::reflector::Store<CachedProvider>>,
     /// Verifies the domains providers list (key and DNS resolver).
     pub domains: domains::Verifier,
 }
@@ -144,21 +146,22 @@ pub struct Context {
 /// `idp`'s place by age among the providers of its namespace in `store`
 /// (0 = oldest; ties by name).
 pub fn position_in_namespace(
-    store: &kube::runtime::reflector::Store<IdentityProvider>,
+    store: &kube::runtime::reflector::Store<CachedProvider>,
     idp: &IdentityProvider,
 ) -> usize {
-    fn age(i: &IdentityProvider) -> (Option<&jiff::Timestamp>, &str) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    fn age(m: &ObjectMeta) -> (Option<&jiff::Timestamp>, &str) {
         (
-            i.metadata.creation_timestamp.as_ref().map(|t| &t.0),
-            i.metadata.name.as_deref().unwrap_or_default(),
+            m.creation_timestamp.as_ref().map(|t| &t.0),
+            m.name.as_deref().unwrap_or_default(),
         )
     }
-    let mine = age(idp);
+    let mine = age(&idp.metadata);
     store
         .state()
         .iter()
         .filter(|i| i.metadata.namespace == idp.metadata.namespace)
-        .filter(|i| age(i) < mine)
+        .filter(|i| age(&i.metadata) < mine)
         .count()
 }
 
@@ -266,29 +269,17 @@ where
 /// copy of the whole object as last applied: with `kubectl apply`, often
 /// the largest part of it). Nothing here reads either.
 pub(crate) fn slim_for_cache<K: Resource>(o: &mut K) {
-    o.meta_mut().managed_fields = None;
-    if let Some(a) = o.meta_mut().annotations.as_mut() {
+    slim_meta(o.meta_mut());
+}
+
+/// [`slim_for_cache`] of an object's metadata.
+pub(crate) fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
         if a.is_empty() {
-            o.meta_mut().annotations = None;
+            meta.annotations = None;
         }
-    }
-}
-
-/// A provider as the controller caches it: [`slim_for_cache`], and its
-/// status packed ([`crate::api::packed`]).
-pub(crate) fn slim_provider(o: &mut IdentityProvider) {
-    slim_for_cache(o);
-    if let Some(s) = o.status.as_mut() {
-        s.pack();
-    }
-}
-
-/// A policy as the controller caches it: as a provider is.
-pub(crate) fn slim_policy(o: &mut crate::api::policy::AccessPolicy) {
-    slim_for_cache(o);
-    if let Some(s) = o.status.as_mut() {
-        s.pack();
     }
 }
 
@@ -303,6 +294,20 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// Reconciles one IdentityProvider, as the watch cache keeps it.
+pub async fn reconcile_cached(
+    cached: Arc<CachedProvider>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let idp = cached.expand()?;
+    reconcile(Arc::new(idp), ctx).await
+}
+
+/// Errors of [`reconcile_cached`]: back off per object.
+pub fn error_policy_cached(cached: Arc<CachedProvider>, err: &Error, ctx: Arc<Context>) -> Action {
+    backoff_after(&cached.metadata, err, &ctx)
 }
 
 /// Reconciles one IdentityProvider.
@@ -354,7 +359,7 @@ pub async fn reconcile(idp: Arc<IdentityProvider>, ctx: Arc<Context>) -> Result<
         ctx.programs
             .set_unavailable(&key, validate::unavailable_entry(&idp, &v));
 
-        // Cached packed (slim_provider): read for this one reconcile; the
+        // Cached packed (cache::Cached): read for this one reconcile; the
         // comparison is with the cached digest.
         let cached = idp.status.as_ref();
         let old = cached.map(|s| s.unpacked());
@@ -427,22 +432,34 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Errors talking to the API: back off per object.
 pub fn error_policy(idp: Arc<IdentityProvider>, err: &Error, ctx: Arc<Context>) -> Action {
+    backoff_after(&idp.metadata, err, &ctx)
+}
+
+fn backoff_after(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    err: &Error,
+    ctx: &Context,
+) -> Action {
     ctx.metrics.reconcile_failed(err.category());
-    let attempt = ctx.backoffs.fail(&idp.key());
+    let attempt = ctx.backoffs.fail(&crate::api::key_of(meta));
     let delay = ctx.timing.backoff(attempt);
-    warn!(namespace = idp.namespace().unwrap_or_default(), name = idp.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    let (namespace, name) = (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    );
+    warn!(namespace, name, error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
 /// The providers in `idps` that reference Secret `ns/name`.
 pub fn providers_for_secret<'a>(
-    idps: impl IntoIterator<Item = &'a IdentityProvider>,
+    idps: impl IntoIterator<Item = &'a CachedProvider>,
     ns: &str,
     name: &str,
-) -> Vec<ObjectRef<IdentityProvider>> {
+) -> Vec<ObjectRef<CachedProvider>> {
     idps.into_iter()
         .filter(|idp| idp.metadata.namespace.as_deref() == Some(ns))
-        .filter(|idp| referenced_secrets(&idp.spec).iter().any(|s| s == name))
+        .filter(|idp| idp.index.secrets.iter().any(|s| s == name))
         .map(ObjectRef::from)
         .collect()
 }
@@ -511,7 +528,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     let (reader, writer) = kube::runtime::reflector::store();
     let trigger = watcher(idps, watcher::Config::default())
         .default_backoff()
-        .modify(slim_provider)
+        .map_ok(cache::cached)
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(trigger, reader.clone());
@@ -584,7 +601,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, settings: Settings) -> Resul
     }
     controller
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_cached, error_policy_cached, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 match e {

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{FIELD_MANAGER, IdentityProvider},
+    api::FIELD_MANAGER,
     config::{
         BROKER_CONFIG_KEY, BROKER_CONFIG_PLAIN_KEY, BrokerConfig, ProgrammedPolicy,
         ProgrammedProvider, SECRET_DATA_LIMIT, Unavailable,
@@ -422,7 +422,7 @@ where
 pub async fn run_writer(
     client: Client,
     programs: Arc<ProgramSet>,
-    store: Store<IdentityProvider>,
+    store: Store<super::cache::CachedProvider>,
     ns: String,
     name: String,
     metrics: Arc<Metrics>,
