@@ -43,11 +43,8 @@ impl serde::Serialize for Json {
     /// The entry's JSON as it was, inflated as the config is written.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        use std::io::Read as _;
-        let mut text = String::new();
-        flate2::read::DeflateDecoder::new(&self.0[..])
-            .read_to_string(&mut text)
-            .map_err(S::Error::custom)?;
+        let bytes = crate::api::packed::inflate_bytes(&self.0).map_err(S::Error::custom)?;
+        let text = String::from_utf8(bytes).map_err(S::Error::custom)?;
         serde_json::value::RawValue::from_string(text)
             .map_err(S::Error::custom)?
             .serialize(s)
